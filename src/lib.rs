@@ -1,0 +1,28 @@
+//! nhiwatch: watches healthcare-interoperability audit logs and flags non-human identities that
+//! behave unlike themselves.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow:
+//!
+//! - [`ingest`]: raw records from Kafka, NDJSON files or stdin, with their coordinates; the dead
+//!   letter for what cannot be used.
+//! - [`normalize`]: sniffs each record's format and maps it to one [`event::Event`];
+//!   pseudonymises patients on the way.
+//! - [`pipeline`]: the one path every command uses: ingest → normalize → consumer of events,
+//!   with counts per format and per dead-letter reason.
+//!
+//! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes).
+//! Around them: [`config`] (settings, validated at load), [`generate`] (labelled synthetic
+//! traffic), [`demo`] (the embedded Kafka broker), [`cli`] (the command line).
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod generate;
+pub mod ingest;
+pub mod normalize;
+pub mod pipeline;
+pub mod scope;
+pub mod telemetry;

@@ -1,0 +1,4 @@
+//! nhiwatch's integration tests: one binary, one module per concern.
+
+mod fixtures;
+mod support;

@@ -1,0 +1,67 @@
+//! Shared helpers: locating `../shared/fixtures`, a fixed pseudonymisation key, record splitting.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nhiwatch::event::Event;
+use nhiwatch::normalize::{Normalizer, ParseError, Pseudonymizer, RecordMeta};
+
+/// The key every test uses; pseudonyms in assertions are computed with it, never hard-coded.
+pub const TEST_KEY: &[u8] = b"integration-tests-only-key";
+
+pub fn pseudonymizer() -> Pseudonymizer {
+    Pseudonymizer::new(TEST_KEY).expect("test key is long enough")
+}
+
+pub fn normalizer() -> Normalizer {
+    Normalizer::new(pseudonymizer(), nhiwatch::normalize::DEFAULT_MAX_RECORD_BYTES)
+}
+
+/// `../shared/fixtures/external`, beside the repository.
+pub fn external() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/external");
+    assert!(
+        dir.is_dir(),
+        "fixtures not found at {}: clone the repository beside shared/",
+        dir.display()
+    );
+    dir
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The arrival time given to records of the fixture files (dates Keycloak's time-only lines).
+pub fn received() -> DateTime<Utc> {
+    "2021-10-22T23:59:00Z".parse().expect("valid time")
+}
+
+/// Normalizes one record, with the given arrival time.
+pub fn normalize(record: &str) -> Result<Vec<Event>, ParseError> {
+    let meta = RecordMeta {
+        origin: None,
+        received: Some(received()),
+    };
+    normalizer().normalize(record.as_bytes(), &meta)
+}
+
+/// Normalizes one record that must yield exactly one event.
+pub fn one(record: &str) -> Event {
+    let mut events = normalize(record).unwrap_or_else(|e| panic!("record did not normalize: {e}\n{record}"));
+    assert_eq!(events.len(), 1, "expected one event from {record}");
+    events.remove(0)
+}
+
+/// Every non-empty line of a file.
+pub fn lines(path: &Path) -> Vec<String> {
+    read(path)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn time(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
