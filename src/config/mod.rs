@@ -1,1 +1,406 @@
-//! todo
+//! Settings: `config/default.toml` (every key, documented), a deployment file laid over it, and
+//! `NHIWATCH__SECTION__KEY` environment overrides on top.
+//!
+//! Loading is two steps, like ripgrep's low/high arguments: the merged TOML is deserialized into
+//! raw structs with `deny_unknown_fields`, then validated into [`Settings`]. Every error names the
+//! file (or variable), the key and what is wrong, and is reported before anything starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+use crate::normalize::{Pseudonymizer, pseudonym::WeakKey};
+
+/// The checked-in defaults, compiled in so the binary needs no file beside it.
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
+/// Prefix of environment overrides; `__` separates the path (`NHIWATCH__KAFKA__BROKERS`).
+pub const ENV_PREFIX: &str = "NHIWATCH__";
+/// Shorthand for the pseudonymisation key.
+pub const PSEUDONYM_KEY_ENV: &str = "NHIWATCH_PSEUDONYM_KEY";
+
+/// A configuration error: the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax error.
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key that nhiwatch does not know (often a typo).
+    #[error("{origin}: unknown key `{key}`")]
+    UnknownKey {
+        /// File or environment variable.
+        origin: String,
+        /// Dotted key path.
+        key: String,
+    },
+    /// A key with a value of the wrong type or out of range.
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        /// File or environment variable.
+        origin: String,
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Raw settings, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Ingest limits.
+    pub ingest: IngestConfig,
+    /// Kafka consumer.
+    pub kafka: KafkaConfig,
+    /// Where unusable records go.
+    pub dead_letter: DeadLetterConfig,
+    /// Patient pseudonymisation.
+    pub pseudonymisation: PseudonymConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest record accepted, in bytes.
+    pub max_record_bytes: usize,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// librdkafka properties passed through.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[dead_letter]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// NDJSON file.
+    pub path: PathBuf,
+    /// Kafka topic, or empty.
+    pub topic: String,
+}
+
+/// `[pseudonymisation]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymConfig {
+    /// The HMAC key; empty when unset.
+    pub key: String,
+}
+
+impl std::fmt::Debug for PseudonymConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.key.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("PseudonymConfig").field("key", &state).finish()
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// EnvFilter directive.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The raw values, all validated.
+    pub raw: RawConfig,
+    /// Where the configuration came from (for messages).
+    pub origin: String,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Settings::load_with_env(file, &env)
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+        let mut table: Table = DEFAULTS.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            file: "config/default.toml".into(),
+            message: e.to_string(),
+        })?;
+        let defaults = table.clone();
+        let origin = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.to_owned(),
+                    source,
+                })?;
+                let user: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    file: path.display().to_string(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+                let origin = path.display().to_string();
+                merge(&mut table, user, &defaults, "", &origin)?;
+                origin
+            }
+            None => "defaults".to_owned(),
+        };
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            set_from_env(&mut table, &defaults, &keys, value, name)?;
+        }
+        if let Some((_, key)) = env.iter().find(|(n, _)| n == PSEUDONYM_KEY_ENV)
+            && let Some(Value::Table(section)) = table.get_mut("pseudonymisation")
+        {
+            section.insert("key".into(), Value::String(key.clone()));
+        }
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        let settings = Settings { raw, origin };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let raw = &self.raw;
+        if raw.ingest.max_record_bytes == 0 {
+            return Err(self.invalid("ingest.max_record_bytes", "must be greater than 0"));
+        }
+        if raw.kafka.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(self.invalid("kafka.topics", "topic names must not be empty"));
+        }
+        if !matches!(raw.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(self.invalid("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\""));
+        }
+        if !raw.pseudonymisation.key.is_empty() && raw.pseudonymisation.key.len() < Pseudonymizer::MIN_KEY_BYTES {
+            return Err(self.invalid(
+                "pseudonymisation.key",
+                format!("must be at least {} bytes", Pseudonymizer::MIN_KEY_BYTES),
+            ));
+        }
+        if !matches!(raw.log.format.as_str(), "text" | "json") {
+            return Err(self.invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        if raw.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return Err(self.invalid("log.filter", "is not a valid log filter"));
+        }
+        Ok(())
+    }
+
+    /// The configured pseudonymizer, or `None` when no key is set.
+    pub fn pseudonymizer(&self) -> Option<Result<Pseudonymizer, WeakKey>> {
+        let key = &self.raw.pseudonymisation.key;
+        (!key.is_empty()).then(|| Pseudonymizer::new(key.as_bytes()))
+    }
+}
+
+/// Keys under which any name is allowed (passed through).
+fn is_open_map(path: &str) -> bool {
+    path == "kafka.properties"
+}
+
+/// Lays `user` over `base`, refusing keys that the defaults do not have.
+fn merge(base: &mut Table, user: Table, defaults: &Table, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+    for (key, value) in user {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let default = defaults.get(&key);
+        match (default, value) {
+            (Some(Value::Table(d)), Value::Table(u)) if !is_open_map(&path) => {
+                let Some(Value::Table(b)) = base.get_mut(&key) else {
+                    unreachable!("base starts as the defaults")
+                };
+                merge(b, u, d, &path, origin)?;
+            }
+            (Some(Value::Table(_)), Value::Table(u)) => {
+                let Some(Value::Table(b)) = base.get_mut(&key) else {
+                    unreachable!("base starts as the defaults")
+                };
+                b.extend(u);
+            }
+            (Some(Value::Table(_)), _) => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: path,
+                    message: "must be a table".into(),
+                });
+            }
+            (Some(_), value) => {
+                base.insert(key, value);
+            }
+            (None, _) => {
+                return Err(ConfigError::UnknownKey {
+                    origin: origin.into(),
+                    key: path,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_from_env(table: &mut Table, defaults: &Table, keys: &[String], raw: &str, var: &str) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        origin: format!("environment variable {var}"),
+        key: keys.join("."),
+    };
+    let (section, rest) = keys.split_first().ok_or_else(unknown)?;
+    let default_section = defaults.get(section).and_then(Value::as_table).ok_or_else(unknown)?;
+    let Some(Value::Table(target)) = table.get_mut(section) else {
+        return Err(unknown());
+    };
+    match rest {
+        [key] => {
+            let default = default_section.get(key).ok_or_else(unknown)?;
+            target.insert(key.clone(), env_value(raw, default));
+        }
+        [map, key @ ..] if is_open_map(&format!("{section}.{map}")) && !key.is_empty() => {
+            let Some(Value::Table(props)) = target.get_mut(map) else {
+                return Err(unknown());
+            };
+            props.insert(key.join("__"), Value::String(raw.to_owned()));
+        }
+        _ => return Err(unknown()),
+    }
+    Ok(())
+}
+
+/// An environment value, typed like the default it replaces (a string stays a string).
+fn env_value(raw: &str, default: &Value) -> Value {
+    match default {
+        Value::String(_) => Value::String(raw.to_owned()),
+        _ => format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nhiwatch.toml");
+        std::fs::write(&path, text).expect("write");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load_with_env(Some(&path), &env)
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load_with_env(None, &[]).expect("defaults are valid");
+        assert_eq!(s.raw.ingest.max_record_bytes, 1024 * 1024);
+        assert_eq!(s.raw.kafka.topics, ["fhir-audit", "gateway-access", "idp-audit"]);
+        assert!(s.pseudonymizer().is_none());
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let s = load(
+            "[kafka]\nbrokers = \"a:1\"\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n",
+            &[
+                ("NHIWATCH__INGEST__MAX_RECORD_BYTES", "2048"),
+                ("NHIWATCH__KAFKA__PROPERTIES__SASL.PASSWORD", "pw"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.raw.kafka.brokers, "a:1");
+        assert_eq!(s.raw.ingest.max_record_bytes, 2048);
+        assert_eq!(
+            s.raw.kafka.properties.get("security.protocol").map(String::as_str),
+            Some("SSL")
+        );
+        assert_eq!(
+            s.raw.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("pw")
+        );
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let e = load("[kafka]\nbrokerz = \"a\"\n", &[]).unwrap_err().to_string();
+        assert!(e.ends_with("nhiwatch.toml: unknown key `kafka.brokerz`"), "{e}");
+        let e = load("[ingest]\nmax_record_bytes = \"big\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nhiwatch.toml: key `ingest.max_record_bytes`: invalid type"),
+            "{e}"
+        );
+        let e = load("[ingest]\nmax_record_bytes = 0\n", &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("key `ingest.max_record_bytes`: must be greater than 0"),
+            "{e}"
+        );
+        let e = load("[kafka\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("nhiwatch.toml: ") && e.contains("line 1"), "{e}");
+        let e = load("", &[("NHIWATCH__KAFKA__NOPE", "1")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "environment variable NHIWATCH__KAFKA__NOPE: unknown key `kafka.nope`"
+        );
+        let e = load("", &[("NHIWATCH_PSEUDONYM_KEY", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `pseudonymisation.key`: must be at least 16 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_is_never_printed() {
+        let s = load("", &[("NHIWATCH_PSEUDONYM_KEY", "a-secret-key-of-enough-length")]).expect("valid");
+        assert!(!format!("{s:?}").contains("a-secret"));
+        assert!(s.pseudonymizer().is_some_and(|p| p.is_ok()));
+    }
+}

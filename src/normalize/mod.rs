@@ -18,7 +18,7 @@ mod gcp;
 mod json;
 mod keycloak;
 mod okta;
-mod pseudonym;
+pub mod pseudonym;
 mod sniff;
 
 use chrono::{DateTime, Utc};

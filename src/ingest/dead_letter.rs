@@ -1,0 +1,180 @@
+//! The dead letter: every record that did not become an event, with the reason, the parser's
+//! message and its coordinates, so nothing is lost and every rejection can be replayed.
+//!
+//! File form: one JSON object per line, `{"time","reason","error","source","raw"}` (`raw_base64`
+//! instead of `raw` when the bytes are not UTF-8; `raw_truncated` and `length` for oversized
+//! records). Kafka form: the raw bytes as the message value, the rest as headers.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde::Serialize;
+
+use crate::event::Origin;
+
+/// Where dead letters go.
+pub trait DeadLetter: Send {
+    /// Records one rejected record. An error here must stop ingest: the record would be lost.
+    fn send(&mut self, letter: &Letter<'_>) -> std::io::Result<()>;
+    /// Makes everything sent durable.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// A rejected record.
+#[derive(Debug, Serialize)]
+pub struct Letter<'a> {
+    /// When it was rejected.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// The parser's message.
+    pub error: String,
+    /// Where the record was read.
+    pub source: &'a Origin,
+    /// The raw bytes, when UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<&'a str>,
+    /// The raw bytes, base64, when not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_base64: Option<String>,
+    /// Full length when only a prefix is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<usize>,
+    /// True when `raw` holds only a prefix.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw_truncated: bool,
+    #[serde(skip)]
+    bytes: &'a [u8],
+}
+
+impl<'a> Letter<'a> {
+    /// A letter for `bytes` read at `source`.
+    pub fn new(
+        reason: &'static str,
+        error: String,
+        source: &'a Origin,
+        bytes: &'a [u8],
+        full_len: Option<usize>,
+    ) -> Self {
+        let (raw, raw_base64) = match std::str::from_utf8(bytes) {
+            Ok(s) => (Some(s), None),
+            Err(e) if full_len.is_some() && e.error_len().is_none() => {
+                // A truncated prefix may end inside a character; keep the valid part as text.
+                (std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(), None)
+            }
+            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+        };
+        Letter {
+            time: chrono::Utc::now(),
+            reason,
+            error,
+            source,
+            raw,
+            raw_base64,
+            length: full_len,
+            raw_truncated: full_len.is_some(),
+            bytes,
+        }
+    }
+}
+
+/// Dead letters to an NDJSON file (appended).
+pub struct FileDeadLetter {
+    out: BufWriter<File>,
+}
+
+impl FileDeadLetter {
+    /// Opens (creates or appends to) `path`.
+    pub fn open(path: &Path) -> std::io::Result<FileDeadLetter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(FileDeadLetter {
+            out: BufWriter::new(file),
+        })
+    }
+}
+
+impl DeadLetter for FileDeadLetter {
+    fn send(&mut self, letter: &Letter<'_>) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, letter)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+}
+
+/// Dead letters to a Kafka topic: raw bytes as value, reason, error and source as headers.
+pub struct KafkaDeadLetter {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl KafkaDeadLetter {
+    /// A producer for `topic` with the given client configuration.
+    pub fn new(config: &rdkafka::ClientConfig, topic: &str) -> Result<KafkaDeadLetter, rdkafka::error::KafkaError> {
+        let mut config = config.clone();
+        config.set("enable.idempotence", "true");
+        Ok(KafkaDeadLetter {
+            producer: config.create()?,
+            topic: topic.to_owned(),
+        })
+    }
+}
+
+impl DeadLetter for KafkaDeadLetter {
+    fn send(&mut self, letter: &Letter<'_>) -> std::io::Result<()> {
+        let source = letter.source.to_string();
+        let length = letter.length.map(|l| l.to_string());
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "nhiwatch.reason",
+                value: Some(letter.reason),
+            })
+            .insert(Header {
+                key: "nhiwatch.error",
+                value: Some(letter.error.as_str()),
+            })
+            .insert(Header {
+                key: "nhiwatch.source",
+                value: Some(source.as_str()),
+            });
+        if let Some(length) = &length {
+            headers = headers.insert(Header {
+                key: "nhiwatch.length",
+                value: Some(length.as_str()),
+            });
+        }
+        let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
+            .payload(letter.bytes)
+            .headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    self.producer.poll(Duration::from_millis(50));
+                    record = r;
+                }
+                Err((e, _)) => return Err(std::io::Error::other(e)),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(std::io::Error::other)
+    }
+}
