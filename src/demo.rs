@@ -1,1 +1,156 @@
-//! todo
+//! `nhiwatch demo`: librdkafka's mock cluster (a real Kafka-protocol broker on 127.0.0.1) with
+//! generated traffic streamed into it in event-time order, consumed through the same Kafka
+//! ingest and pipeline as `run`.
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::cli::DemoArgs;
+use crate::config::KafkaConfig;
+use crate::event::Event;
+use crate::generate::{GenRecord, Stream};
+use crate::ingest::dead_letter::FileDeadLetter;
+use crate::ingest::kafka;
+use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
+use crate::pipeline::Pipeline;
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init("warn", false);
+    let started = Instant::now();
+    let scenario = crate::generate::generate(&args.scenario.options());
+    println!(
+        "Generated {} records from {} integrations over {} days ({} labelled anomalies).",
+        scenario.records.len(),
+        args.scenario.identities,
+        args.scenario.days,
+        scenario.labels.len()
+    );
+
+    let cluster = MockCluster::new(1).context("starting the embedded Kafka broker")?;
+    let brokers = cluster.bootstrap_servers();
+    for stream in [Stream::FhirAudit, Stream::Gateway, Stream::Idp] {
+        cluster.create_topic(stream.topic(), args.partitions, 1)?;
+    }
+    println!("Embedded Kafka broker on {brokers}; topics fhir-audit, gateway-access, idp-audit.");
+    println!("Patient references are pseudonymised under a random key made for this run.");
+
+    let producer_brokers = brokers.clone();
+    let records = scenario.records;
+    let total = records.len() as u64;
+    let rate = args.rate;
+    let progress = Arc::new(AtomicU64::new(0));
+    let consumed_so_far = Arc::clone(&progress);
+    let producer = std::thread::spawn(move || produce(&producer_brokers, &records, rate, &consumed_so_far));
+
+    let dead_letter_path =
+        std::env::temp_dir().join(format!("nhiwatch-demo-dead-letter-{}.ndjson", std::process::id()));
+    let dead_letter = FileDeadLetter::open(&dead_letter_path)?;
+    let mut pipeline = Pipeline::new(
+        Normalizer::new(Pseudonymizer::random(), DEFAULT_MAX_RECORD_BYTES),
+        Box::new(dead_letter),
+        DEFAULT_MAX_RECORD_BYTES,
+    );
+    let cfg = KafkaConfig {
+        brokers: brokers.clone(),
+        group_id: "nhiwatch-demo".into(),
+        topics: vec!["fhir-audit".into(), "gateway-access".into(), "idp-audit".into()],
+        auto_offset_reset: "earliest".into(),
+        properties: Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let consumed = runtime.block_on(async {
+        let consumer = kafka::subscribe(&cfg)?;
+        let mut sink = |_event: Event| {};
+        let deadline = tokio::time::sleep(Duration::from_secs(600));
+        let n = kafka::consume(
+            &consumer,
+            &mut pipeline,
+            &mut sink,
+            Some(total),
+            Some(&progress),
+            deadline,
+        )
+        .await?;
+        anyhow::Ok(n)
+    })?;
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    let elapsed = started.elapsed();
+    println!();
+    print!("{}", crate::cli::summary(pipeline.stats(), args.top));
+    println!();
+    println!(
+        "Produced {produced} and consumed {consumed} records through Kafka in {:.1} s ({:.0} records/s end to end).",
+        elapsed.as_secs_f64(),
+        consumed as f64 / elapsed.as_secs_f64()
+    );
+    if pipeline.stats().dead_lettered() > 0 {
+        println!("Dead letters: {}", dead_letter_path.display());
+    } else {
+        let _ = std::fs::remove_file(&dead_letter_path);
+    }
+    drop(cluster);
+    if consumed < total {
+        anyhow::bail!("consumed {consumed} of {total} records before the deadline");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How far the producer may run ahead of the consumer. librdkafka's mock cluster keeps only
+/// the last few megabytes of each partition, so an unbounded producer would lose records.
+const WINDOW: u64 = 5_000;
+
+/// Produces every record to its topic, keyed by identity, at `rate` records/s (0: unpaced),
+/// staying at most [`WINDOW`] records ahead of `consumed`.
+fn produce(brokers: &str, records: &[GenRecord], rate: u64, consumed: &AtomicU64) -> anyhow::Result<u64> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()?;
+    let started = Instant::now();
+    for (n, r) in records.iter().enumerate() {
+        let mut record = BaseRecord::to(r.stream.topic())
+            .key(r.identity.as_bytes())
+            .payload(r.line.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        let waited = Instant::now();
+        while n as u64 >= consumed.load(Ordering::Acquire) + WINDOW {
+            producer.poll(Duration::from_millis(2));
+            if waited.elapsed() > Duration::from_secs(120) {
+                anyhow::bail!("the consumer made no progress for two minutes");
+            }
+        }
+        if rate > 0 && n % 1000 == 999 {
+            let due = Duration::from_secs_f64((n + 1) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(records.len() as u64)
+}

@@ -5,6 +5,7 @@
 //! crash re-delivers at most what was in flight: at-least-once.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -52,11 +53,13 @@ pub fn subscribe(cfg: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::Ka
 }
 
 /// Consumes until `shutdown` completes or `limit` records were processed; returns the count.
+/// `progress`, if given, is kept equal to the number of records processed so far.
 pub async fn consume(
     consumer: &StreamConsumer,
     pipeline: &mut Pipeline,
     sink: &mut dyn FnMut(Event),
     limit: Option<u64>,
+    progress: Option<&AtomicU64>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, KafkaIngestError> {
     tokio::pin!(shutdown);
@@ -87,6 +90,9 @@ pub async fn consume(
         )?;
         consumer.store_offset_from_message(&message)?;
         processed += 1;
+        if let Some(progress) = progress {
+            progress.store(processed, Ordering::Release);
+        }
     }
     pipeline.flush()?;
     match consumer.commit_consumer_state(CommitMode::Sync) {

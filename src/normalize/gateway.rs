@@ -91,7 +91,26 @@ impl<'de: 'a, 'a> Deserialize<'de> for Words<'a> {
     }
 }
 
-/// Names of the schema's fields, to report which one had the wrong type.
+/// Names the field a type error is about. Runs only on the error path: the record is parsed
+/// again with path tracking, so the hot path pays nothing for it.
+fn type_error(raw: &str, err: serde_json::Error) -> ParseError {
+    if err.is_syntax() || err.is_eof() {
+        return ParseError::MalformedJson(err);
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let field = match serde_path_to_error::deserialize::<_, Line<'_>>(&mut de) {
+        Err(e) => e.path().to_string(),
+        Ok(_) => String::new(),
+    };
+    let field = FIELDS
+        .iter()
+        .copied()
+        .find(|f| field == *f || field.starts_with(&format!("{f}[")))
+        .unwrap_or("(record)");
+    ParseError::wrong(FORMAT, field, err.to_string())
+}
+
+/// The schema's fields, as static names for the error.
 const FIELDS: &[&str] = &[
     "ts",
     "request_id",
@@ -113,23 +132,9 @@ const FIELDS: &[&str] = &[
     "purpose_of_use",
 ];
 
-fn type_error(err: serde_json::Error) -> ParseError {
-    let message = err.to_string();
-    let field = FIELDS
-        .iter()
-        .copied()
-        .find(|f| message.contains(&format!("`{f}`")))
-        .unwrap_or("(record)");
-    if err.is_syntax() || err.is_eof() {
-        ParseError::MalformedJson(err)
-    } else {
-        ParseError::wrong(FORMAT, field, message)
-    }
-}
-
 /// Normalizes one access-log line.
 pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let line: Line<'_> = serde_json::from_str(ctx.raw).map_err(type_error)?;
+    let line: Line<'_> = serde_json::from_str(ctx.raw).map_err(|e| type_error(ctx.raw, e))?;
     let ts = line.ts.as_deref().ok_or(ParseError::missing(FORMAT, "ts"))?;
     let time = parse_time(ts).ok_or(ParseError::bad_time(FORMAT, "ts"))?;
     let client_id = line.client_id.as_deref().map(str::trim).filter(|c| !c.is_empty());

@@ -1,4 +1,7 @@
 //! nhiwatch's integration tests: one binary, one module per concern.
 
+mod cli;
+mod dead_letter;
 mod fixtures;
+mod schema;
 mod support;

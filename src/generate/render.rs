@@ -1,0 +1,319 @@
+//! Rendering generated activity in the real wire formats: BALP `AuditEvent`s, gateway access
+//! lines, Okta System Log, Keycloak event JSON, Entra sign-in and audit records.
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::{Archetype, DataKind, Gen, REALM, TENANT};
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn patient(g: &mut Gen) -> String {
+    format!("pt-{:05}", g.rng.random_range(0..20_000))
+}
+
+fn patients(g: &mut Gen, n: u32) -> Vec<String> {
+    let mut set: Vec<String> = (0..n).map(|_| patient(g)).collect();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// Entra's timestamps: seven fractional digits.
+fn entra_time(t: DateTime<Utc>, zone: &str) -> String {
+    format!(
+        "{}.{:07}{zone}",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.timestamp_subsec_nanos() / 100
+    )
+}
+
+fn to_line(v: &Value) -> String {
+    serde_json::to_string(v).expect("JSON values serialize")
+}
+
+/// An Okta client-credentials token grant (or its failure).
+pub(super) fn okta_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, scope: &str, ok: bool) -> String {
+    let id = &g.ids[i];
+    let (client, name, ua) = (id.client_id.clone(), id.name.clone(), id.user_agent.clone());
+    let uuid = g.uuid();
+    let outcome = if ok {
+        json!({"result": "SUCCESS", "reason": null})
+    } else {
+        json!({"result": "FAILURE", "reason": "invalid_client"})
+    };
+    let mut debug =
+        json!({"grantType": "client_credentials", "requestedScopes": scope, "requestUri": "/oauth2/default/v1/token"});
+    if ok {
+        debug["grantedScopes"] = json!(scope);
+    }
+    to_line(&json!({
+        "uuid": uuid, "published": ts(at), "eventType": "app.oauth2.as.token.grant.access_token",
+        "version": "0", "severity": if ok { "INFO" } else { "WARN" },
+        "displayMessage": "OAuth2 access token is granted",
+        "actor": {"id": client, "type": "PublicClientApp", "alternateId": client, "displayName": name},
+        "client": {"ipAddress": ip, "userAgent": {"rawUserAgent": ua}},
+        "outcome": outcome,
+        "debugContext": {"debugData": debug},
+        "target": [{"id": "aus1default", "type": "AuthorizationServer", "alternateId": "default", "displayName": "default"}],
+    }))
+}
+
+/// A Keycloak `CLIENT_LOGIN` (client credentials) event, or `CLIENT_LOGIN_ERROR`.
+pub(super) fn keycloak_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, scope: &str, ok: bool) -> String {
+    let client = g.ids[i].client_id.clone();
+    let uuid = g.uuid();
+    let service_user = g.uuid();
+    let mut v = json!({
+        "id": uuid, "time": at.timestamp_millis(), "type": if ok { "CLIENT_LOGIN" } else { "CLIENT_LOGIN_ERROR" },
+        "realmId": REALM, "clientId": client, "userId": if ok { Value::from(service_user) } else { Value::Null },
+        "ipAddress": ip,
+        "details": {"grant_type": "client_credentials", "scope": scope, "client_auth_method": "client-secret"},
+    });
+    if !ok {
+        v["error"] = json!("invalid_client_credentials");
+    }
+    to_line(&v)
+}
+
+/// An Entra service-principal sign-in (client credentials to the FHIR API).
+pub(super) fn entra_signin(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ok: bool) -> String {
+    let id = &g.ids[i];
+    let (app, principal, name, key) = (
+        id.client_id.clone(),
+        id.principal_id.clone().unwrap_or_default(),
+        id.name.clone(),
+        id.key_id.clone(),
+    );
+    let uuid = g.uuid();
+    let correlation = g.uuid();
+    let code = if ok { 0 } else { 7_000_215 };
+    to_line(&json!({
+        "time": entra_time(at, "Z"), "resourceId": format!("/tenants/{TENANT}/providers/Microsoft.aadiam"),
+        "operationName": "Sign-in activity", "operationVersion": "1.0", "category": "ServicePrincipalSignInLogs",
+        "tenantId": TENANT, "resultType": code.to_string(), "resultSignature": "None", "durationMs": 0,
+        "callerIpAddress": ip, "correlationId": correlation, "Level": 4,
+        "properties": {
+            "id": uuid, "createdDateTime": entra_time(at, "+00:00"),
+            "appId": app, "servicePrincipalId": principal, "servicePrincipalName": name,
+            "ipAddress": ip, "status": {"errorCode": code},
+            "resourceDisplayName": "FHIR API", "resourceId": "0f1e2d3c-fhir-api0-0000-000000000001",
+            "servicePrincipalCredentialKeyId": key, "isInteractive": false, "tokenIssuerType": "AzureAD",
+        },
+    }))
+}
+
+/// An Entra audit record: a client secret added to the identity's service principal.
+pub(super) fn entra_credential_added(g: &mut Gen, i: usize, at: DateTime<Utc>, new_key: &str) -> String {
+    let id = &g.ids[i];
+    let (principal, name, old_key) = (
+        id.principal_id.clone().unwrap_or_default(),
+        id.name.clone(),
+        id.key_id.clone(),
+    );
+    let uuid = g.uuid();
+    let admin = g.uuid();
+    let describe = |k: &str| format!("[KeyIdentifier={k},KeyType=Password,KeyUsage=Verify,DisplayName=rotation]");
+    to_line(&json!({
+        "time": entra_time(at, "Z"), "category": "AuditLogs",
+        "operationName": "Add service principal credentials", "operationVersion": "1.0", "tenantId": TENANT,
+        "resultSignature": "None", "callerIpAddress": "192.0.2.45", "Level": 4,
+        "properties": {
+            "id": format!("Directory_{uuid}"), "activityDisplayName": "Add service principal credentials",
+            "activityDateTime": ts(at), "loggedByService": "Core Directory", "operationType": "Update", "result": "success",
+            "initiatedBy": {"user": {"id": admin, "userPrincipalName": "it-admin@example.org", "ipAddress": "192.0.2.45"}},
+            "targetResources": [{
+                "id": principal, "displayName": name, "type": "ServicePrincipal",
+                "modifiedProperties": [{
+                    "displayName": "KeyDescription",
+                    "oldValue": serde_json::to_string(&[describe(&old_key)]).expect("strings serialize"),
+                    "newValue": serde_json::to_string(&[describe(&old_key), describe(new_key)]).expect("strings serialize"),
+                }],
+            }],
+        },
+    }))
+}
+
+/// BALP `AuditEvent`s recorded by the FHIR server for one request of an EHR interface: one per
+/// patient, as BALP asks for a search returning several patients.
+pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, kind: DataKind) -> Vec<String> {
+    let id = &g.ids[i];
+    let (client, name) = (id.client_id.clone(), id.name.clone());
+    let request_id = g.uuid();
+    let (interaction, action, resource, found) = match kind {
+        DataKind::Delete => ("delete", "D", "Patient", patients(g, 1)),
+        DataKind::Bulk(n) => ("search", "E", "Observation", patients(g, n)),
+        DataKind::BreakGlass => ("read", "R", "Patient", patients(g, 1)),
+        DataKind::Normal if g.rng.random_bool(0.5) => ("read", "R", "Patient", patients(g, 1)),
+        DataKind::Normal => {
+            let n = g.rng.random_range(1..=3);
+            let resource = if g.rng.random_bool(0.5) {
+                "Observation"
+            } else {
+                "Encounter"
+            };
+            ("search", "E", resource, patients(g, n))
+        }
+    };
+    let mut out = Vec::with_capacity(found.len());
+    for p in &found {
+        let event_id = g.uuid();
+        let mut entities = vec![json!({
+            "what": {"reference": format!("Patient/{p}")},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+        })];
+        if interaction == "search" {
+            let query = format!("GET /fhir/{resource}?patient={p}&_count=50");
+            entities.push(json!({
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
+                "query": base64::engine::general_purpose::STANDARD.encode(query),
+            }));
+        } else if resource != "Patient" {
+            entities.push(
+                json!({"what": {"reference": format!("{resource}/{}", g.rng.random_range(1..99_999))},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"}}),
+            );
+        }
+        entities.push(json!({"what": {"identifier": {"value": request_id}},
+            "type": {"system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType", "code": "XrequestId"}}));
+        let mut event = json!({
+            "resourceType": "AuditEvent", "id": event_id,
+            "meta": {"profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+            "action": action, "recorded": ts(at), "outcome": "0",
+            "agent": [
+                {"type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110153"}]},
+                 "who": {"identifier": {"system": "urn:example:oauth-client", "value": client}, "display": name},
+                 "requestor": true, "network": {"address": ip, "type": "2"}},
+                {"type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110152"}]},
+                 "who": {"reference": "Device/fhir-server"}, "requestor": false,
+                 "network": {"address": "https://fhir.example.org/fhir", "type": "5"}},
+            ],
+            "source": {"observer": {"reference": "Device/fhir-server"}},
+            "entity": entities,
+        });
+        if matches!(kind, DataKind::BreakGlass) {
+            event["purposeOfEvent"] = json!([{"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG"},
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]}]);
+        }
+        out.push(to_line(&event));
+    }
+    out
+}
+
+/// One gateway access-log line.
+pub(super) fn gateway_line(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, kind: DataKind) -> String {
+    let archetype = g.ids[i].archetype;
+    let (client, ua) = (g.ids[i].client_id.clone(), g.ids[i].user_agent.clone());
+    let scopes = archetype.scopes().join(" ");
+    let request_id = g.uuid();
+    let mut v = json!({"ts": ts(at), "request_id": request_id, "client_id": client, "tenant": "general-hospital",
+        "scopes": scopes, "src_ip": ip, "user_agent": ua});
+    let (method, path, status, found, count, records) = match (kind, archetype) {
+        (DataKind::Delete, _) => (
+            "DELETE",
+            format!("/fhir/Patient/{}", patient(g)),
+            204,
+            Vec::new(),
+            None,
+            1,
+        ),
+        (DataKind::Bulk(n), _) => {
+            let found = patients(g, n);
+            let records = found.len() as u64 * 3;
+            (
+                "GET",
+                "/fhir/Observation?category=laboratory&_count=1000".to_owned(),
+                200,
+                found,
+                None,
+                records,
+            )
+        }
+        (_, Archetype::Lab) => {
+            let resource = if g.rng.random_bool(0.8) {
+                "Observation"
+            } else {
+                "DiagnosticReport"
+            };
+            ("POST", format!("/fhir/{resource}"), 201, patients(g, 1), None, 1)
+        }
+        (_, Archetype::Billing) => {
+            let n = g.rng.random_range(20..=40);
+            let resource = ["Claim", "Coverage", "ExplanationOfBenefit"][g.rng.random_range(0..3)];
+            let found = patients(g, n);
+            let records = found.len() as u64 * 2;
+            (
+                "GET",
+                format!("/fhir/{resource}?_lastUpdated=ge{}", at.format("%Y-%m-%d")),
+                200,
+                found,
+                None,
+                records,
+            )
+        }
+        (_, Archetype::Export) => {
+            let count = g.rng.random_range(800..=1200);
+            (
+                "GET",
+                "/fhir/Group/all-patients/$export?_type=Patient,Observation,Encounter".to_owned(),
+                202,
+                Vec::new(),
+                Some(count),
+                count * 6,
+            )
+        }
+        (_, Archetype::Monthly) => {
+            let n = g.rng.random_range(30..=60);
+            let found = patients(g, n);
+            let records = found.len() as u64;
+            (
+                "GET",
+                "/fhir/Observation?code=http://loinc.org|4548-4&_count=200".to_owned(),
+                200,
+                found,
+                None,
+                records,
+            )
+        }
+        (_, _) if g.rng.random_bool(0.5) => ("GET", format!("/fhir/Patient/{}", patient(g)), 200, Vec::new(), None, 1),
+        (_, _) => {
+            let p = patient(g);
+            (
+                "GET",
+                format!("/fhir/Observation?patient={p}&_count=20"),
+                200,
+                vec![p],
+                None,
+                12,
+            )
+        }
+    };
+    let single_patient = found.is_empty() && path.starts_with("/fhir/Patient/");
+    let patient_list = if single_patient {
+        vec![path.trim_start_matches("/fhir/Patient/").to_owned()]
+    } else {
+        found
+    };
+    v["method"] = json!(method);
+    v["path"] = json!(path);
+    v["status"] = json!(status);
+    v["records"] = json!(records);
+    v["bytes"] = json!(records * 1800 + 400);
+    match count {
+        Some(c) => v["patient_count"] = json!(c),
+        None => v["patients"] = json!(patient_list),
+    }
+    if matches!(kind, DataKind::BreakGlass) {
+        v["purpose_of_use"] = json!(["ETREAT", "BTG"]);
+    }
+    to_line(&v)
+}

@@ -1,0 +1,93 @@
+//! The real binary: `check-config`, `generate`, and `run` over generated files.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn nhiwatch() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhiwatch"));
+    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY").env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn check_config_names_file_key_and_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[kafka]\ntopics = [\"a\"]\ngroup = \"x\"\n").expect("write");
+    let out = nhiwatch().arg("check-config").arg(&bad).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim(), format!("{}: unknown key `kafka.group`", bad.display()));
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[kafka]\nbrokers = \"10.0.0.1:9093\"\n").expect("write");
+    let out = nhiwatch().arg("check-config").arg(&good).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{}: valid", good.display())));
+}
+
+#[test]
+fn run_refuses_to_start_without_a_pseudonymisation_key() {
+    let out = nhiwatch().args(["run", "--input", "-"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pseudonymisation key"));
+}
+
+#[test]
+fn generate_then_run_over_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = nhiwatch()
+        .args(["generate", "--identities", "9", "--days", "3", "--seed", "11", "--out"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let labels: serde_json::Value = serde_json::from_str(&read(&data.join("labels.json"))).expect("labels JSON");
+    assert!(
+        labels
+            .as_array()
+            .is_some_and(|l| l.iter().all(|x| x["identity"].is_string() && x["start"].is_string()))
+    );
+    let registry: toml::Table = read(&data.join("registry.toml")).parse().expect("registry is TOML");
+    assert_eq!(
+        registry["integration"].as_array().map(Vec::len),
+        Some(9),
+        "every generated integration but the stranger"
+    );
+
+    let files: Vec<_> = [
+        "fhir-audit",
+        "gateway-access",
+        "okta",
+        "keycloak",
+        "entra-signin",
+        "entra-audit",
+    ]
+    .iter()
+    .map(|f| data.join(format!("{f}.ndjson")))
+    .collect();
+    let lines_in: usize = files.iter().map(|f| lines(f).len()).sum();
+    let events_path = dir.path().join("events.ndjson");
+    let mut cmd = nhiwatch();
+    cmd.env("NHIWATCH_PSEUDONYM_KEY", "a-key-for-this-test-only")
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dl.ndjson"));
+    cmd.arg("run").arg("--events-out").arg(&events_path);
+    for f in &files {
+        cmd.arg("--input").arg(f);
+    }
+    let out = cmd.output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events = lines(&events_path);
+    assert_eq!(events.len(), lines_in, "one event per generated line");
+    assert!(
+        stderr.contains(&format!("records {lines_in}  events {lines_in}  dead letters 0")),
+        "{stderr}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("\"pt-")),
+        "patient ids never leave the normalizer"
+    );
+}
