@@ -11,18 +11,28 @@
 //!   pseudonymises patients on the way.
 //! - [`pipeline`]: the one path every command uses: ingest → normalize → consumer of events,
 //!   with counts per format and per dead-letter reason.
+//! - [`engine`]: events in event-time order ([`engine::Reorder`]) → per-identity state
+//!   ([`baseline`]) → [`detect`]ors → [`findings`], folded and explained.
+//! - [`score`]: precision and recall of findings against generated labels.
 //!
-//! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes).
+//! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes),
+//! [`registry`] (the inventory of known integrations).
 //! Around them: [`config`] (settings, validated at load), [`generate`] (labelled synthetic
 //! traffic), [`demo`] (the embedded Kafka broker), [`cli`] (the command line).
 
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod detect;
+pub mod engine;
 pub mod event;
+pub mod findings;
 pub mod generate;
 pub mod ingest;
 pub mod normalize;
 pub mod pipeline;
+pub mod registry;
 pub mod scope;
+pub mod score;
 pub mod telemetry;

@@ -71,6 +71,8 @@ pub struct RawConfig {
     pub dead_letter: DeadLetterConfig,
     /// Patient pseudonymisation.
     pub pseudonymisation: PseudonymConfig,
+    /// Detection engine.
+    pub engine: EngineConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -122,6 +124,24 @@ impl std::fmt::Debug for PseudonymConfig {
         let state = if self.key.is_empty() { "<unset>" } else { "<redacted>" };
         f.debug_struct("PseudonymConfig").field("key", &state).finish()
     }
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Identity registry file; empty for none.
+    pub registry: PathBuf,
+    /// Directory of `<detector>.toml` files; empty for the built-in defaults.
+    pub detectors: PathBuf,
+    /// Days of event time an identity is observed before baseline detectors judge it.
+    pub learning_days: u32,
+    /// Events an identity must have shown before baseline detectors judge it.
+    pub learning_events: u32,
+    /// Identities unseen this many days are forgotten.
+    pub retention_days: u32,
+    /// How far out of event-time order an event may arrive and still be put in order.
+    pub lateness_seconds: u32,
 }
 
 /// `[log]`
@@ -220,6 +240,9 @@ impl Settings {
                 "pseudonymisation.key",
                 format!("must be at least {} bytes", Pseudonymizer::MIN_KEY_BYTES),
             ));
+        }
+        if raw.engine.retention_days <= raw.engine.learning_days {
+            return Err(self.invalid("engine.retention_days", "must be greater than engine.learning_days"));
         }
         if !matches!(raw.log.format.as_str(), "text" | "json") {
             return Err(self.invalid("log.format", "must be \"text\" or \"json\""));

@@ -8,54 +8,86 @@ use crate::event::Origin;
 
 /// Reads every line of `reader`, calling `each` with the record. `name` is the file path or `-`.
 pub fn read_lines<R: BufRead>(
-    mut reader: R,
+    reader: R,
     name: &str,
     max_record_bytes: usize,
     mut each: impl FnMut(Record<'_>) -> io::Result<()>,
 ) -> io::Result<u64> {
-    let mut line = Vec::with_capacity(4096);
-    let mut number: i64 = 0;
-    let mut origin = Origin {
-        name: name.to_owned(),
-        partition: None,
-        offset: 0,
-    };
-    loop {
-        line.clear();
-        let (total, ended) = read_bounded_line(&mut reader, &mut line, max_record_bytes)?;
-        if total == 0 && !ended {
-            return Ok(number as u64);
+    let mut source = LineSource::new(reader, name, max_record_bytes);
+    while let Some(record) = source.next_record()? {
+        each(record)?;
+    }
+    Ok(source.lines())
+}
+
+/// A pull-based reader of NDJSON records, for callers that interleave several inputs.
+#[derive(Debug)]
+pub struct LineSource<R> {
+    reader: R,
+    line: Vec<u8>,
+    number: i64,
+    origin: Origin,
+    max: usize,
+}
+
+impl<R: BufRead> LineSource<R> {
+    /// Reads `reader`, named `name` in coordinates, with records limited to `max_record_bytes`.
+    pub fn new(reader: R, name: &str, max_record_bytes: usize) -> LineSource<R> {
+        LineSource {
+            reader,
+            line: Vec::with_capacity(4096),
+            number: 0,
+            origin: Origin {
+                name: name.to_owned(),
+                partition: None,
+                offset: 0,
+            },
+            max: max_record_bytes,
         }
-        number += 1;
-        let mut content_len = total - usize::from(ended);
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-                content_len -= 1;
+    }
+
+    /// Lines read so far.
+    pub fn lines(&self) -> u64 {
+        self.number as u64
+    }
+
+    /// The next non-blank record, `None` at the end.
+    pub fn next_record(&mut self) -> io::Result<Option<Record<'_>>> {
+        loop {
+            self.line.clear();
+            let (total, ended) = read_bounded_line(&mut self.reader, &mut self.line, self.max)?;
+            if total == 0 && !ended {
+                return Ok(None);
             }
-        }
-        if content_len > max_record_bytes {
-            line.truncate(max_record_bytes);
-            origin.offset = number;
-            each(Record {
-                bytes: &line,
-                origin: &origin,
-                oversized_len: Some(content_len),
+            self.number += 1;
+            let mut content_len = total - usize::from(ended);
+            if self.line.last() == Some(&b'\n') {
+                self.line.pop();
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                    content_len -= 1;
+                }
+            }
+            self.origin.offset = self.number;
+            if content_len > self.max {
+                self.line.truncate(self.max);
+                return Ok(Some(Record {
+                    bytes: &self.line,
+                    origin: &self.origin,
+                    oversized_len: Some(content_len),
+                    received: None,
+                }));
+            }
+            if self.line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some(Record {
+                bytes: &self.line,
+                origin: &self.origin,
+                oversized_len: None,
                 received: None,
-            })?;
-            continue;
+            }));
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        origin.offset = number;
-        each(Record {
-            bytes: &line,
-            origin: &origin,
-            oversized_len: None,
-            received: None,
-        })?;
     }
 }
 

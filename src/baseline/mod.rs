@@ -1,0 +1,713 @@
+//! Per-identity state: what each non-human identity normally does, learned from its own events.
+//!
+//! One [`IdentityState`] per identity, in a `DashMap` so the HTTP inventory can read while the
+//! engine writes. It holds first/last activity and the longest silence so far (cadence), an
+//! hour-of-week bitmap, scopes seen with their first-seen time, resource type × interaction
+//! class seen, network prefixes and user agents seen, PHI volume per hour as a robust running
+//! estimate, failure counts per 10 minutes, and lifecycle facts from the IdP. Strings become
+//! `u64` keys or shared `Arc<Scope>`s so the common case stays under 1 KiB.
+//!
+//! The engine calls [`IdentityState::observe`] before the detectors (it advances the counting
+//! windows so they include the event) and [`IdentityState::learn`] after them (so a detector sees
+//! what was known *before* the event).
+
+pub mod net;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use dashmap::DashMap;
+use dashmap::mapref::one::{Ref, RefMut};
+
+use crate::event::{Event, EventKind, Interaction, Outcome};
+use crate::scope::Scope;
+
+/// Learning and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Days of event time before baseline detectors judge an identity.
+    pub learning_days: u32,
+    /// Activity events before baseline detectors judge an identity.
+    pub learning_events: u32,
+    /// Identities unseen this long are forgotten.
+    pub retention_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            learning_days: 7,
+            learning_events: 50,
+            retention_days: 180,
+        }
+    }
+}
+
+/// All identities' state.
+#[derive(Debug, Default)]
+pub struct Baseline {
+    states: DashMap<String, IdentityState>,
+    scopes: DashMap<Scope, Arc<Scope>>,
+    settings: Settings,
+}
+
+impl Baseline {
+    /// An empty baseline.
+    pub fn new(settings: Settings) -> Baseline {
+        Baseline {
+            states: DashMap::new(),
+            scopes: DashMap::new(),
+            settings,
+        }
+    }
+
+    /// Learning and retention settings.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Identities held.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// True when no identity is held.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// One identity's state, for reading.
+    pub fn get(&self, identity: &str) -> Option<Ref<'_, String, IdentityState>> {
+        self.states.get(identity)
+    }
+
+    /// One identity's state for update, created at `t` when new.
+    pub fn get_mut_or_new(&self, identity: &str, t: i64) -> RefMut<'_, String, IdentityState> {
+        if let Some(state) = self.states.get_mut(identity) {
+            return state;
+        }
+        self.states.entry(identity.to_owned()).or_insert_with(|| IdentityState::new(t))
+    }
+
+    /// The shared copy of a scope, so identities holding the same scope share one allocation.
+    pub fn intern(&self, scope: &Scope) -> Arc<Scope> {
+        if let Some(s) = self.scopes.get(scope) {
+            return s.clone();
+        }
+        self.scopes
+            .entry(scope.clone())
+            .or_insert_with(|| Arc::new(scope.clone()))
+            .clone()
+    }
+
+    /// Forgets identities with no event since `retention_days` before `now`; returns how many.
+    pub fn evict(&self, now: i64) -> usize {
+        let horizon = now - i64::from(self.settings.retention_days) * DAY;
+        let before = self.states.len();
+        self.states.retain(|_, s| s.last_event >= horizon);
+        self.scopes.retain(|_, s| Arc::strong_count(s) > 1);
+        before - self.states.len()
+    }
+
+    /// Visits every identity (for the inventory and for tests).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &IdentityState)) {
+        for entry in &self.states {
+            f(entry.key(), entry.value());
+        }
+    }
+}
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+/// Failure counting bucket.
+pub const FAILURE_BUCKET_SECS: i64 = 600;
+const MAX_NETWORKS: usize = 32;
+const MAX_AGENTS: usize = 8;
+const MAX_ACCESS: usize = 64;
+const MAX_SWITCHES: usize = 16;
+const MAX_REVOKED: usize = 8;
+/// Weight of a new window in the volume estimates (≈ the last 30 active windows count).
+const ALPHA: f64 = 1.0 / 30.0;
+
+/// A scope the identity has used, with when it was first seen.
+#[derive(Debug, Clone)]
+pub struct SeenScope {
+    /// The scope (shared).
+    pub scope: Arc<Scope>,
+    /// First seen (Unix seconds).
+    pub first: i64,
+}
+
+/// A network prefix the identity has used.
+#[derive(Debug, Clone, Copy)]
+pub struct Network {
+    /// [`net::network_key`] of the prefix.
+    pub key: u64,
+    /// First use (Unix seconds).
+    pub first: i64,
+    /// Latest use (Unix seconds).
+    pub last: i64,
+}
+
+/// Distinct patients and records per clock hour, with a robust running estimate over the
+/// identity's active hours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Volume {
+    /// The hour being counted (Unix hours).
+    pub hour: i64,
+    /// Patients touched so far in that hour.
+    pub patients: u64,
+    /// Records so far in that hour.
+    pub records: u64,
+    /// EWMA of `ln(1 + patients)` over closed active hours.
+    pub mean: f64,
+    /// Its exponentially weighted variance.
+    pub var: f64,
+    /// Largest hourly patient count learned (anomalous hours are not learned).
+    pub peak: u64,
+    /// Active hours learned.
+    pub hours: u32,
+}
+
+impl Volume {
+    fn add(&mut self, hour: i64, patients: u64, records: u64) {
+        if hour > self.hour {
+            self.close();
+            self.hour = hour;
+            self.patients = 0;
+            self.records = 0;
+        }
+        if hour == self.hour {
+            self.patients += patients;
+            self.records += records;
+        }
+    }
+
+    /// Folds the counted hour into the estimate, clamped to mean + 3 sd once a baseline exists,
+    /// so that one anomalous hour does not become the new normal.
+    fn close(&mut self) {
+        if self.patients == 0 && self.records == 0 {
+            return;
+        }
+        let x = (self.patients as f64).ln_1p();
+        if self.hours == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let settled = self.hours >= 5;
+            let x = if settled { x.min(self.mean + 3.0 * self.sd()) } else { x };
+            let d = x - self.mean;
+            self.mean += ALPHA * d;
+            self.var = (1.0 - ALPHA) * (self.var + ALPHA * d * d);
+        }
+        if self.hours < 5 || self.patients <= self.peak.saturating_mul(3) {
+            self.peak = self.peak.max(self.patients);
+        }
+        self.hours += 1;
+    }
+
+    /// Standard deviation of the log estimate, floored so a perfectly regular identity still
+    /// has room (a factor of e^0.25 ≈ 1.3).
+    pub fn sd(&self) -> f64 {
+        self.var.sqrt().max(0.25)
+    }
+
+    /// Typical patients per active hour.
+    pub fn typical(&self) -> f64 {
+        self.mean.exp_m1()
+    }
+}
+
+/// Failures per 10-minute bucket, with the previous bucket for a sliding view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failures {
+    /// Bucket being counted (Unix seconds / 600).
+    pub bucket: i64,
+    /// Failures in it.
+    pub count: u32,
+    /// Failures in the bucket before, when it was the previous one.
+    pub previous: u32,
+    /// EWMA of failures per active bucket.
+    pub mean: f64,
+    /// Buckets learned.
+    pub buckets: u32,
+}
+
+impl Failures {
+    fn add(&mut self, bucket: i64, failed: bool) {
+        if bucket > self.bucket {
+            // A bucket this high is a burst in progress, not a baseline to learn.
+            let x = f64::from(self.count).min(self.mean * 3.0 + 3.0);
+            self.mean += ALPHA * (x - self.mean);
+            self.buckets += 1;
+            self.previous = if bucket == self.bucket + 1 { self.count } else { 0 };
+            self.count = 0;
+            self.bucket = bucket;
+        }
+        if failed && bucket >= self.bucket - 1 {
+            if bucket == self.bucket {
+                self.count += 1;
+            } else {
+                self.previous += 1;
+            }
+        }
+    }
+
+    /// Failures in the current and the previous bucket (the last 10–20 minutes).
+    pub fn recent(&self) -> u32 {
+        self.count + self.previous
+    }
+}
+
+/// Interaction classes, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// read, vread, search, history, capabilities
+    Read = 1,
+    /// create, update, patch, transaction, batch
+    Write = 2,
+    /// delete
+    Delete = 4,
+    /// `$export` (bulk data)
+    Export = 8,
+    /// any other operation
+    Operation = 16,
+}
+
+impl Class {
+    /// The class of a data-access event.
+    pub fn of(event: &Event) -> Option<Class> {
+        Some(match event.interaction? {
+            Interaction::Delete => Class::Delete,
+            i if i.is_write() => Class::Write,
+            Interaction::Operation => match event.operation.as_deref() {
+                Some(op) if op.trim_start_matches('$').eq_ignore_ascii_case("export") => Class::Export,
+                _ => Class::Operation,
+            },
+            _ => Class::Read,
+        })
+    }
+
+    /// For sentences: "write", "delete", "$export", "operation", "read".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Class::Read => "read",
+            Class::Write => "write",
+            Class::Delete => "delete",
+            Class::Export => "$export",
+            Class::Operation => "operation",
+        }
+    }
+}
+
+/// A credential change, classified from the source's action name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialChange {
+    /// A secret, key or certificate was added (or generated, rotated in).
+    Added,
+    /// One was removed or revoked.
+    Removed,
+}
+
+impl CredentialChange {
+    /// Classifies a `credential_change` event by its action.
+    pub fn of(event: &Event) -> Option<CredentialChange> {
+        if event.kind != EventKind::CredentialChange || event.outcome == Outcome::Failure {
+            return None;
+        }
+        let action = event.action.as_deref()?.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| action.contains(w));
+        if has(&["remove", "delete", "revoke", "deactivate", "expire"]) {
+            Some(CredentialChange::Removed)
+        } else if has(&["add", "create", "generate", "rotate", "regenerate", "reset", "update", "new"]) {
+            Some(CredentialChange::Added)
+        } else {
+            None
+        }
+    }
+}
+
+/// True when an app-lifecycle event retires the app (deactivate, disable, delete, suspend);
+/// `Some(false)` when it brings it back; `None` otherwise.
+pub fn retires_app(event: &Event) -> Option<bool> {
+    if event.kind != EventKind::AppLifecycle || event.outcome == Outcome::Failure {
+        return None;
+    }
+    let action = event.action.as_deref()?.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| action.contains(w));
+    if has(&["deactivate", "disable", "delete", "suspend", "remove"]) {
+        Some(true)
+    } else if has(&["activate", "enable", "unsuspend", "restore"]) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// True when the event is the identity itself acting successfully: data access or a token.
+pub fn is_activity(event: &Event) -> bool {
+    matches!(event.kind, EventKind::DataAccess | EventKind::TokenIssued) && event.outcome != Outcome::Failure
+}
+
+/// True when the event is the identity failing to get a token or being denied a call.
+pub fn is_failure(event: &Event) -> bool {
+    event.kind == EventKind::AuthFailure || (event.kind == EventKind::DataAccess && event.outcome == Outcome::Failure)
+}
+
+/// Unix seconds of an event time.
+pub fn secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// Hour of the week, Monday 00:00 UTC = 0.
+pub fn hour_of_week(t: DateTime<Utc>) -> usize {
+    t.weekday().num_days_from_monday() as usize * 24 + t.hour() as usize
+}
+
+/// What one identity normally does.
+#[derive(Debug, Clone)]
+pub struct IdentityState {
+    /// First activity (Unix seconds), or the first event when it has not acted yet.
+    pub first_seen: i64,
+    /// Latest activity, `None` before any.
+    pub last_seen: Option<i64>,
+    /// Latest event of any kind (for retention).
+    pub last_event: i64,
+    /// Activity events seen.
+    pub events: u32,
+    /// Longest silence between two activity events so far, in seconds: the identity's cadence.
+    pub max_gap: i64,
+    hours: [u64; 3],
+    /// Scopes seen, minimal under containment, with first-seen time.
+    pub scopes: Vec<SeenScope>,
+    access: Vec<u64>,
+    /// Interaction classes seen, as [`Class`] bits.
+    pub classes: u8,
+    /// Network prefixes used, least recently used dropped beyond 32.
+    pub networks: Vec<Network>,
+    agents: Vec<u64>,
+    /// PHI volume.
+    pub volume: Volume,
+    /// Failures.
+    pub failures: Failures,
+    /// Times the network changed from one event to the next (latest 16).
+    pub switches: Vec<i64>,
+    last_network: u64,
+    /// When the IdP deactivated or deleted the app, unless reactivated since.
+    pub deactivated_at: Option<i64>,
+    /// When a credential was last added.
+    pub credential_added_at: Option<i64>,
+    revoked: Vec<u64>,
+    /// Display name from the source.
+    pub name: Option<Box<str>>,
+}
+
+impl IdentityState {
+    fn new(t: i64) -> IdentityState {
+        IdentityState {
+            first_seen: t,
+            last_seen: None,
+            last_event: t,
+            events: 0,
+            max_gap: 0,
+            hours: [0; 3],
+            scopes: Vec::new(),
+            access: Vec::new(),
+            classes: 0,
+            networks: Vec::new(),
+            agents: Vec::new(),
+            volume: Volume::default(),
+            failures: Failures::default(),
+            switches: Vec::new(),
+            last_network: 0,
+            deactivated_at: None,
+            credential_added_at: None,
+            revoked: Vec::new(),
+            name: None,
+        }
+    }
+
+    /// True once the identity has been watched long enough to be judged against its baseline.
+    pub fn established(&self, settings: &Settings, now: i64) -> bool {
+        self.last_seen.is_some()
+            && self.events >= settings.learning_events
+            && now - self.first_seen >= i64::from(settings.learning_days) * DAY
+    }
+
+    /// True when the identity has been active within `tolerance` hours of `t`'s hour of week.
+    pub fn active_near(&self, t: DateTime<Utc>, tolerance: u32) -> bool {
+        let how = hour_of_week(t) as i64;
+        let tolerance = i64::from(tolerance);
+        (-tolerance..=tolerance).any(|d| {
+            let bin = (how + d).rem_euclid(168) as usize;
+            self.hours[bin / 64] & (1 << (bin % 64)) != 0
+        })
+    }
+
+    /// Hours of the week with activity.
+    pub fn active_hours(&self) -> u32 {
+        self.hours.iter().map(|h| h.count_ones()).sum()
+    }
+
+    /// True when the identity has used `resource_type` with `class` before.
+    pub fn has_access(&self, resource_type: &str, class: Class) -> bool {
+        self.access.contains(&access_key(resource_type, class))
+    }
+
+    /// Resource type × class pairs seen.
+    pub fn access_count(&self) -> usize {
+        self.access.len()
+    }
+
+    /// The network with this key, if the identity used it.
+    pub fn network(&self, key: u64) -> Option<&Network> {
+        self.networks.iter().find(|n| n.key == key)
+    }
+
+    /// True when the user agent was seen before.
+    pub fn knows_agent(&self, agent: &str) -> bool {
+        self.agents.contains(&net::fnv1a(agent.as_bytes()))
+    }
+
+    /// True when the credential was revoked.
+    pub fn is_revoked(&self, credential_id: &str) -> bool {
+        self.revoked.contains(&net::fnv1a(credential_id.as_bytes()))
+    }
+
+    /// Network switches at or after `since`.
+    pub fn switches_since(&self, since: i64) -> usize {
+        self.switches.iter().filter(|&&s| s >= since).count()
+    }
+
+    /// Advances the counting windows with `event`, before the detectors look.
+    pub fn observe(&mut self, event: &Event) {
+        let t = secs(event.time);
+        if matches!(event.kind, EventKind::DataAccess | EventKind::TokenIssued | EventKind::AuthFailure) {
+            self.failures.add(t.div_euclid(FAILURE_BUCKET_SECS), is_failure(event));
+        }
+        if !is_activity(event) {
+            return;
+        }
+        if event.kind == EventKind::DataAccess {
+            let records = event.records.unwrap_or(1);
+            self.volume.add(t.div_euclid(HOUR), event.distinct_patients(), records);
+        }
+        if let Some(ip) = &event.src_ip {
+            let key = net::network_key(ip);
+            if self.last_network != 0 && key != self.last_network {
+                if self.switches.len() == MAX_SWITCHES {
+                    self.switches.remove(0);
+                }
+                self.switches.push(t);
+            }
+            self.last_network = key;
+        }
+    }
+
+    /// Learns from `event`, after the detectors looked.
+    pub fn learn(&mut self, event: &Event, baseline: &Baseline) {
+        let t = secs(event.time);
+        self.last_event = self.last_event.max(t);
+        if self.name.is_none()
+            && let Some(name) = &event.identity_name
+        {
+            self.name = Some(name.as_str().into());
+        }
+        match CredentialChange::of(event) {
+            Some(CredentialChange::Added) => self.credential_added_at = Some(t),
+            Some(CredentialChange::Removed) => {
+                if let Some(id) = &event.credential_id {
+                    if self.revoked.len() == MAX_REVOKED {
+                        self.revoked.remove(0);
+                    }
+                    self.revoked.push(net::fnv1a(id.as_bytes()));
+                }
+            }
+            None => {}
+        }
+        match retires_app(event) {
+            Some(true) => self.deactivated_at = Some(t),
+            Some(false) => self.deactivated_at = None,
+            None => {}
+        }
+        if !is_activity(event) {
+            return;
+        }
+        match self.last_seen {
+            None => self.first_seen = t,
+            Some(last) => {
+                self.max_gap = self.max_gap.max(t - last);
+            }
+        }
+        self.last_seen = Some(self.last_seen.map_or(t, |last| last.max(t)));
+        self.events = self.events.saturating_add(1);
+        let bin = hour_of_week(event.time);
+        self.hours[bin / 64] |= 1 << (bin % 64);
+        for scope in &event.scopes {
+            self.learn_scope(scope, t, baseline);
+        }
+        if let Some(class) = Class::of(event) {
+            self.classes |= class as u8;
+            if let Some(rt) = &event.resource_type {
+                let key = access_key(rt, class);
+                if !self.access.contains(&key) && self.access.len() < MAX_ACCESS {
+                    self.access.push(key);
+                }
+            }
+        }
+        if let Some(ip) = &event.src_ip {
+            let key = net::network_key(ip);
+            match self.networks.iter_mut().find(|n| n.key == key) {
+                Some(n) => n.last = n.last.max(t),
+                None => {
+                    if self.networks.len() == MAX_NETWORKS
+                        && let Some(oldest) = (0..self.networks.len()).min_by_key(|&i| self.networks[i].last)
+                    {
+                        self.networks.swap_remove(oldest);
+                    }
+                    self.networks.push(Network {
+                        key,
+                        first: t,
+                        last: t,
+                    });
+                }
+            }
+        }
+        if let Some(agent) = &event.user_agent {
+            let key = net::fnv1a(agent.as_bytes());
+            if !self.agents.contains(&key) && self.agents.len() < MAX_AGENTS {
+                self.agents.push(key);
+            }
+        }
+    }
+
+    fn learn_scope(&mut self, scope: &Scope, t: i64, baseline: &Baseline) {
+        if self.scopes.iter().any(|s| s.scope.contains(scope)) {
+            return;
+        }
+        self.scopes.retain(|s| !scope.contains(&s.scope));
+        self.scopes.push(SeenScope {
+            scope: baseline.intern(scope),
+            first: t,
+        });
+    }
+
+    /// True when `scope` is within what the identity has used.
+    pub fn covers(&self, scope: &Scope) -> bool {
+        self.scopes.iter().any(|s| s.scope.contains(scope))
+    }
+}
+
+fn access_key(resource_type: &str, class: Class) -> u64 {
+    (net::fnv1a(resource_type.as_bytes()) << 8) | class as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SourceFormat;
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        // 2026-01-05 is a Monday.
+        DateTime::from_timestamp(1_767_571_200 + hours * HOUR, 0).expect("valid")
+    }
+
+    fn access(hours: i64, patients: u64, ip: &str) -> Event {
+        let mut e = Event::new(
+            format!("e{hours}"),
+            at(hours),
+            SourceFormat::GatewayAccess,
+            EventKind::DataAccess,
+            "app".into(),
+        );
+        e.outcome = Outcome::Success;
+        e.patient_count = Some(patients);
+        e.src_ip = Some(ip.into());
+        e.interaction = Some(Interaction::Read);
+        e.resource_type = Some("Patient".into());
+        e
+    }
+
+    #[test]
+    fn learns_cadence_hours_networks_and_volume() {
+        let baseline = Baseline::new(Settings::default());
+        let mut s = IdentityState::new(0);
+        for h in 0..24 * 8 {
+            let e = access(h, 10, "10.0.0.5");
+            s.observe(&e);
+            s.learn(&e, &baseline);
+        }
+        assert_eq!(s.events, 192);
+        assert_eq!(s.max_gap, HOUR);
+        assert!(s.established(&Settings::default(), secs(at(24 * 8))));
+        assert!(!s.established(&Settings::default(), secs(at(24 * 6))));
+        assert_eq!(s.active_hours(), 168);
+        assert!(s.has_access("Patient", Class::Read));
+        assert!(!s.has_access("Patient", Class::Delete));
+        assert_eq!(s.networks.len(), 1);
+        assert!((s.volume.typical() - 10.0).abs() < 0.01, "{}", s.volume.typical());
+        assert_eq!(s.volume.peak, 10);
+        // A spike is counted but, once closed, clamped in the estimate and not learned as a peak.
+        let spike = access(24 * 8, 5000, "10.0.0.5");
+        s.observe(&spike);
+        assert_eq!(s.volume.patients, 5000);
+        s.learn(&spike, &baseline);
+        let next = access(24 * 8 + 1, 10, "10.0.0.5");
+        s.observe(&next);
+        assert_eq!(s.volume.peak, 10);
+        assert!(s.volume.typical() < 12.0, "{}", s.volume.typical());
+        // A switch of network is recorded.
+        let away = access(24 * 8 + 2, 1, "203.0.113.9");
+        s.observe(&away);
+        assert_eq!(s.switches_since(secs(at(24 * 8))), 1);
+    }
+
+    #[test]
+    fn scopes_are_kept_minimal_under_containment_and_shared() {
+        let baseline = Baseline::new(Settings::default());
+        let mut a = IdentityState::new(0);
+        let mut b = IdentityState::new(0);
+        a.learn_scope(&Scope::parse("system/Patient.r"), 1, &baseline);
+        a.learn_scope(&Scope::parse("system/Patient.rs"), 2, &baseline);
+        a.learn_scope(&Scope::parse("system/Patient.s"), 3, &baseline);
+        assert_eq!(a.scopes.len(), 1);
+        assert_eq!(a.scopes[0].scope.to_string(), "system/Patient.rs");
+        assert!(a.covers(&Scope::parse("system/Patient.read")));
+        assert!(!a.covers(&Scope::parse("system/*.cruds")));
+        b.learn_scope(&Scope::parse("system/Patient.rs"), 4, &baseline);
+        assert!(Arc::ptr_eq(&a.scopes[0].scope, &b.scopes[0].scope));
+    }
+
+    #[test]
+    fn failures_count_in_sliding_buckets() {
+        let mut f = Failures::default();
+        for s in 0..15 {
+            f.add((6000 + s * 60) / FAILURE_BUCKET_SECS, true);
+        }
+        // Buckets 10 and 11 (10 + 5 failures) are both in view.
+        assert_eq!(f.recent(), 15);
+        f.add(14, false);
+        assert_eq!(f.recent(), 0);
+    }
+
+    #[test]
+    fn lifecycle_actions_are_classified() {
+        let mut e = Event::new(
+            "x".into(),
+            at(0),
+            SourceFormat::EntraAudit,
+            EventKind::CredentialChange,
+            "app".into(),
+        );
+        e.outcome = Outcome::Success;
+        e.action = Some("Add service principal credentials".into());
+        assert_eq!(CredentialChange::of(&e), Some(CredentialChange::Added));
+        e.action = Some("Remove service principal credentials".into());
+        assert_eq!(CredentialChange::of(&e), Some(CredentialChange::Removed));
+        e.kind = EventKind::AppLifecycle;
+        e.action = Some("application.lifecycle.deactivate".into());
+        assert_eq!(retires_app(&e), Some(true));
+        e.action = Some("application.lifecycle.activate".into());
+        assert_eq!(retires_app(&e), Some(false));
+    }
+}

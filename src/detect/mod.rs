@@ -1,0 +1,379 @@
+//! Detectors: pure functions of (identity state, registry entry, event) to hits.
+//!
+//! Adding a detector is adding a file: a type implementing [`Detector`] with its own `Config`
+//! (declared with [`detector_config!`], which adds the settings every detector has), a
+//! `detectors/<id>.toml` with its documented defaults, and one arm in [`Detectors::build`],
+//! whose exhaustive match over [`DetectorId`] makes a detector that is declared but not wired
+//! fail to compile. Detectors do no I/O and read no clock: event time is the only time.
+
+mod access_after_offboarding;
+mod auth_failure_burst;
+mod break_glass;
+mod credential_added;
+mod dormant_wakeup;
+mod new_network;
+mod off_hours;
+mod phi_volume;
+mod scope_drift;
+mod unregistered_identity;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::DateTime;
+use serde::de::DeserializeOwned;
+
+use crate::baseline::{IdentityState, Settings};
+use crate::event::Event;
+use crate::findings::{Confidence, DetectorId, Hit, Severity};
+use crate::registry::Integration;
+
+pub use access_after_offboarding::AccessAfterOffboarding;
+pub use auth_failure_burst::AuthFailureBurst;
+pub use break_glass::BreakGlass;
+pub use credential_added::CredentialAdded;
+pub use dormant_wakeup::DormantWakeup;
+pub use new_network::NewNetwork;
+pub use off_hours::OffHours;
+pub use phi_volume::PhiVolume;
+pub use scope_drift::ScopeDrift;
+pub use unregistered_identity::UnregisteredIdentity;
+
+/// What a detector sees for one event.
+pub struct Cx<'a> {
+    /// The event.
+    pub event: &'a Event,
+    /// Event time, Unix seconds.
+    pub now: i64,
+    /// The identity's state: learned sets as before this event, counting windows including it.
+    pub state: &'a IdentityState,
+    /// Whether the learning period is over.
+    pub established: bool,
+    /// Whether a registry is configured at all.
+    pub has_registry: bool,
+    /// The identity's registry entry, if registered.
+    pub entry: Option<&'a Integration>,
+    /// Learning settings (for explanations).
+    pub learning: &'a Settings,
+}
+
+impl Cx<'_> {
+    /// "Dormant for 41 days" style durations.
+    pub fn ago(&self, since: i64) -> String {
+        human_duration(self.now - since)
+    }
+
+    /// The identity's display name for sentences: registry name, source name, or id.
+    pub fn who(&self) -> &str {
+        self.entry
+            .and_then(|e| e.name.as_deref())
+            .or(self.state.name.as_deref())
+            .unwrap_or(&self.event.identity)
+    }
+}
+
+/// Settings every detector has; [`detector_config!`] adds them to each config.
+pub trait Common {
+    /// Whether the detector runs.
+    fn enabled(&self) -> bool;
+    /// Severity of its findings (some detectors raise it in stated cases).
+    fn severity(&self) -> Severity;
+    /// Hits this close to the previous one fold into the open finding.
+    fn suppress(&self) -> chrono::Duration;
+}
+
+/// A detector, typed by its configuration.
+pub trait Detector: Send + Sync + 'static {
+    /// Its id, which is also its file name under `detectors/`.
+    const ID: DetectorId;
+    /// Its settings, read from `detectors/<id>.toml`.
+    type Config: DeserializeOwned + Default + fmt::Debug + Clone + PartialEq + Common + Send + Sync;
+    /// Builds the detector.
+    fn new(config: Self::Config) -> Self;
+    /// Its settings.
+    fn config(&self) -> &Self::Config;
+    /// Looks at one event and pushes what it finds.
+    fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>);
+
+    /// A hit under this detector's id, severity and suppression window.
+    fn hit(&self, confidence: Confidence, title: String, explanation: String) -> Hit {
+        Hit {
+            detector: Self::ID,
+            severity: self.config().severity(),
+            confidence,
+            title,
+            explanation,
+            analysis: Vec::new(),
+            suppress_for: self.config().suppress(),
+        }
+    }
+}
+
+/// A detector with its type erased, as the engine holds it.
+pub trait DynDetector: Send + Sync {
+    /// Its id.
+    fn id(&self) -> DetectorId;
+    /// Whether it runs.
+    fn enabled(&self) -> bool;
+    /// See [`Detector::check`].
+    fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>);
+    /// Its settings, for `--help`-style listing.
+    fn describe(&self) -> String;
+}
+
+impl<D: Detector> DynDetector for D {
+    fn id(&self) -> DetectorId {
+        D::ID
+    }
+    fn enabled(&self) -> bool {
+        self.config().enabled()
+    }
+    fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>) {
+        Detector::check(self, cx, hits);
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", self.config())
+    }
+}
+
+/// Declares a detector's config struct with the settings every detector has (`enabled`,
+/// `severity`, `suppress_minutes`), `deny_unknown_fields`, and defaults in one place.
+macro_rules! detector_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            severity: $severity:expr,
+            suppress_minutes: $suppress:expr,
+            $($(#[$fmeta:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, ::serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// Whether the detector runs.
+            pub enabled: bool,
+            /// Severity of its findings.
+            pub severity: $crate::findings::Severity,
+            /// Hits within this many minutes of the previous one fold into the open finding.
+            pub suppress_minutes: u32,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    enabled: true,
+                    severity: $severity,
+                    suppress_minutes: $suppress,
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl $crate::detect::Common for $name {
+            fn enabled(&self) -> bool {
+                self.enabled
+            }
+            fn severity(&self) -> $crate::findings::Severity {
+                self.severity
+            }
+            fn suppress(&self) -> chrono::Duration {
+                chrono::Duration::minutes(i64::from(self.suppress_minutes))
+            }
+        }
+    };
+}
+pub(crate) use detector_config;
+
+/// The configured set of detectors.
+pub struct Detectors {
+    list: Vec<Box<dyn DynDetector>>,
+}
+
+impl fmt::Debug for Detectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.list.iter().map(|d| d.id())).finish()
+    }
+}
+
+impl Default for Detectors {
+    fn default() -> Detectors {
+        Detectors::build(|_| Ok(None)).expect("defaults are valid")
+    }
+}
+
+/// A detector file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {why}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong, with the key where there is one.
+    pub why: String,
+}
+
+/// Detector ids configured by a file of their own. `credential_sharing` is configured in
+/// `new_network.toml`: it is that detector's concurrent-networks case.
+pub fn configured_ids() -> impl Iterator<Item = DetectorId> {
+    DetectorId::ALL
+        .iter()
+        .copied()
+        .filter(|id| *id != DetectorId::CredentialSharing)
+}
+
+impl Detectors {
+    /// Builds every detector from `source(id)`: the TOML text of its file, or `None` for its
+    /// defaults.
+    pub fn build(
+        mut source: impl FnMut(DetectorId) -> Result<Option<(PathBuf, String)>, ConfigError>,
+    ) -> Result<Detectors, ConfigError> {
+        fn make<D: Detector>(source: Option<(PathBuf, String)>) -> Result<Box<dyn DynDetector>, ConfigError> {
+            let config = match source {
+                None => D::Config::default(),
+                Some((file, text)) => toml::from_str(&text).map_err(|e| {
+                    let line = e
+                        .span()
+                        .map(|s| format!("line {}: ", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                        .unwrap_or_default();
+                    ConfigError {
+                        file,
+                        why: format!("{line}{}", e.message()),
+                    }
+                })?,
+            };
+            Ok(Box::new(D::new(config)))
+        }
+        let mut list = Vec::new();
+        for id in configured_ids() {
+            let src = source(id)?;
+            let detector = match id {
+                DetectorId::DormantWakeup => make::<DormantWakeup>(src)?,
+                DetectorId::ScopeDrift => make::<ScopeDrift>(src)?,
+                DetectorId::PhiVolume => make::<PhiVolume>(src)?,
+                DetectorId::UnregisteredIdentity => make::<UnregisteredIdentity>(src)?,
+                DetectorId::AccessAfterOffboarding => make::<AccessAfterOffboarding>(src)?,
+                DetectorId::NewNetwork | DetectorId::CredentialSharing => make::<NewNetwork>(src)?,
+                DetectorId::AuthFailureBurst => make::<AuthFailureBurst>(src)?,
+                DetectorId::BreakGlass => make::<BreakGlass>(src)?,
+                DetectorId::CredentialAdded => make::<CredentialAdded>(src)?,
+                DetectorId::OffHours => make::<OffHours>(src)?,
+            };
+            list.push(detector);
+        }
+        Ok(Detectors { list })
+    }
+
+    /// Loads `dir/<id>.toml` for each detector (defaults where a file is absent); a file in
+    /// `dir` that names no detector is an error, so a typo in a file name is not ignored.
+    pub fn load(dir: &Path) -> Result<Detectors, ConfigError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
+            file: dir.to_owned(),
+            why: format!("cannot read the detectors directory: {e}"),
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                if !configured_ids().any(|id| id.as_str() == stem) {
+                    let known: Vec<&str> = configured_ids().map(DetectorId::as_str).collect();
+                    return Err(ConfigError {
+                        file: path.clone(),
+                        why: format!("no detector is called {stem:?}; known: {}", known.join(", ")),
+                    });
+                }
+            }
+        }
+        Detectors::build(|id| {
+            let file = dir.join(format!("{}.toml", id.as_str()));
+            match std::fs::read_to_string(&file) {
+                Ok(text) => Ok(Some((file, text))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(ConfigError {
+                    file,
+                    why: format!("cannot read: {e}"),
+                }),
+            }
+        })
+    }
+
+    /// Runs every enabled detector on one event.
+    pub fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>) {
+        for d in &self.list {
+            if d.enabled() {
+                d.check(cx, hits);
+            }
+        }
+    }
+
+    /// The detectors with their settings.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn DynDetector> {
+        self.list.iter().map(|d| d.as_ref())
+    }
+}
+
+/// "3 days 4 hours", "25 minutes": durations in explanations.
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let unit = |n: i64, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
+    if d > 0 {
+        if h > 0 && d < 7 {
+            format!("{} {}", unit(d, "day"), unit(h, "hour"))
+        } else {
+            unit(d, "day")
+        }
+    } else if h > 0 {
+        unit(h, "hour")
+    } else {
+        unit(m, "minute")
+    }
+}
+
+/// RFC 3339 of Unix seconds, for explanations.
+pub fn rfc3339(secs: i64) -> String {
+    DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(59), "0 minutes");
+        assert_eq!(human_duration(25 * 60), "25 minutes");
+        assert_eq!(human_duration(3600), "1 hour");
+        assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3 days 4 hours");
+        assert_eq!(human_duration(41 * 86_400 + 3600), "41 days");
+    }
+
+    #[test]
+    fn checked_in_files_are_the_defaults_and_typos_fail() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("detectors");
+        let loaded = Detectors::load(&dir).expect("checked-in detectors load");
+        let defaults = Detectors::default();
+        for id in configured_ids() {
+            assert!(
+                dir.join(format!("{}.toml", id.as_str())).exists(),
+                "detectors/{id}.toml is missing"
+            );
+        }
+        let a: Vec<String> = loaded.iter().map(|d| d.describe()).collect();
+        let b: Vec<String> = defaults.iter().map(|d| d.describe()).collect();
+        assert_eq!(a, b, "detectors/*.toml must state the built-in defaults");
+
+        let typo = Detectors::build(|id| {
+            Ok((id == DetectorId::PhiVolume).then(|| ("phi_volume.toml".into(), "min_patinets = 5\n".to_owned())))
+        })
+        .expect_err("unknown key");
+        let message = typo.to_string();
+        assert!(message.starts_with("phi_volume.toml: line 1: unknown field `min_patinets`"), "{message}");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("phi_volum.toml"), "").expect("write");
+        let e = Detectors::load(tmp.path()).expect_err("unknown file");
+        assert!(e.to_string().contains("no detector is called \"phi_volum\""), "{e}");
+    }
+}

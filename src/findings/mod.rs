@@ -1,0 +1,398 @@
+//! Findings: what a detector concluded about an identity, explained, with its evidence.
+//!
+//! A [`Finding`] has a stable id (a hash of detector, identity and the first triggering event),
+//! so re-processing the same input yields the same ids. Repeated hits of one detector on one
+//! identity fold into the open finding ([`Folder`]) until the suppression window passes without
+//! a hit. `schemas/finding.schema.json` mirrors the JSON form; [`ocsf`] encodes the same object
+//! as an OCSF Detection Finding for SIEMs.
+
+pub mod ocsf;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::event::{Event, Origin, SourceFormat, wire_enum};
+
+wire_enum! {
+    /// Detector ids, as in `detectors/<id>.toml` and in every finding.
+    DetectorId {
+        /// An established identity acts after a silence far longer than its cadence.
+        DormantWakeup => "dormant_wakeup",
+        /// A scope broader than used or approved, or a first-seen kind of access.
+        ScopeDrift => "scope_drift",
+        /// Distinct patients far above the identity's baseline or a registry ceiling.
+        PhiVolume => "phi_volume",
+        /// An identity the registry does not know touches PHI.
+        UnregisteredIdentity => "unregistered_identity",
+        /// Activity after offboarding, expiry, deactivation or credential revocation.
+        AccessAfterOffboarding => "access_after_offboarding",
+        /// Activity from a network the identity never used.
+        NewNetwork => "new_network",
+        /// Concurrent use of one identity from several networks.
+        CredentialSharing => "credential_sharing",
+        /// Failed token requests or denied calls far above baseline.
+        AuthFailureBurst => "auth_failure_burst",
+        /// A non-human identity invokes emergency access.
+        BreakGlass => "break_glass",
+        /// A secret or certificate was added to an application.
+        CredentialAdded => "credential_added",
+        /// Activity at hours of the week the identity has never been active.
+        OffHours => "off_hours",
+    }
+}
+
+wire_enum! {
+    /// How bad it is if true (OCSF `severity_id` 1–5).
+    Severity {
+        /// Informational.
+        Info => "info",
+        /// Low.
+        Low => "low",
+        /// Medium.
+        Medium => "medium",
+        /// High.
+        High => "high",
+        /// Critical.
+        Critical => "critical",
+    }
+}
+
+impl Severity {
+    /// OCSF `severity_id`.
+    pub fn ocsf_id(self) -> u8 {
+        self as u8 + 1
+    }
+}
+
+wire_enum! {
+    /// How sure the detector is (OCSF `confidence_id` 1–3).
+    Confidence {
+        /// Low.
+        Low => "low",
+        /// Medium.
+        Medium => "medium",
+        /// High.
+        High => "high",
+    }
+}
+
+impl Confidence {
+    /// OCSF `confidence_id`.
+    pub fn ocsf_id(self) -> u8 {
+        self as u8 + 1
+    }
+}
+
+wire_enum! {
+    /// Where the finding is in its lifecycle.
+    Status {
+        /// Not looked at yet.
+        New => "new",
+        /// Someone is on it.
+        Acknowledged => "acknowledged",
+        /// Closed.
+        Resolved => "resolved",
+        /// Muted, with a reason.
+        Suppressed => "suppressed",
+    }
+}
+
+/// The identity a finding is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRef {
+    /// Canonical id: the registry id when registered, else the id seen in the events.
+    pub id: String,
+    /// Display name (registry, else source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Owner, from the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Whether the registry lists it.
+    pub registered: bool,
+}
+
+/// One measured quantity: what was observed, what the baseline was, the threshold crossed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// What is measured, e.g. `distinct_patients_per_hour`.
+    pub metric: String,
+    /// The observed value.
+    pub observed: Value,
+    /// The identity's baseline (or the policy value).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub baseline: Value,
+    /// The threshold that was crossed.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub threshold: Value,
+}
+
+impl Analysis {
+    /// An analysis line.
+    pub fn new(metric: &str, observed: impl Into<Value>, baseline: impl Into<Value>, threshold: impl Into<Value>) -> Self {
+        Analysis {
+            metric: metric.to_owned(),
+            observed: observed.into(),
+            baseline: baseline.into(),
+            threshold: threshold.into(),
+        }
+    }
+}
+
+/// An event that supports a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// The event's id.
+    pub event_id: String,
+    /// Its event time.
+    pub time: DateTime<Utc>,
+    /// Its format.
+    pub format: SourceFormat,
+    /// Where it was read (Kafka coordinates or file line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Origin>,
+}
+
+impl Evidence {
+    /// Evidence pointing at `event`.
+    pub fn of(event: &Event) -> Evidence {
+        Evidence {
+            event_id: event.event_id.clone(),
+            time: event.time,
+            format: event.format,
+            source: event.source.clone(),
+        }
+    }
+}
+
+/// What a detector reports for one event; the [`Folder`] turns hits into findings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The detector the finding is filed under.
+    pub detector: DetectorId,
+    /// Severity.
+    pub severity: Severity,
+    /// Confidence.
+    pub confidence: Confidence,
+    /// One line for a list view.
+    pub title: String,
+    /// Observed vs baseline and why it crossed the threshold, in sentences.
+    pub explanation: String,
+    /// The numbers behind the explanation.
+    pub analysis: Vec<Analysis>,
+    /// Hits this close to the previous one fold into the same finding.
+    pub suppress_for: Duration,
+}
+
+/// A finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    /// Stable id: the same input gives the same id.
+    pub id: String,
+    /// The detector that raised it.
+    pub detector: DetectorId,
+    /// Severity (the highest of its hits).
+    pub severity: Severity,
+    /// Confidence.
+    pub confidence: Confidence,
+    /// Lifecycle status.
+    pub status: Status,
+    /// The identity.
+    pub identity: IdentityRef,
+    /// Event time of the first hit.
+    pub event_time: DateTime<Utc>,
+    /// Event time of the latest hit.
+    pub last_event_time: DateTime<Utc>,
+    /// When nhiwatch raised it (event time in offline runs, so that they are reproducible).
+    pub detected_at: DateTime<Utc>,
+    /// One line for a list view.
+    pub title: String,
+    /// Observed vs baseline and the threshold crossed, in sentences.
+    pub explanation: String,
+    /// The numbers behind the explanation.
+    pub analysis: Vec<Analysis>,
+    /// Hits folded into this finding.
+    pub count: u64,
+    /// Supporting events: the first ones and the latest (at most [`Folder::MAX_EVIDENCE`]).
+    pub evidence: Vec<Evidence>,
+}
+
+impl Finding {
+    /// The stable id of a finding first triggered by `first_event_id` at `time`.
+    pub fn stable_id(detector: DetectorId, identity: &str, time: DateTime<Utc>, first_event_id: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            detector.as_str().as_bytes(),
+            identity.as_bytes(),
+            time.timestamp_micros().to_string().as_bytes(),
+            first_event_id.as_bytes(),
+        ] {
+            h.update(part);
+            h.update([0]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// Whether an emitted finding is new or an update of one emitted before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// First emission.
+    New,
+    /// A hit folded in, severity unchanged.
+    Folded,
+    /// A hit folded in and raised the severity.
+    Escalated,
+}
+
+/// A finding as it stands after a hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// What changed.
+    pub change: Change,
+    /// The finding now.
+    pub finding: Finding,
+}
+
+/// Folds hits into open findings, one open finding per detector and identity.
+#[derive(Debug, Default)]
+pub struct Folder {
+    open: HashMap<(DetectorId, String), (Finding, Duration)>,
+}
+
+impl Folder {
+    /// Evidence kept per finding: the first `MAX_EVIDENCE - 1` and the latest.
+    pub const MAX_EVIDENCE: usize = 10;
+
+    /// Files `hit` for `identity`, caused by `event`, raised at `detected_at`.
+    pub fn fold(&mut self, hit: Hit, identity: &IdentityRef, event: &Event, detected_at: DateTime<Utc>) -> Update {
+        let key = (hit.detector, identity.id.clone());
+        if let Some((finding, window)) = self.open.get_mut(&key)
+            && event.time - finding.last_event_time <= *window
+        {
+            finding.count += 1;
+            finding.last_event_time = finding.last_event_time.max(event.time);
+            if finding.evidence.len() < Folder::MAX_EVIDENCE {
+                finding.evidence.push(Evidence::of(event));
+            } else if let Some(last) = finding.evidence.last_mut() {
+                *last = Evidence::of(event);
+            }
+            let change = if hit.severity > finding.severity {
+                finding.severity = hit.severity;
+                finding.confidence = finding.confidence.max(hit.confidence);
+                finding.title = hit.title;
+                finding.explanation = hit.explanation;
+                finding.analysis = hit.analysis;
+                Change::Escalated
+            } else {
+                Change::Folded
+            };
+            *window = (*window).max(hit.suppress_for);
+            return Update {
+                change,
+                finding: finding.clone(),
+            };
+        }
+        let finding = Finding {
+            id: Finding::stable_id(hit.detector, &identity.id, event.time, &event.event_id),
+            detector: hit.detector,
+            severity: hit.severity,
+            confidence: hit.confidence,
+            status: Status::New,
+            identity: identity.clone(),
+            event_time: event.time,
+            last_event_time: event.time,
+            detected_at,
+            title: hit.title,
+            explanation: hit.explanation,
+            analysis: hit.analysis,
+            count: 1,
+            evidence: vec![Evidence::of(event)],
+        };
+        self.open.insert(key, (finding.clone(), hit.suppress_for));
+        Update {
+            change: Change::New,
+            finding,
+        }
+    }
+
+    /// The open finding of `detector` on `identity`, if any.
+    pub fn open(&self, detector: DetectorId, identity: &str) -> Option<&Finding> {
+        self.open.get(&(detector, identity.to_owned())).map(|(f, _)| f)
+    }
+
+    /// Forgets findings whose suppression window ended before `now` (they can no longer fold).
+    pub fn expire(&mut self, now: DateTime<Utc>) {
+        self.open.retain(|_, (f, window)| now - f.last_event_time <= *window);
+    }
+
+    /// Open findings held.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when none is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn event(id: &str, minute: i64) -> Event {
+        let t = DateTime::from_timestamp(1_700_000_000 + minute * 60, 0).expect("valid");
+        Event::new(id.into(), t, SourceFormat::GatewayAccess, EventKind::DataAccess, "app".into())
+    }
+
+    fn hit(severity: Severity) -> Hit {
+        Hit {
+            detector: DetectorId::BreakGlass,
+            severity,
+            confidence: Confidence::High,
+            title: format!("{severity}"),
+            explanation: String::new(),
+            analysis: Vec::new(),
+            suppress_for: Duration::minutes(30),
+        }
+    }
+
+    #[test]
+    fn repeats_fold_within_the_window_and_open_anew_after_it() {
+        let who = IdentityRef {
+            id: "app".into(),
+            name: None,
+            owner: None,
+            registered: false,
+        };
+        let mut folder = Folder::default();
+        let first = folder.fold(hit(Severity::Medium), &who, &event("e1", 0), event("e1", 0).time);
+        assert_eq!(first.change, Change::New);
+        let again = folder.fold(hit(Severity::Medium), &who, &event("e2", 20), event("e2", 20).time);
+        assert_eq!((again.change, again.finding.count), (Change::Folded, 2));
+        assert_eq!(again.finding.id, first.finding.id);
+        let worse = folder.fold(hit(Severity::High), &who, &event("e3", 45), event("e3", 45).time);
+        assert_eq!((worse.change, worse.finding.severity), (Change::Escalated, Severity::High));
+        assert_eq!(worse.finding.evidence.len(), 3);
+        // 31 minutes after the last hit: a new finding.
+        let later = folder.fold(hit(Severity::Medium), &who, &event("e4", 76), event("e4", 76).time);
+        assert_eq!(later.change, Change::New);
+        assert_ne!(later.finding.id, first.finding.id);
+        assert_eq!(
+            later.finding.id,
+            Finding::stable_id(DetectorId::BreakGlass, "app", event("e4", 76).time, "e4")
+        );
+        folder.expire(event("x", 200).time);
+        assert!(folder.is_empty());
+    }
+}
