@@ -1,15 +1,22 @@
-//! The command line: `run`, `demo`, `generate`, `check-config`. The only place that wires the
-//! stages together and prints to stdout.
+//! The command line: `run`, `demo`, `detect`, `score`, `generate`, `check-config`. The only
+//! place that wires the stages together and prints to stdout.
 #![allow(clippy::print_stdout)]
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::baseline;
 use crate::config::{ConfigError, Settings};
+use crate::detect::Detectors;
+use crate::engine::{Detection, Engine};
+use crate::findings::{Change, Finding, Update};
+use crate::ingest::file::LineSource;
+use crate::registry::Registry;
 use crate::event::Event;
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::{file, kafka};
@@ -35,6 +42,10 @@ pub enum Command {
     /// Start an embedded Kafka broker on 127.0.0.1, stream generated traffic into it and consume
     /// it through the same path as `run`.
     Demo(DemoArgs),
+    /// Run the detectors offline over NDJSON files, in event time, and write findings as NDJSON.
+    Detect(DetectArgs),
+    /// Score findings against labelled anomalies: precision, recall and F1 per detector.
+    Score(ScoreArgs),
     /// Write labelled synthetic traffic in the real formats, with labels.json and registry.toml.
     Generate(GenerateArgs),
     /// Validate a configuration file and report the file, key and problem.
@@ -56,6 +67,45 @@ pub struct RunArgs {
     /// Write normalized events as NDJSON to this file (`-` for stdout).
     #[arg(long)]
     pub events_out: Option<PathBuf>,
+    /// Write findings as NDJSON to this file (`-` for stdout), each new or updated finding as it
+    /// happens.
+    #[arg(long)]
+    pub findings_out: Option<PathBuf>,
+}
+
+/// `detect` options.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// NDJSON files of any supported formats, mixed freely (`-` for stdin). Several files are
+    /// merged in event-time order.
+    #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Identity registry (overrides `engine.registry`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Directory of `<detector>.toml` settings (overrides `engine.detectors`).
+    #[arg(long)]
+    pub detectors: Option<PathBuf>,
+    /// Findings NDJSON, one finding per line in its final state (`-` for stdout).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Configuration file (TOML), laid over the defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `score` options.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// `labels.json` written by `generate`.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Findings NDJSON written by `detect`.
+    #[arg(long)]
+    pub findings: PathBuf,
+    /// Minutes a finding may fall outside a label's window and still count.
+    #[arg(long, default_value_t = 5)]
+    pub slack_minutes: i64,
 }
 
 /// Scenario size, shared by `demo` and `generate`.
@@ -117,6 +167,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => check_config(file),
         Command::Generate(args) => generate(args),
+        Command::Detect(args) => detect(args),
+        Command::Score(args) => score(args),
         Command::Run(args) => run_service(args),
         Command::Demo(args) => crate::demo::run(args),
     }
@@ -195,16 +247,37 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let max = settings.raw.ingest.max_record_bytes;
     let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let engine = build_engine(&settings, None, None)?;
+    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
+    let mut detection = Detection::new(engine, lateness, true);
     let mut out = event_sink(args.events_out.as_ref())?;
+    let mut findings_out = event_sink(args.findings_out.as_ref())?;
     let mut write_error: Option<std::io::Error> = None;
     let mut sink = |event: Event| {
-        if write_error.is_none()
+        if args.events_out.is_some()
+            && write_error.is_none()
             && let Err(e) = serde_json::to_writer(&mut out, &event)
                 .map_err(std::io::Error::from)
                 .and_then(|()| out.write_all(b"\n"))
         {
             write_error = Some(e);
         }
+        detection.push(event, &mut |update: &Update| {
+            let f = &update.finding;
+            if update.change != Change::Folded {
+                tracing::warn!(
+                    id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
+                    count = f.count, "{}.", f.title
+                );
+            }
+            if write_error.is_none()
+                && let Err(e) = serde_json::to_writer(&mut findings_out, f)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| findings_out.write_all(b"\n"))
+            {
+                write_error = Some(e);
+            }
+        });
     };
     if args.inputs.is_empty() {
         let runtime = tokio::runtime::Runtime::new()?;
@@ -233,11 +306,191 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.flush().context("flushing the dead letter")?;
     }
     let _ = sink;
+    detection.finish(&mut |update: &Update| {
+        if write_error.is_none()
+            && let Err(e) = serde_json::to_writer(&mut findings_out, &update.finding)
+                .map_err(std::io::Error::from)
+                .and_then(|()| findings_out.write_all(b"\n"))
+        {
+            write_error = Some(e);
+        }
+    });
     if let Some(e) = write_error {
-        return Err(e).context("writing events");
+        return Err(e).context("writing events or findings");
     }
     out.flush()?;
+    findings_out.flush()?;
     eprint!("{}", summary(pipeline.stats(), 10));
+    eprint!("{}", findings_summary(detection.findings()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engine the settings describe; `registry` and `detectors` override the configured ones.
+pub fn build_engine(
+    settings: &Settings,
+    registry: Option<&Path>,
+    detectors: Option<&Path>,
+) -> anyhow::Result<Engine> {
+    let cfg = &settings.raw.engine;
+    let registry_path = registry.or((!cfg.registry.as_os_str().is_empty()).then_some(cfg.registry.as_path()));
+    let registry = registry_path.map(Registry::load).transpose()?;
+    let detectors_dir = detectors.or((!cfg.detectors.as_os_str().is_empty()).then_some(cfg.detectors.as_path()));
+    let detectors = match detectors_dir {
+        Some(dir) => Detectors::load(dir)?,
+        None => Detectors::default(),
+    };
+    let learning = baseline::Settings {
+        learning_days: cfg.learning_days,
+        learning_events: cfg.learning_events,
+        retention_days: cfg.retention_days,
+    };
+    Ok(Engine::new(detectors, registry, learning))
+}
+
+/// One finding update as a terminal line.
+pub fn finding_line(update: &Update) -> String {
+    let f = &update.finding;
+    let tag = match update.change {
+        Change::New => "",
+        Change::Escalated => " (escalated)",
+        Change::Folded => " (again)",
+    };
+    format!(
+        "{}  {:<8} {:<24} {}{}",
+        f.event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        f.severity.as_str().to_uppercase(),
+        f.detector.as_str(),
+        f.title,
+        tag
+    )
+}
+
+struct Input {
+    source: LineSource<Box<dyn BufRead>>,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+impl Input {
+    /// Reads until an event is queued or the input ends.
+    fn fill(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        let Input { source, queue, done } = self;
+        while queue.is_empty() && !*done {
+            match source.next_record()? {
+                None => *done = true,
+                Some(record) => pipeline.process(record, &mut |e| queue.push_back(e))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    })
+}
+
+fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let settings = load(args.config.as_deref())?;
+    crate::telemetry::init("warn", false);
+    let pseudonymizer = match settings.pseudonymizer() {
+        Some(p) => p?,
+        None => {
+            eprintln!("note: no pseudonymisation key is set; patient references use a random key for this run");
+            Pseudonymizer::random()
+        }
+    };
+    let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
+    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
+    let mut detection = Detection::new(engine, lateness, false);
+    let max = settings.raw.ingest.max_record_bytes;
+    let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let mut inputs = Vec::new();
+    for path in &args.inputs {
+        inputs.push(Input {
+            source: LineSource::new(open_input(path)?, &path.display().to_string(), max),
+            queue: VecDeque::new(),
+            done: false,
+        });
+    }
+    for input in &mut inputs {
+        input.fill(&mut pipeline)?;
+    }
+    // Each file is (nearly) in event-time order; merging them by their next event keeps the
+    // stream in order without reading any file whole. The reorder buffer absorbs the rest.
+    while let Some(i) = (0..inputs.len())
+        .filter(|&i| !inputs[i].queue.is_empty())
+        .min_by_key(|&i| inputs[i].queue.front().map(|e| e.time))
+    {
+        if let Some(event) = inputs[i].queue.pop_front() {
+            detection.push(event, &mut |_| {});
+        }
+        inputs[i].fill(&mut pipeline)?;
+    }
+    detection.finish(&mut |_| {});
+    pipeline.flush().context("flushing the dead letter")?;
+    let mut out = event_sink(Some(&args.output))?;
+    for finding in detection.findings() {
+        serde_json::to_writer(&mut out, finding)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = pipeline.stats();
+    eprintln!(
+        "records {}  events {}  dead letters {}  late {}  findings {}  in {:.2} s ({:.0} events/s)",
+        stats.records,
+        stats.events,
+        stats.dead_lettered(),
+        detection.late(),
+        detection.findings().len(),
+        elapsed,
+        stats.events as f64 / elapsed
+    );
+    eprint!("{}", findings_summary(detection.findings()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Findings per detector and severity.
+pub fn findings_summary(findings: &[Finding]) -> String {
+    use std::fmt::Write as _;
+    let mut per: BTreeMap<&str, (usize, BTreeMap<&str, usize>)> = BTreeMap::new();
+    for f in findings {
+        let e = per.entry(f.detector.as_str()).or_default();
+        e.0 += 1;
+        *e.1.entry(f.severity.as_str()).or_default() += 1;
+    }
+    let mut s = String::from("findings per detector:\n");
+    for (detector, (n, sev)) in per {
+        let sev: Vec<String> = sev.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "  {detector:<26} {n:>6}  ({})", sev.join(", "));
+    }
+    s
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let labels: Vec<crate::score::Label> = serde_json::from_slice(
+        &std::fs::read(&args.labels).with_context(|| format!("reading {}", args.labels.display()))?,
+    )
+    .with_context(|| format!("parsing {}", args.labels.display()))?;
+    let text =
+        std::fs::read_to_string(&args.findings).with_context(|| format!("reading {}", args.findings.display()))?;
+    let mut findings = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        findings.push(
+            serde_json::from_str::<crate::score::Scored>(line)
+                .with_context(|| format!("{}:{}: not a finding", args.findings.display(), n + 1))?,
+        );
+    }
+    let scores = crate::score::score(&labels, &findings, chrono::Duration::minutes(args.slack_minutes));
+    print!("{}", crate::score::table(&scores));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,7 @@
 //! before they reach the engine. The engine does no I/O: callers hand results on.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::baseline::{self, Baseline, secs};
 use crate::detect::{Cx, Detectors};
 use crate::event::{Event, EventKind};
-use crate::findings::{Change, DetectorId, Folder, Hit, IdentityRef, Update};
+use crate::findings::{Change, DetectorId, Finding, Folder, Hit, IdentityRef, Update};
 use crate::registry::Registry;
 
 /// Counts of what the engine did.
@@ -41,7 +41,10 @@ pub struct Engine {
     folder: Folder,
     hits: Vec<Hit>,
     watermark: i64,
-    last_sweep: i64,
+    /// Event time of the last eviction sweep.
+    last_sweep: Option<i64>,
+    /// Event time of the last expiry of open findings.
+    last_expire: Option<i64>,
     stats: EngineStats,
 }
 
@@ -55,7 +58,8 @@ impl Engine {
             folder: Folder::default(),
             hits: Vec::new(),
             watermark: i64::MIN,
-            last_sweep: i64::MIN,
+            last_sweep: None,
+            last_expire: None,
             stats: EngineStats::default(),
         }
     }
@@ -88,11 +92,12 @@ impl Engine {
         let id = entry.map_or(event.identity.as_str(), |e| e.id.as_str());
         let settings = self.baseline.settings();
         let mut state = self.baseline.get_mut_or_new(id, t);
-        state.observe(event);
+        let established = state.established(&settings, t);
+        state.observe(event, established);
         let cx = Cx {
             event,
             now: t,
-            established: state.established(&settings, t),
+            established,
             state: &state,
             has_registry: self.registry.is_some(),
             entry,
@@ -120,14 +125,16 @@ impl Engine {
             }
         }
         self.watermark = self.watermark.max(t);
-        if self.watermark - self.last_sweep >= 3600 {
+        let since = |last: Option<i64>| last.map_or(i64::MAX, |last| self.watermark - last);
+        if since(self.last_expire) >= 3600 {
             if let Some(now) = DateTime::from_timestamp(self.watermark, 0) {
                 self.folder.expire(now);
             }
-            if self.watermark - self.last_sweep >= 86_400 || self.last_sweep == i64::MIN {
-                self.stats.evicted += self.baseline.evict(self.watermark) as u64;
-            }
-            self.last_sweep = self.watermark;
+            self.last_expire = Some(self.watermark);
+        }
+        if since(self.last_sweep) >= 86_400 {
+            self.stats.evicted += self.baseline.evict(self.watermark) as u64;
+            self.last_sweep = Some(self.watermark);
         }
     }
 }
@@ -229,6 +236,79 @@ impl Reorder {
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
+    }
+}
+
+/// Reorder, engine and the findings so far: what every detecting command runs.
+pub struct Detection {
+    reorder: Reorder,
+    engine: Engine,
+    updates: Vec<Update>,
+    findings: Vec<Finding>,
+    index: HashMap<String, usize>,
+    live: bool,
+}
+
+impl Detection {
+    /// Detection with `engine`, events reordered within `lateness`. `live` stamps findings with
+    /// the wall clock; otherwise with event time, so offline runs are reproducible.
+    pub fn new(engine: Engine, lateness: Duration, live: bool) -> Detection {
+        Detection {
+            reorder: Reorder::new(lateness),
+            engine,
+            updates: Vec::new(),
+            findings: Vec::new(),
+            index: HashMap::new(),
+            live,
+        }
+    }
+
+    /// Takes one event; `on_update` sees each new or changed finding.
+    pub fn push(&mut self, event: Event, on_update: &mut impl FnMut(&Update)) {
+        let mut due = Vec::new();
+        self.reorder.push(event, &mut |e, _late| due.push(e));
+        for event in due {
+            self.judge(&event, on_update);
+        }
+    }
+
+    /// Processes what still waits in the reorder buffer (end of input).
+    pub fn finish(&mut self, on_update: &mut impl FnMut(&Update)) {
+        let mut due = Vec::new();
+        self.reorder.flush(&mut |e, _| due.push(e));
+        for event in due {
+            self.judge(&event, on_update);
+        }
+    }
+
+    fn judge(&mut self, event: &Event, on_update: &mut impl FnMut(&Update)) {
+        let detected_at = if self.live { Utc::now() } else { event.time };
+        self.engine.process(event, detected_at, &mut self.updates);
+        for update in self.updates.drain(..) {
+            on_update(&update);
+            match self.index.get(&update.finding.id) {
+                Some(&i) => self.findings[i] = update.finding,
+                None => {
+                    self.index.insert(update.finding.id.clone(), self.findings.len());
+                    self.findings.push(update.finding);
+                }
+            }
+        }
+    }
+
+    /// Every finding in its latest state, in the order they were first raised.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Events that arrived later than the lateness bound (processed, flagged, counted).
+    pub fn late(&self) -> u64 {
+        self.reorder.late()
     }
 }
 

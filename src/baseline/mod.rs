@@ -167,15 +167,18 @@ pub struct Volume {
     pub peak: u64,
     /// Active hours learned.
     pub hours: u32,
+    /// Whether the identity was still learning when the counted hour began.
+    learning: bool,
 }
 
 impl Volume {
-    fn add(&mut self, hour: i64, patients: u64, records: u64) {
+    fn add(&mut self, hour: i64, patients: u64, records: u64, learning: bool) {
         if hour > self.hour {
             self.close();
             self.hour = hour;
             self.patients = 0;
             self.records = 0;
+            self.learning = learning;
         }
         if hour == self.hour {
             self.patients += patients;
@@ -184,7 +187,9 @@ impl Volume {
     }
 
     /// Folds the counted hour into the estimate, clamped to mean + 3 sd once a baseline exists,
-    /// so that one anomalous hour does not become the new normal.
+    /// so that one anomalous hour does not become the new normal. While the identity is learning,
+    /// every hour may set the peak (a weekly export seen then is part of its normal); after, only
+    /// an hour within 3× the peak.
     fn close(&mut self) {
         if self.patients == 0 && self.records == 0 {
             return;
@@ -200,7 +205,7 @@ impl Volume {
             self.mean += ALPHA * d;
             self.var = (1.0 - ALPHA) * (self.var + ALPHA * d * d);
         }
-        if self.hours < 5 || self.patients <= self.peak.saturating_mul(3) {
+        if self.learning || self.hours < 5 || self.patients <= self.peak.saturating_mul(3) {
             self.peak = self.peak.max(self.patients);
         }
         self.hours += 1;
@@ -377,6 +382,8 @@ pub struct IdentityState {
     pub events: u32,
     /// Longest silence between two activity events so far, in seconds: the identity's cadence.
     pub max_gap: i64,
+    /// Distinct days (UTC) with activity.
+    pub active_days: u32,
     hours: [u64; 3],
     /// Scopes seen, minimal under containment, with first-seen time.
     pub scopes: Vec<SeenScope>,
@@ -410,6 +417,7 @@ impl IdentityState {
             last_event: t,
             events: 0,
             max_gap: 0,
+            active_days: 0,
             hours: [0; 3],
             scopes: Vec::new(),
             access: Vec::new(),
@@ -442,6 +450,25 @@ impl IdentityState {
             let bin = (how + d).rem_euclid(168) as usize;
             self.hours[bin / 64] & (1 << (bin % 64)) != 0
         })
+    }
+
+    /// True when the identity has been active at `t`'s hour of the day (± `tolerance`) on any
+    /// day of the week.
+    pub fn active_at_hour_of_day(&self, t: DateTime<Utc>, tolerance: u32) -> bool {
+        let hour = t.hour() as i64;
+        let tolerance = i64::from(tolerance);
+        (0..7).any(|day| {
+            (-tolerance..=tolerance).any(|d| {
+                let bin = (day * 24 + (hour + d).rem_euclid(24)) as usize;
+                self.hours[bin / 64] & (1 << (bin % 64)) != 0
+            })
+        })
+    }
+
+    /// True when the identity has been active on `t`'s day of the week.
+    pub fn active_on_weekday(&self, t: DateTime<Utc>) -> bool {
+        let day = t.weekday().num_days_from_monday() as usize;
+        (day * 24..day * 24 + 24).any(|bin| self.hours[bin / 64] & (1 << (bin % 64)) != 0)
     }
 
     /// Hours of the week with activity.
@@ -479,8 +506,9 @@ impl IdentityState {
         self.switches.iter().filter(|&&s| s >= since).count()
     }
 
-    /// Advances the counting windows with `event`, before the detectors look.
-    pub fn observe(&mut self, event: &Event) {
+    /// Advances the counting windows with `event`, before the detectors look. `established` is
+    /// whether the learning period was over before this event.
+    pub fn observe(&mut self, event: &Event, established: bool) {
         let t = secs(event.time);
         if matches!(event.kind, EventKind::DataAccess | EventKind::TokenIssued | EventKind::AuthFailure) {
             self.failures.add(t.div_euclid(FAILURE_BUCKET_SECS), is_failure(event));
@@ -490,7 +518,7 @@ impl IdentityState {
         }
         if event.kind == EventKind::DataAccess {
             let records = event.records.unwrap_or(1);
-            self.volume.add(t.div_euclid(HOUR), event.distinct_patients(), records);
+            self.volume.add(t.div_euclid(HOUR), event.distinct_patients(), records, !established);
         }
         if let Some(ip) = &event.src_ip {
             let key = net::network_key(ip);
@@ -534,9 +562,15 @@ impl IdentityState {
             return;
         }
         match self.last_seen {
-            None => self.first_seen = t,
+            None => {
+                self.first_seen = t;
+                self.active_days = 1;
+            }
             Some(last) => {
                 self.max_gap = self.max_gap.max(t - last);
+                if t.div_euclid(DAY) > last.div_euclid(DAY) {
+                    self.active_days += 1;
+                }
             }
         }
         self.last_seen = Some(self.last_seen.map_or(t, |last| last.max(t)));
@@ -634,11 +668,12 @@ mod tests {
         let mut s = IdentityState::new(0);
         for h in 0..24 * 8 {
             let e = access(h, 10, "10.0.0.5");
-            s.observe(&e);
+            s.observe(&e, false);
             s.learn(&e, &baseline);
         }
         assert_eq!(s.events, 192);
         assert_eq!(s.max_gap, HOUR);
+        assert_eq!(s.active_days, 8);
         assert!(s.established(&Settings::default(), secs(at(24 * 8))));
         assert!(!s.established(&Settings::default(), secs(at(24 * 6))));
         assert_eq!(s.active_hours(), 168);
@@ -649,16 +684,16 @@ mod tests {
         assert_eq!(s.volume.peak, 10);
         // A spike is counted but, once closed, clamped in the estimate and not learned as a peak.
         let spike = access(24 * 8, 5000, "10.0.0.5");
-        s.observe(&spike);
+        s.observe(&spike, true);
         assert_eq!(s.volume.patients, 5000);
         s.learn(&spike, &baseline);
         let next = access(24 * 8 + 1, 10, "10.0.0.5");
-        s.observe(&next);
+        s.observe(&next, true);
         assert_eq!(s.volume.peak, 10);
         assert!(s.volume.typical() < 12.0, "{}", s.volume.typical());
         // A switch of network is recorded.
         let away = access(24 * 8 + 2, 1, "203.0.113.9");
-        s.observe(&away);
+        s.observe(&away, true);
         assert_eq!(s.switches_since(secs(at(24 * 8))), 1);
     }
 

@@ -15,6 +15,9 @@ detector_config! {
         pub dormant_after_days: u32 = 30,
         /// The silence must also be this many times the identity's longest silence so far.
         pub cadence_factor: f64 = 3.0,
+        /// Days with activity needed before the cadence is trusted: a job seen on one day only
+        /// has shown no cadence yet (a monthly job's second run is not a wake-up).
+        pub min_active_days: u32 = 3,
     }
 }
 
@@ -35,7 +38,7 @@ impl Detector for DormantWakeup {
 
     fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>) {
         let Some(last) = cx.state.last_seen else { return };
-        if !is_activity(cx.event) || !cx.established {
+        if !is_activity(cx.event) || !cx.established || cx.state.active_days < self.0.min_active_days {
             return;
         }
         let silence = cx.now - last;

@@ -199,6 +199,7 @@ impl Archetype {
         match self {
             Archetype::Billing => 600,
             Archetype::Export => 5000,
+            Archetype::Monthly => 500,
             _ => 100,
         }
     }
@@ -408,52 +409,66 @@ impl Gen {
         }
     }
 
-    /// The k-th established identity of an archetype (wrapping when there are fewer).
-    fn pick(&self, archetype: Archetype, k: usize) -> usize {
-        let matches: Vec<usize> = (0..self.ids.len())
-            .filter(|&i| self.ids[i].archetype == archetype && self.ids[i].from == self.opts.start)
-            .collect();
-        matches[k % matches.len()]
+    /// An established identity of one of `archetypes` (and of `idp`, when given), preferring
+    /// one no other anomaly uses yet, so that labels stay one anomaly per identity.
+    fn victim(&self, archetypes: &[Archetype], idp: Option<Idp>, used: &mut [u32]) -> Option<usize> {
+        let i = (0..self.ids.len())
+            .filter(|&i| {
+                let id = &self.ids[i];
+                archetypes.contains(&id.archetype) && id.from == self.opts.start && idp.is_none_or(|p| id.idp == p)
+            })
+            .min_by_key(|&i| (used[i], i))?;
+        used[i] += 1;
+        Some(i)
     }
 
+    /// Anomalies to inject: `max(1, identities / 200)` of each kind, on distinct identities
+    /// where the population allows.
     fn plan_anomalies(&mut self) -> Vec<Anomaly> {
-        let mut plan = vec![
-            Anomaly::ScopeDrift(self.pick(Archetype::Lab, 0)),
-            Anomaly::PhiVolume(self.pick(Archetype::Smart, 1)),
-            Anomaly::Offboarded(self.pick(Archetype::Billing, 0)),
-            Anomaly::NewNetwork(self.pick(Archetype::Ehr, 0)),
-            Anomaly::CredentialSharing(self.pick(Archetype::Lab, 1)),
-            Anomaly::AuthFailures(self.pick(Archetype::Smart, 2)),
-            Anomaly::BreakGlass(self.pick(Archetype::Ehr, 1)),
-            Anomaly::OffHours(self.pick(Archetype::Smart, 3)),
-        ];
-        if let Some(entra) = (0..self.ids.len()).find(|&i| {
-            self.ids[i].idp == Idp::Entra
-                && self.ids[i].from == self.opts.start
-                && matches!(
-                    self.ids[i].archetype,
-                    Archetype::Lab | Archetype::Smart | Archetype::Ehr
-                )
-        }) {
-            plan.push(Anomaly::CredentialAdded(entra));
+        let per_kind = (self.ids.len() / 200).max(1);
+        let mut used = vec![0u32; self.ids.len()];
+        let mut plan = Vec::new();
+        for _ in 0..per_kind {
+            let entra = [Archetype::Lab, Archetype::Smart, Archetype::Ehr];
+            if let Some(i) = self.victim(&entra, Some(Idp::Entra), &mut used) {
+                plan.push(Anomaly::CredentialAdded(i));
+            }
+            // A dormant wake-up needs a learned baseline (10 days), then 30 silent days.
+            if self.opts.days >= 42
+                && let Some(i) = self.victim(&[Archetype::Smart], None, &mut used)
+            {
+                plan.push(Anomaly::Dormant(i));
+            }
+            let kinds: [(Archetype, fn(usize) -> Anomaly); 8] = [
+                (Archetype::Lab, Anomaly::ScopeDrift),
+                (Archetype::Smart, Anomaly::PhiVolume),
+                (Archetype::Billing, Anomaly::Offboarded),
+                (Archetype::Ehr, Anomaly::NewNetwork),
+                (Archetype::Lab, Anomaly::CredentialSharing),
+                (Archetype::Smart, Anomaly::AuthFailures),
+                (Archetype::Ehr, Anomaly::BreakGlass),
+                (Archetype::Smart, Anomaly::OffHours),
+            ];
+            for (archetype, make) in kinds {
+                if let Some(i) = self.victim(&[archetype], None, &mut used) {
+                    plan.push(make(i));
+                }
+            }
+            // An identity nobody registered, appearing mid-period.
+            let i = self.ids.len();
+            let template = (0..self.ids.len()).find(|&i| self.ids[i].archetype == Archetype::Smart).unwrap_or(0);
+            let mut stranger = self.ids[template].clone();
+            stranger.client_id = format!("0oa{}", self.token(17));
+            stranger.idp = Idp::Okta;
+            stranger.principal_id = None;
+            stranger.name = format!("unknown-analytics-client-{}", i + 1);
+            stranger.registered = false;
+            stranger.from = self.end; // no baseline traffic; only the injected hour
+            stranger.network = [172, 16, (i % 250) as u8];
+            self.ids.push(stranger);
+            used.push(1);
+            plan.push(Anomaly::Unregistered(i));
         }
-        // A dormant wake-up needs 30 silent days between a baseline and the wake-up.
-        if self.opts.days >= 38 {
-            let victim = self.pick(Archetype::Smart, 0);
-            plan.push(Anomaly::Dormant(victim));
-        }
-        // An identity nobody registered, appearing mid-period.
-        let i = self.ids.len();
-        let mut stranger = self.ids[self.pick(Archetype::Smart, 0)].clone();
-        stranger.client_id = format!("0oa{}", self.token(17));
-        stranger.idp = Idp::Okta;
-        stranger.principal_id = None;
-        stranger.name = "unknown-analytics-client".into();
-        stranger.registered = false;
-        stranger.from = self.end; // no baseline traffic; only the injected hour
-        stranger.network = [172, 16, 99];
-        self.ids.push(stranger);
-        plan.push(Anomaly::Unregistered(i));
         plan
     }
 
@@ -487,8 +502,11 @@ impl Gen {
     fn inject(&mut self, anomaly: Anomaly) {
         match anomaly {
             Anomaly::Dormant(i) => {
-                let silent_from = self.opts.start + Duration::days(3);
-                let wake = self.day(1.0, 10) - Duration::days(1);
+                let silent_from = self.opts.start + Duration::days(10);
+                let mut wake = self.day(1.0, 10) - Duration::days(1);
+                while matches!(wake.weekday(), Weekday::Sat | Weekday::Sun) {
+                    wake -= Duration::days(1);
+                }
                 self.ids[i].silent.push((silent_from, wake));
                 // Remove the baseline traffic of the silent window, then wake up.
                 let client = self.ids[i].client_id.clone();
@@ -535,24 +553,26 @@ impl Gen {
                 self.label(i, "access_after_offboarding", at, self.end);
             }
             Anomaly::NewNetwork(i) => {
+                // A short run of calls from elsewhere: a new network, not interleaved use.
                 let at = self.day(0.55, 15) + Duration::minutes(10);
-                for m in 0..3 {
-                    self.data_event(i, at + Duration::minutes(m * 6), "203.0.113.77", DataKind::Normal);
+                let ip = format!("203.0.113.{}", 10 + i % 200);
+                for s in 0..3 {
+                    self.data_event(i, at + Duration::seconds(s * 20), &ip, DataKind::Normal);
                 }
                 self.label(i, "new_network", at, at + Duration::hours(1));
             }
             Anomaly::CredentialSharing(i) => {
+                // Interleaved use from the home network and another one: the second network is
+                // also new, so both detectors are labelled.
                 let at = self.day(0.65, 13);
                 let home = self.ids[i].home_ip();
-                for m in 0..6 {
-                    let ip = if m % 2 == 0 {
-                        home.clone()
-                    } else {
-                        "198.51.100.23".to_owned()
-                    };
-                    self.data_event(i, at + Duration::minutes(m * 8 + 1), &ip, DataKind::Normal);
+                let other = format!("198.51.100.{}", 10 + i % 200);
+                for m in 0..8 {
+                    let ip = if m % 2 == 0 { &home } else { &other };
+                    self.data_event(i, at + Duration::minutes(m * 6 + 1), &ip.clone(), DataKind::Normal);
                 }
                 self.label(i, "credential_sharing", at, at + Duration::hours(1));
+                self.label(i, "new_network", at, at + Duration::hours(1));
             }
             Anomaly::AuthFailures(i) => {
                 let at = self.weekday_at(0.45, 10);
@@ -569,12 +589,13 @@ impl Gen {
                 self.label(i, "break_glass", at, at + Duration::minutes(1));
             }
             Anomaly::CredentialAdded(i) => {
-                let at = self.day(0.8, 16);
+                let at = self.weekday_at(0.8, 14);
                 let new_key = self.uuid();
                 let line = render::entra_credential_added(self, i, at, &new_key);
                 self.push(i, at, Stream::Idp, SourceFormat::EntraAudit, line);
                 let old_key = std::mem::replace(&mut self.ids[i].key_id, new_key);
-                self.token_event(i, at + Duration::minutes(30), "203.0.113.200", None, true);
+                let elsewhere = format!("192.0.2.{}", 10 + i % 200);
+                self.token_event(i, at + Duration::minutes(30), &elsewhere, None, true);
                 self.ids[i].key_id = old_key;
                 self.label(i, "credential_added", at, at + Duration::hours(1));
             }
@@ -712,7 +733,7 @@ mod tests {
     fn same_seed_same_output_and_every_detector_labelled() {
         let opts = Options {
             identities: 12,
-            days: 40,
+            days: 42,
             ..Options::default()
         };
         let a = generate(&opts);
@@ -722,6 +743,7 @@ mod tests {
         assert_eq!(a.labels, b.labels);
         let mut detectors: Vec<&str> = a.labels.iter().map(|l| l.detector.as_str()).collect();
         detectors.sort_unstable();
+        detectors.dedup();
         assert_eq!(
             detectors,
             [

@@ -4,4 +4,6 @@ mod cli;
 mod dead_letter;
 mod fixtures;
 mod schema;
+#[path = "../scenarios/mod.rs"]
+mod scenarios;
 mod support;

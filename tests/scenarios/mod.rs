@@ -1,0 +1,419 @@
+//! Golden detector scenarios: small histories a reader can check by hand. For each detector, a
+//! case that must fire and a confounder that must not, with exact expectations on which
+//! findings come out (detector, identity, first event time, count, severity).
+//!
+//! Time starts on Monday 2026-01-05 00:00 UTC; `at(day, hour, minute)` counts from there.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use nhiwatch::baseline;
+use nhiwatch::detect::Detectors;
+use nhiwatch::engine::{Detection, Engine};
+use nhiwatch::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
+use nhiwatch::findings::{DetectorId, Finding, Severity};
+use nhiwatch::registry::Registry;
+use nhiwatch::scope::Scope;
+
+fn at(day: i64, hour: i64, minute: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).single().expect("valid")
+        + Duration::days(day)
+        + Duration::hours(hour)
+        + Duration::minutes(minute)
+}
+
+/// A successful read of one patient's record by `identity` from `ip`.
+fn read(identity: &str, time: DateTime<Utc>, ip: &str) -> Event {
+    let mut e = Event::new(
+        format!("{identity}-{}", time.timestamp()),
+        time,
+        SourceFormat::GatewayAccess,
+        EventKind::DataAccess,
+        identity.into(),
+    );
+    e.identity_type = IdentityType::Application;
+    e.outcome = Outcome::Success;
+    e.interaction = Some(Interaction::Read);
+    e.resource_type = Some("Patient".into());
+    e.patients = vec![format!("p{}", time.timestamp() % 97)];
+    e.records = Some(1);
+    e.src_ip = Some(ip.into());
+    e.scopes = Scope::parse_list("system/Patient.rs system/Observation.rs");
+    e
+}
+
+/// A token issued to `identity` with `scopes`.
+fn token(identity: &str, time: DateTime<Utc>, ip: &str, scopes: &str) -> Event {
+    let mut e = Event::new(
+        format!("{identity}-tok-{}", time.timestamp()),
+        time,
+        SourceFormat::Okta,
+        EventKind::TokenIssued,
+        identity.into(),
+    );
+    e.identity_type = IdentityType::Application;
+    e.outcome = Outcome::Success;
+    e.src_ip = Some(ip.into());
+    e.scopes = Scope::parse_list(scopes);
+    e
+}
+
+/// Reads every hour of `days`, on hours where `active(weekday, hour)` holds, minute 10 and 40.
+fn history(identity: &str, days: std::ops::Range<i64>, active: impl Fn(i64, i64) -> bool) -> Vec<Event> {
+    let mut out = Vec::new();
+    for day in days {
+        for hour in 0..24 {
+            if active(day % 7, hour) {
+                out.push(read(identity, at(day, hour, 10), "10.20.1.15"));
+                out.push(read(identity, at(day, hour, 40), "10.20.1.16"));
+            }
+        }
+    }
+    out
+}
+
+fn business(weekday: i64, hour: i64) -> bool {
+    weekday < 5 && (8..18).contains(&hour)
+}
+
+fn always(_: i64, _: i64) -> bool {
+    true
+}
+
+const REGISTRY: &str = r#"
+[[integration]]
+id = "cds-app"
+aliases = ["0oa-cds"]
+name = "CDS backend"
+owner = "cds@example.org"
+approved_scopes = ["system/Patient.rs", "system/Observation.rs"]
+approved_networks = ["10.20.0.0/16"]
+max_patients_per_hour = 1000
+
+[[integration]]
+id = "old-billing"
+name = "Retired billing connector"
+owner = "billing@example.org"
+offboarded_at = 2026-01-25T00:00:00Z
+"#;
+
+fn registry() -> Registry {
+    Registry::parse(REGISTRY, std::path::Path::new("scenario-registry.toml")).expect("valid registry")
+}
+
+/// Runs the engine over `events` (sorted by time) and returns the findings.
+fn detect(mut events: Vec<Event>, registry: Option<Registry>) -> Vec<Finding> {
+    events.sort_by_key(|e| e.time);
+    let engine = Engine::new(Detectors::default(), registry, baseline::Settings::default());
+    let mut detection = Detection::new(engine, Duration::minutes(5), false);
+    for e in events {
+        detection.push(e, &mut |_| {});
+    }
+    detection.finish(&mut |_| {});
+    detection.findings().to_vec()
+}
+
+/// (detector, identity, first event time) of each finding.
+fn summary(findings: &[Finding]) -> Vec<(DetectorId, String, DateTime<Utc>)> {
+    findings
+        .iter()
+        .map(|f| (f.detector, f.identity.id.clone(), f.event_time))
+        .collect()
+}
+
+#[test]
+fn dormant_wakeup_fires_after_a_long_silence() {
+    let mut events = history("cds-app", 0..12, business);
+    events.push(read("cds-app", at(52, 10, 5), "10.20.1.15"));
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::DormantWakeup, "cds-app".into(), at(52, 10, 5))]
+    );
+    let f = &findings[0];
+    assert_eq!(f.severity, Severity::High);
+    // Last activity Friday 2026-01-16 17:40; back Thursday 2026-02-26 10:05.
+    assert!(f.explanation.contains("after 40 days of silence"), "{}", f.explanation);
+    assert_eq!(f.analysis[0].observed, serde_json::json!(40.7));
+}
+
+#[test]
+fn a_monthly_job_after_thirty_days_is_not_dormant() {
+    // Runs of 60 calls on the 1st of each month, 31 and 28 days apart.
+    let mut events = Vec::new();
+    for day in [0, 31, 59, 90] {
+        for m in 0..60 {
+            events.push(read("monthly-job", at(day, 3, m), "10.20.9.4"));
+        }
+    }
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+#[test]
+fn scope_drift_fires_outside_the_registry_approval() {
+    let mut events = history("0oa-cds", 0..10, business);
+    events.push(token("0oa-cds", at(10, 9, 0), "10.20.1.15", "system/Patient.rs system/*.cruds"));
+    let findings = detect(events, Some(registry()));
+    assert_eq!(summary(&findings), [(DetectorId::ScopeDrift, "cds-app".into(), at(10, 9, 0))]);
+    assert_eq!(findings[0].severity, Severity::High);
+    assert_eq!(findings[0].identity.owner.as_deref(), Some("cds@example.org"));
+    assert!(
+        findings[0].explanation.contains("scope system/*.cruds is outside the registry's approval"),
+        "{}",
+        findings[0].explanation
+    );
+}
+
+#[test]
+fn reordered_v1_and_narrower_scopes_are_not_drift() {
+    let mut events = history("0oa-cds", 0..10, business);
+    events.push(token("0oa-cds", at(10, 9, 0), "10.20.1.15", "system/Observation.read system/Patient.read"));
+    events.push(token("0oa-cds", at(10, 9, 5), "10.20.1.15", "system/Patient.r"));
+    assert_eq!(summary(&detect(events, Some(registry()))), []);
+}
+
+#[test]
+fn phi_volume_fires_once_when_the_hour_crosses_the_threshold() {
+    let mut events = history("cds-app", 0..10, always);
+    let mut bulk = read("cds-app", at(10, 11, 0), "10.20.1.15");
+    for n in 0..3 {
+        bulk.event_id = format!("bulk-{n}");
+        bulk.time = at(10, 11, 10 * n);
+        bulk.patients = (0..150).map(|p| format!("bulk{n}-{p}")).collect();
+        events.push(bulk.clone());
+    }
+    let findings = detect(events, None);
+    // 150 patients: under the 200 floor; 300: over it. One finding, at the crossing.
+    assert_eq!(summary(&findings), [(DetectorId::PhiVolume, "cds-app".into(), at(10, 11, 10))]);
+    assert_eq!(findings[0].analysis[0].observed, serde_json::json!(300));
+    assert_eq!(findings[0].count, 1);
+}
+
+#[test]
+fn a_weekly_export_peak_already_seen_is_not_news() {
+    // Ten patients an hour on weekdays, and a 2,000-patient export every Sunday at 02:00.
+    let mut events = history("exporter", 0..28, business);
+    for sunday in [6, 13, 20, 27] {
+        let mut e = read("exporter", at(sunday, 2, 5), "10.20.1.15");
+        e.patients.clear();
+        e.patient_count = Some(2000);
+        e.interaction = Some(Interaction::Operation);
+        e.operation = Some("$export".into());
+        e.resource_type = None;
+        events.push(e);
+    }
+    let findings = detect(events, None);
+    // The first export, on day 6, falls in the learning week: its hour becomes the peak, and the
+    // exports of later weeks do not exceed 1.5 times it. Its hour of the week was learned too.
+    assert_eq!(summary(&findings), []);
+}
+
+#[test]
+fn unregistered_identity_fires_on_phi_access_only() {
+    let mut events = vec![read("0oa-stranger", at(3, 10, 0), "172.16.4.4")];
+    // A registered alias, and a person's sign-in, are not findings.
+    events.push(read("0oa-cds", at(3, 10, 5), "10.20.1.15"));
+    let mut person = token("alice@example.org", at(3, 10, 6), "10.1.1.1", "openid");
+    person.identity_type = IdentityType::User;
+    person.kind = EventKind::SignIn;
+    events.push(person);
+    let findings = detect(events.clone(), Some(registry()));
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::UnregisteredIdentity, "0oa-stranger".into(), at(3, 10, 0))]
+    );
+    assert!(!findings[0].identity.registered);
+    // Without a registry nobody is "unregistered".
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+#[test]
+fn access_after_offboarding_fires_after_the_date_only() {
+    let events = vec![
+        read("old-billing", at(19, 2, 0), "10.20.3.3"),
+        read("old-billing", at(20, 2, 0), "10.20.3.3"),
+        read("old-billing", at(20, 2, 30), "10.20.3.3"),
+    ];
+    let findings = detect(events, Some(registry()));
+    // offboarded_at is 2026-01-25 00:00 = day 20.
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::AccessAfterOffboarding, "old-billing".into(), at(20, 2, 0))]
+    );
+    assert_eq!((findings[0].severity, findings[0].count), (Severity::Critical, 2));
+}
+
+#[test]
+fn access_after_the_idp_deactivated_the_app() {
+    let mut events = vec![read("app-x", at(1, 9, 0), "10.9.9.9")];
+    let mut off = Event::new(
+        "deact".into(),
+        at(2, 9, 0),
+        SourceFormat::Okta,
+        EventKind::AppLifecycle,
+        "app-x".into(),
+    );
+    off.identity_type = IdentityType::Application;
+    off.outcome = Outcome::Success;
+    off.action = Some("application.lifecycle.deactivate".into());
+    events.push(off);
+    events.push(read("app-x", at(3, 9, 0), "10.9.9.9"));
+    assert_eq!(
+        summary(&detect(events, None)),
+        [(DetectorId::AccessAfterOffboarding, "app-x".into(), at(3, 9, 0))]
+    );
+}
+
+#[test]
+fn new_network_fires_for_a_new_prefix_not_a_neighbour() {
+    let mut events = history("lab-feed", 0..8, always);
+    events.push(read("lab-feed", at(8, 15, 0), "10.20.1.99")); // same /24: not new
+    events.push(read("lab-feed", at(8, 15, 5), "203.0.113.7"));
+    events.push(read("lab-feed", at(8, 15, 6), "203.0.113.8")); // same new /24: folds
+    let findings = detect(events, None);
+    assert_eq!(summary(&findings), [(DetectorId::NewNetwork, "lab-feed".into(), at(8, 15, 5))]);
+    assert!(findings[0].title.contains("203.0.113.0/24"), "{}", findings[0].title);
+}
+
+#[test]
+fn a_new_network_inside_the_approved_ranges_is_not_reported() {
+    let mut events = history("0oa-cds", 0..8, always);
+    events.push(read("0oa-cds", at(8, 15, 5), "10.20.77.7"));
+    assert_eq!(summary(&detect(events, Some(registry()))), []);
+}
+
+#[test]
+fn credential_sharing_fires_on_interleaved_networks_not_on_a_move() {
+    let mut shared = history("lab-feed", 0..8, always);
+    for m in 0..8 {
+        let ip = if m % 2 == 0 { "10.20.1.15" } else { "198.51.100.23" };
+        shared.push(read("lab-feed", at(8, 13, 3 + m * 6), ip));
+    }
+    let findings = detect(shared, None);
+    assert_eq!(
+        summary(&findings),
+        [
+            (DetectorId::NewNetwork, "lab-feed".into(), at(8, 13, 9)),
+            // The fifth switch (at minute 33) makes it concurrent use.
+            (DetectorId::CredentialSharing, "lab-feed".into(), at(8, 13, 33)),
+        ]
+    );
+    assert_eq!(findings[1].severity, Severity::High);
+
+    // A move: the integration leaves its network for another and stays there.
+    let mut moved = history("lab-feed", 0..8, always);
+    for m in 0..8 {
+        moved.push(read("lab-feed", at(8, 13, 3 + m * 6), "198.51.100.23"));
+    }
+    assert_eq!(
+        summary(&detect(moved, None)),
+        [(DetectorId::NewNetwork, "lab-feed".into(), at(8, 13, 3))]
+    );
+}
+
+fn failure(identity: &str, time: DateTime<Utc>) -> Event {
+    let mut e = token(identity, time, "10.20.1.15", "");
+    e.kind = EventKind::AuthFailure;
+    e.outcome = Outcome::Failure;
+    e.error = Some("invalid_client".into());
+    e.event_id = format!("fail-{}", time.timestamp());
+    e
+}
+
+#[test]
+fn auth_failure_burst_fires_once_for_a_burst() {
+    let mut events = history("cds-app", 0..8, business);
+    for s in 0..40 {
+        events.push(failure("cds-app", at(8, 10, 0) + Duration::seconds(s * 13)));
+    }
+    let findings = detect(events, None);
+    // The tenth failure (at 10:01:57) crosses the floor; the burst stays one finding.
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::AuthFailureBurst, "cds-app".into(), at(8, 10, 1) + Duration::seconds(57))]
+    );
+}
+
+#[test]
+fn a_few_failures_during_a_rotation_are_not_a_burst() {
+    let mut events = history("cds-app", 0..8, business);
+    for s in 0..3 {
+        events.push(failure("cds-app", at(8, 10, 0) + Duration::seconds(s * 30)));
+    }
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+#[test]
+fn break_glass_fires_for_a_machine_not_for_a_person_or_routine_purpose() {
+    let mut machine = read("ehr-iface", at(2, 4, 20), "10.20.1.15");
+    machine.purpose_of_use = vec!["BTG".into(), "ETREAT".into()];
+    let mut routine = read("ehr-iface", at(2, 4, 30), "10.20.1.15");
+    routine.purpose_of_use = vec!["TREAT".into()];
+    let mut person = read("dr-jones", at(2, 4, 40), "10.20.1.15");
+    person.identity_type = IdentityType::User;
+    person.purpose_of_use = vec!["BTG".into()];
+    let findings = detect(vec![machine, routine, person], None);
+    assert_eq!(summary(&findings), [(DetectorId::BreakGlass, "ehr-iface".into(), at(2, 4, 20))]);
+    assert!(findings[0].explanation.contains("purpose of use BTG, ETREAT"));
+}
+
+fn credential_change(identity: &str, time: DateTime<Utc>, action: &str) -> Event {
+    let mut e = Event::new(
+        format!("cred-{}", time.timestamp()),
+        time,
+        SourceFormat::EntraAudit,
+        EventKind::CredentialChange,
+        identity.into(),
+    );
+    e.identity_type = IdentityType::Application;
+    e.outcome = Outcome::Success;
+    e.action = Some(action.into());
+    e.initiator = Some("it-admin".into());
+    e
+}
+
+#[test]
+fn credential_added_then_used_from_a_new_network_escalates_one_finding() {
+    let mut events = history("lab-feed", 0..8, always);
+    events.push(credential_change("lab-feed", at(8, 14, 0), "Add service principal credentials"));
+    events.push(read("lab-feed", at(8, 14, 30), "192.0.2.50"));
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::CredentialAdded, "lab-feed".into(), at(8, 14, 0))]
+    );
+    assert_eq!((findings[0].severity, findings[0].count), (Severity::High, 2));
+    assert!(findings[0].explanation.contains("30 minutes later"), "{}", findings[0].explanation);
+}
+
+#[test]
+fn a_removed_credential_is_not_an_added_one() {
+    let events = vec![credential_change("lab-feed", at(8, 14, 0), "Remove service principal credentials")];
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+#[test]
+fn off_hours_fires_on_a_sunday_night_not_just_after_hours() {
+    let mut events = history("cds-app", 0..14, business);
+    events.push(read("cds-app", at(14, 18, 30), "10.20.1.15")); // Monday 18:30: next to 17:00
+    events.push(read("cds-app", at(20, 3, 7), "10.20.1.15")); // Sunday 03:07
+    let findings = detect(events, None);
+    assert_eq!(summary(&findings), [(DetectorId::OffHours, "cds-app".into(), at(20, 3, 7))]);
+    assert!(findings[0].title.contains("Sunday 03:07 UTC"), "{}", findings[0].title);
+}
+
+#[test]
+fn a_registered_integrations_first_day_raises_nothing() {
+    // Onboarded today: calls all day, from an approved network, within its approved scopes.
+    let mut events = history("0oa-cds", 0..1, always);
+    events.push(token("0oa-cds", at(0, 23, 0), "10.20.1.15", "system/Patient.rs"));
+    assert_eq!(summary(&detect(events, Some(registry()))), []);
+}
+
+#[test]
+fn findings_are_reproducible() {
+    let mut events = history("lab-feed", 0..8, always);
+    events.push(read("lab-feed", at(8, 15, 5), "203.0.113.7"));
+    let a = detect(events.clone(), None);
+    let b = detect(events, None);
+    assert_eq!(a, b);
+    assert_eq!(a[0].detected_at, a[0].event_time, "offline runs stamp findings with event time");
+}
