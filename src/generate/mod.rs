@@ -314,6 +314,9 @@ enum Anomaly {
     OffHours(usize),
 }
 
+/// Makes an anomaly of one kind for an identity.
+type AnomalyFn = fn(usize) -> Anomaly;
+
 struct Gen {
     opts: Options,
     rng: ChaCha8Rng,
@@ -439,7 +442,7 @@ impl Gen {
             {
                 plan.push(Anomaly::Dormant(i));
             }
-            let kinds: [(Archetype, fn(usize) -> Anomaly); 8] = [
+            let kinds: [(Archetype, AnomalyFn); 8] = [
                 (Archetype::Lab, Anomaly::ScopeDrift),
                 (Archetype::Smart, Anomaly::PhiVolume),
                 (Archetype::Billing, Anomaly::Offboarded),
