@@ -14,14 +14,14 @@ use crate::baseline;
 use crate::config::{ConfigError, Settings};
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
-use crate::findings::{Change, Finding, Update};
-use crate::ingest::file::LineSource;
-use crate::registry::Registry;
 use crate::event::Event;
+use crate::findings::{Change, Finding, Update};
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
+use crate::ingest::file::LineSource;
 use crate::ingest::{file, kafka};
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::pipeline::{Pipeline, Stats};
+use crate::registry::Registry;
 
 /// Watches healthcare-interoperability audit logs for non-human identities that behave unlike
 /// themselves.
@@ -326,11 +326,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The engine the settings describe; `registry` and `detectors` override the configured ones.
-pub fn build_engine(
-    settings: &Settings,
-    registry: Option<&Path>,
-    detectors: Option<&Path>,
-) -> anyhow::Result<Engine> {
+pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Option<&Path>) -> anyhow::Result<Engine> {
     let cfg = &settings.raw.engine;
     let registry_path = registry.or((!cfg.registry.as_os_str().is_empty()).then_some(cfg.registry.as_path()));
     let registry = registry_path.map(Registry::load).transpose()?;

@@ -319,7 +319,13 @@ mod tests {
 
     fn ev(id: &str, secs: i64) -> Event {
         let t = DateTime::from_timestamp(1_767_571_200 + secs, 0).expect("valid");
-        Event::new(id.into(), t, SourceFormat::GatewayAccess, EventKind::DataAccess, "a".into())
+        Event::new(
+            id.into(),
+            t,
+            SourceFormat::GatewayAccess,
+            EventKind::DataAccess,
+            "a".into(),
+        )
     }
 
     #[test]

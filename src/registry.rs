@@ -148,7 +148,10 @@ impl Registry {
                 if let Some(&other) = registry.by_id.get(key) {
                     return Err(err(
                         at(if *key == entry.id { "id" } else { "aliases" }),
-                        format!("{key:?} is already used by integration {:?}", registry.entries[other].id),
+                        format!(
+                            "{key:?} is already used by integration {:?}",
+                            registry.entries[other].id
+                        ),
                     ));
                 }
                 registry.by_id.insert(key.clone(), index);
@@ -257,7 +260,10 @@ offboarded_at = 2026-06-30T00:00:00Z
         assert_eq!(entry.owner.as_deref(), Some("lab-it@example.org"));
         assert_eq!(entry.max_patients_per_hour, Some(500));
         let (at, key) = entry.retired_at().expect("has dates");
-        assert_eq!((at.to_rfc3339(), key), ("2026-06-30T00:00:00+00:00".to_owned(), "offboarded_at"));
+        assert_eq!(
+            (at.to_rfc3339(), key),
+            ("2026-06-30T00:00:00+00:00".to_owned(), "offboarded_at")
+        );
         assert_eq!(entry.approves_scope(&Scope::parse("system/Observation.rs")), Some(true));
         assert_eq!(entry.approves_scope(&Scope::parse("system/Observation.d")), Some(false));
         assert_eq!(entry.approves_scope(&Scope::parse("openid")), None);
@@ -279,7 +285,12 @@ offboarded_at = 2026-06-30T00:00:00Z
             "registry.toml: integration[0].approved_networks: \"10.0.0.0/33\" is not a CIDR network"
         );
         let local = "[[integration]]\nid = \"a\"\nexpires_at = 2027-01-01T00:00:00\n";
-        assert!(parse(local).expect_err("no zone").to_string().contains("integration[0].expires_at"));
+        assert!(
+            parse(local)
+                .expect_err("no zone")
+                .to_string()
+                .contains("integration[0].expires_at")
+        );
         let unknown = "[[integration]]\nid = \"a\"\nownr = \"x\"\n";
         let e = parse(unknown).expect_err("unknown key");
         assert!(e.to_string().contains("unknown field `ownr`"), "{e}");

@@ -57,12 +57,20 @@ pub struct DetectorScore {
 impl DetectorScore {
     /// Correct findings / findings (1 when there are none).
     pub fn precision(&self) -> f64 {
-        if self.findings == 0 { 1.0 } else { self.findings_correct as f64 / self.findings as f64 }
+        if self.findings == 0 {
+            1.0
+        } else {
+            self.findings_correct as f64 / self.findings as f64
+        }
     }
 
     /// Found labels / labels (1 when there are none).
     pub fn recall(&self) -> f64 {
-        if self.labels == 0 { 1.0 } else { self.labels_found as f64 / self.labels as f64 }
+        if self.labels == 0 {
+            1.0
+        } else {
+            self.labels_found as f64 / self.labels as f64
+        }
     }
 
     /// Harmonic mean of precision and recall.
@@ -177,7 +185,10 @@ mod tests {
         ];
         let s = score(&labels, &findings, Duration::minutes(5));
         let phi = &s["phi_volume"];
-        assert_eq!((phi.labels, phi.labels_found, phi.findings, phi.findings_correct), (2, 1, 3, 2));
+        assert_eq!(
+            (phi.labels, phi.labels_found, phi.findings, phi.findings_correct),
+            (2, 1, 3, 2)
+        );
         assert!((phi.precision() - 2.0 / 3.0).abs() < 1e-9);
         assert!((phi.recall() - 0.5).abs() < 1e-9);
         assert_eq!(s["off_hours"].precision(), 0.0);

@@ -86,7 +86,9 @@ impl Baseline {
         if let Some(state) = self.states.get_mut(identity) {
             return state;
         }
-        self.states.entry(identity.to_owned()).or_insert_with(|| IdentityState::new(t))
+        self.states
+            .entry(identity.to_owned())
+            .or_insert_with(|| IdentityState::new(t))
     }
 
     /// The shared copy of a scope, so identities holding the same scope share one allocation.
@@ -324,7 +326,16 @@ impl CredentialChange {
         let has = |words: &[&str]| words.iter().any(|w| action.contains(w));
         if has(&["remove", "delete", "revoke", "deactivate", "expire"]) {
             Some(CredentialChange::Removed)
-        } else if has(&["add", "create", "generate", "rotate", "regenerate", "reset", "update", "new"]) {
+        } else if has(&[
+            "add",
+            "create",
+            "generate",
+            "rotate",
+            "regenerate",
+            "reset",
+            "update",
+            "new",
+        ]) {
             Some(CredentialChange::Added)
         } else {
             None
@@ -510,7 +521,10 @@ impl IdentityState {
     /// whether the learning period was over before this event.
     pub fn observe(&mut self, event: &Event, established: bool) {
         let t = secs(event.time);
-        if matches!(event.kind, EventKind::DataAccess | EventKind::TokenIssued | EventKind::AuthFailure) {
+        if matches!(
+            event.kind,
+            EventKind::DataAccess | EventKind::TokenIssued | EventKind::AuthFailure
+        ) {
             self.failures.add(t.div_euclid(FAILURE_BUCKET_SECS), is_failure(event));
         }
         if !is_activity(event) {
@@ -518,7 +532,8 @@ impl IdentityState {
         }
         if event.kind == EventKind::DataAccess {
             let records = event.records.unwrap_or(1);
-            self.volume.add(t.div_euclid(HOUR), event.distinct_patients(), records, !established);
+            self.volume
+                .add(t.div_euclid(HOUR), event.distinct_patients(), records, !established);
         }
         if let Some(ip) = &event.src_ip {
             let key = net::network_key(ip);
@@ -599,11 +614,7 @@ impl IdentityState {
                     {
                         self.networks.swap_remove(oldest);
                     }
-                    self.networks.push(Network {
-                        key,
-                        first: t,
-                        last: t,
-                    });
+                    self.networks.push(Network { key, first: t, last: t });
                 }
             }
         }

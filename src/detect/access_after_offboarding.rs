@@ -40,7 +40,10 @@ impl Detector for AccessAfterOffboarding {
         } else if let Some(at) = cx.state.deactivated_at
             && cx.now >= at
         {
-            (Some(at), format!("the identity provider deactivated the application ({})", rfc3339(at)))
+            (
+                Some(at),
+                format!("the identity provider deactivated the application ({})", rfc3339(at)),
+            )
         } else if let Some(key) = cx.event.credential_id.as_deref()
             && cx.state.is_revoked(key)
         {

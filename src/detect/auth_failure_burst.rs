@@ -41,7 +41,11 @@ impl Detector for AuthFailureBurst {
         let usual = f.mean * 2.0;
         // An identity without a baseline is held to twice the floor: guessing at a client id
         // nobody has seen is still worth a finding.
-        let floor = if cx.established { self.0.min_failures } else { self.0.min_failures * 2 };
+        let floor = if cx.established {
+            self.0.min_failures
+        } else {
+            self.0.min_failures * 2
+        };
         let threshold = f64::from(floor).max((usual * self.0.ratio).ceil()) as u32;
         let recent = f.recent();
         if recent != threshold {

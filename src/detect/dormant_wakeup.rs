@@ -51,7 +51,11 @@ impl Detector for DormantWakeup {
         let days = |s: i64| (s as f64 / 86_400.0 * 10.0).round() / 10.0;
         let mut hit = self.hit(
             Confidence::High,
-            format!("Dormant identity {} active again after {}", cx.who(), human_duration(silence)),
+            format!(
+                "Dormant identity {} active again after {}",
+                cx.who(),
+                human_duration(silence)
+            ),
             format!(
                 "{} acted ({}) after {} of silence; its last activity was {}. Its longest silence in {} \
                  of history before this was {}, so a silence of at least {} ({} days, or {}× its own cadence) \

@@ -316,7 +316,13 @@ impl Detectors {
 pub fn human_duration(secs: i64) -> String {
     let secs = secs.max(0);
     let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    let unit = |n: i64, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
+    let unit = |n: i64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
     if d > 0 {
         if h > 0 && d < 7 {
             format!("{} {}", unit(d, "day"), unit(h, "hour"))
@@ -370,7 +376,10 @@ mod tests {
         })
         .expect_err("unknown key");
         let message = typo.to_string();
-        assert!(message.starts_with("phi_volume.toml: line 1: unknown field `min_patinets`"), "{message}");
+        assert!(
+            message.starts_with("phi_volume.toml: line 1: unknown field `min_patinets`"),
+            "{message}"
+        );
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("phi_volum.toml"), "").expect("write");
         let e = Detectors::load(tmp.path()).expect_err("unknown file");

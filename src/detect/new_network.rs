@@ -54,7 +54,13 @@ impl Detector for NewNetwork {
         let key = net::network_key(ip);
         let prefix = net::prefix_label(ip);
         let approval = cx.entry.and_then(|e| e.approves_address(ip));
-        let known: Vec<String> = cx.state.networks.iter().take(5).map(|n| net::key_label(n.key)).collect();
+        let known: Vec<String> = cx
+            .state
+            .networks
+            .iter()
+            .take(5)
+            .map(|n| net::key_label(n.key))
+            .collect();
         let known = if cx.state.networks.len() > 5 {
             format!("{} and {} more", known.join(", "), cx.state.networks.len() - 5)
         } else {
@@ -85,7 +91,12 @@ impl Detector for NewNetwork {
                 );
                 hit.detector = DetectorId::CredentialAdded;
                 hit.severity = Severity::High;
-                hit.analysis = vec![Analysis::new("network", prefix.clone(), known.clone(), "previously used")];
+                hit.analysis = vec![Analysis::new(
+                    "network",
+                    prefix.clone(),
+                    known.clone(),
+                    "previously used",
+                )];
                 hits.push(hit);
             } else {
                 let mut hit = self.hit(
@@ -104,7 +115,12 @@ impl Detector for NewNetwork {
                 if approval == Some(false) {
                     hit.severity = hit.severity.max(Severity::High);
                 }
-                hit.analysis = vec![Analysis::new("network", prefix.clone(), known.clone(), "previously used")];
+                hit.analysis = vec![Analysis::new(
+                    "network",
+                    prefix.clone(),
+                    known.clone(),
+                    "previously used",
+                )];
                 hits.push(hit);
             }
         }

@@ -72,21 +72,46 @@ impl Detector for ScopeDrift {
         let mut severe = false;
         let approved = || {
             cx.entry
-                .map(|en| en.approved_scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+                .map(|en| {
+                    en.approved_scopes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .unwrap_or_default()
         };
-        let used = || cx.state.scopes.iter().map(|s| s.scope.to_string()).collect::<Vec<_>>().join(" ");
+        let used = || {
+            cx.state
+                .scopes
+                .iter()
+                .map(|s| s.scope.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         for scope in &e.scopes {
             if let Some(entry) = cx.entry
                 && entry.approves_scope(scope) == Some(false)
             {
                 severe = true;
-                reasons.push(format!("scope {scope} is outside the registry's approval ({})", approved()));
-                analysis.push(Analysis::new("scope", scope.to_string(), approved(), "within approved_scopes"));
+                reasons.push(format!(
+                    "scope {scope} is outside the registry's approval ({})",
+                    approved()
+                ));
+                analysis.push(Analysis::new(
+                    "scope",
+                    scope.to_string(),
+                    approved(),
+                    "within approved_scopes",
+                ));
             } else if self.0.learned_scopes && cx.established && !cx.state.covers(scope) {
                 reasons.push(format!(
                     "scope {scope} is broader than or outside every scope it has used ({})",
-                    if cx.state.scopes.is_empty() { "none".to_owned() } else { used() }
+                    if cx.state.scopes.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        used()
+                    }
                 ));
                 analysis.push(Analysis::new("scope", scope.to_string(), used(), "within scopes used"));
             }
@@ -104,11 +129,20 @@ impl Detector for ScopeDrift {
                     e.interaction.map(|i| i.as_str()).unwrap_or("call"),
                     approved()
                 ));
-                analysis.push(Analysis::new("call", format!("{rt}.{perms}"), approved(), "within approved_scopes"));
+                analysis.push(Analysis::new(
+                    "call",
+                    format!("{rt}.{perms}"),
+                    approved(),
+                    "within approved_scopes",
+                ));
             }
             if cx.established {
                 let first_class = cx.state.classes & class as u8 == 0
-                    && self.0.first_classes.iter().any(|c| c.eq_ignore_ascii_case(class.describe()));
+                    && self
+                        .0
+                        .first_classes
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(class.describe()));
                 if first_class {
                     severe |= matches!(class, Class::Delete | Class::Export);
                     reasons.push(format!(
@@ -116,7 +150,12 @@ impl Detector for ScopeDrift {
                         class.describe(),
                         cx.ago(cx.state.first_seen)
                     ));
-                    analysis.push(Analysis::new("interaction_class", class.describe(), "never", "first use"));
+                    analysis.push(Analysis::new(
+                        "interaction_class",
+                        class.describe(),
+                        "never",
+                        "first use",
+                    ));
                 } else if self.0.new_resource_types
                     && let Some(rt) = resource
                     && !cx.state.has_access(rt, class)

@@ -135,7 +135,12 @@ pub struct Analysis {
 
 impl Analysis {
     /// An analysis line.
-    pub fn new(metric: &str, observed: impl Into<Value>, baseline: impl Into<Value>, threshold: impl Into<Value>) -> Self {
+    pub fn new(
+        metric: &str,
+        observed: impl Into<Value>,
+        baseline: impl Into<Value>,
+        threshold: impl Into<Value>,
+    ) -> Self {
         Analysis {
             metric: metric.to_owned(),
             observed: observed.into(),
@@ -352,7 +357,13 @@ mod tests {
 
     fn event(id: &str, minute: i64) -> Event {
         let t = DateTime::from_timestamp(1_700_000_000 + minute * 60, 0).expect("valid");
-        Event::new(id.into(), t, SourceFormat::GatewayAccess, EventKind::DataAccess, "app".into())
+        Event::new(
+            id.into(),
+            t,
+            SourceFormat::GatewayAccess,
+            EventKind::DataAccess,
+            "app".into(),
+        )
     }
 
     fn hit(severity: Severity) -> Hit {
@@ -382,7 +393,10 @@ mod tests {
         assert_eq!((again.change, again.finding.count), (Change::Folded, 2));
         assert_eq!(again.finding.id, first.finding.id);
         let worse = folder.fold(hit(Severity::High), &who, &event("e3", 45), event("e3", 45).time);
-        assert_eq!((worse.change, worse.finding.severity), (Change::Escalated, Severity::High));
+        assert_eq!(
+            (worse.change, worse.finding.severity),
+            (Change::Escalated, Severity::High)
+        );
         assert_eq!(worse.finding.evidence.len(), 3);
         // 31 minutes after the last hit: a new finding.
         let later = folder.fold(hit(Severity::Medium), &who, &event("e4", 76), event("e4", 76).time);

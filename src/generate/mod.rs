@@ -436,8 +436,8 @@ impl Gen {
             if let Some(i) = self.victim(&entra, Some(Idp::Entra), &mut used) {
                 plan.push(Anomaly::CredentialAdded(i));
             }
-            // A dormant wake-up needs a learned baseline (10 days), then 30 silent days.
-            if self.opts.days >= 42
+            // A dormant wake-up needs a learned baseline (9 days), then over 30 silent days.
+            if self.opts.days >= 44
                 && let Some(i) = self.victim(&[Archetype::Smart], None, &mut used)
             {
                 plan.push(Anomaly::Dormant(i));
@@ -459,7 +459,9 @@ impl Gen {
             }
             // An identity nobody registered, appearing mid-period.
             let i = self.ids.len();
-            let template = (0..self.ids.len()).find(|&i| self.ids[i].archetype == Archetype::Smart).unwrap_or(0);
+            let template = (0..self.ids.len())
+                .find(|&i| self.ids[i].archetype == Archetype::Smart)
+                .unwrap_or(0);
             let mut stranger = self.ids[template].clone();
             stranger.client_id = format!("0oa{}", self.token(17));
             stranger.idp = Idp::Okta;
@@ -505,10 +507,11 @@ impl Gen {
     fn inject(&mut self, anomaly: Anomaly) {
         match anomaly {
             Anomaly::Dormant(i) => {
-                let silent_from = self.opts.start + Duration::days(10);
-                let mut wake = self.day(1.0, 10) - Duration::days(1);
+                // Nine days of baseline (past the learning period), then 32 silent days.
+                let silent_from = self.opts.start + Duration::days(9);
+                let mut wake = silent_from + Duration::days(32) + Duration::hours(10);
                 while matches!(wake.weekday(), Weekday::Sat | Weekday::Sun) {
-                    wake -= Duration::days(1);
+                    wake += Duration::days(1);
                 }
                 self.ids[i].silent.push((silent_from, wake));
                 // Remove the baseline traffic of the silent window, then wake up.
@@ -736,7 +739,7 @@ mod tests {
     fn same_seed_same_output_and_every_detector_labelled() {
         let opts = Options {
             identities: 12,
-            days: 42,
+            days: 45,
             ..Options::default()
         };
         let a = generate(&opts);

@@ -2,8 +2,9 @@
 
 mod cli;
 mod dead_letter;
+mod findings;
 mod fixtures;
-mod schema;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
+mod schema;
 mod support;

@@ -150,13 +150,23 @@ fn a_monthly_job_after_thirty_days_is_not_dormant() {
 #[test]
 fn scope_drift_fires_outside_the_registry_approval() {
     let mut events = history("0oa-cds", 0..10, business);
-    events.push(token("0oa-cds", at(10, 9, 0), "10.20.1.15", "system/Patient.rs system/*.cruds"));
+    events.push(token(
+        "0oa-cds",
+        at(10, 9, 0),
+        "10.20.1.15",
+        "system/Patient.rs system/*.cruds",
+    ));
     let findings = detect(events, Some(registry()));
-    assert_eq!(summary(&findings), [(DetectorId::ScopeDrift, "cds-app".into(), at(10, 9, 0))]);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::ScopeDrift, "cds-app".into(), at(10, 9, 0))]
+    );
     assert_eq!(findings[0].severity, Severity::High);
     assert_eq!(findings[0].identity.owner.as_deref(), Some("cds@example.org"));
     assert!(
-        findings[0].explanation.contains("scope system/*.cruds is outside the registry's approval"),
+        findings[0]
+            .explanation
+            .contains("scope system/*.cruds is outside the registry's approval"),
         "{}",
         findings[0].explanation
     );
@@ -165,7 +175,12 @@ fn scope_drift_fires_outside_the_registry_approval() {
 #[test]
 fn reordered_v1_and_narrower_scopes_are_not_drift() {
     let mut events = history("0oa-cds", 0..10, business);
-    events.push(token("0oa-cds", at(10, 9, 0), "10.20.1.15", "system/Observation.read system/Patient.read"));
+    events.push(token(
+        "0oa-cds",
+        at(10, 9, 0),
+        "10.20.1.15",
+        "system/Observation.read system/Patient.read",
+    ));
     events.push(token("0oa-cds", at(10, 9, 5), "10.20.1.15", "system/Patient.r"));
     assert_eq!(summary(&detect(events, Some(registry()))), []);
 }
@@ -182,7 +197,10 @@ fn phi_volume_fires_once_when_the_hour_crosses_the_threshold() {
     }
     let findings = detect(events, None);
     // 150 patients: under the 200 floor; 300: over it. One finding, at the crossing.
-    assert_eq!(summary(&findings), [(DetectorId::PhiVolume, "cds-app".into(), at(10, 11, 10))]);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "cds-app".into(), at(10, 11, 10))]
+    );
     assert_eq!(findings[0].analysis[0].observed, serde_json::json!(300));
     assert_eq!(findings[0].count, 1);
 }
@@ -269,7 +287,10 @@ fn new_network_fires_for_a_new_prefix_not_a_neighbour() {
     events.push(read("lab-feed", at(8, 15, 5), "203.0.113.7"));
     events.push(read("lab-feed", at(8, 15, 6), "203.0.113.8")); // same new /24: folds
     let findings = detect(events, None);
-    assert_eq!(summary(&findings), [(DetectorId::NewNetwork, "lab-feed".into(), at(8, 15, 5))]);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::NewNetwork, "lab-feed".into(), at(8, 15, 5))]
+    );
     assert!(findings[0].title.contains("203.0.113.0/24"), "{}", findings[0].title);
 }
 
@@ -328,7 +349,11 @@ fn auth_failure_burst_fires_once_for_a_burst() {
     // The tenth failure (at 10:01:57) crosses the floor; the burst stays one finding.
     assert_eq!(
         summary(&findings),
-        [(DetectorId::AuthFailureBurst, "cds-app".into(), at(8, 10, 1) + Duration::seconds(57))]
+        [(
+            DetectorId::AuthFailureBurst,
+            "cds-app".into(),
+            at(8, 10, 1) + Duration::seconds(57)
+        )]
     );
 }
 
@@ -351,7 +376,10 @@ fn break_glass_fires_for_a_machine_not_for_a_person_or_routine_purpose() {
     person.identity_type = IdentityType::User;
     person.purpose_of_use = vec!["BTG".into()];
     let findings = detect(vec![machine, routine, person], None);
-    assert_eq!(summary(&findings), [(DetectorId::BreakGlass, "ehr-iface".into(), at(2, 4, 20))]);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::BreakGlass, "ehr-iface".into(), at(2, 4, 20))]
+    );
     assert!(findings[0].explanation.contains("purpose of use BTG, ETREAT"));
 }
 
@@ -373,7 +401,11 @@ fn credential_change(identity: &str, time: DateTime<Utc>, action: &str) -> Event
 #[test]
 fn credential_added_then_used_from_a_new_network_escalates_one_finding() {
     let mut events = history("lab-feed", 0..8, always);
-    events.push(credential_change("lab-feed", at(8, 14, 0), "Add service principal credentials"));
+    events.push(credential_change(
+        "lab-feed",
+        at(8, 14, 0),
+        "Add service principal credentials",
+    ));
     events.push(read("lab-feed", at(8, 14, 30), "192.0.2.50"));
     let findings = detect(events, None);
     assert_eq!(
@@ -381,12 +413,20 @@ fn credential_added_then_used_from_a_new_network_escalates_one_finding() {
         [(DetectorId::CredentialAdded, "lab-feed".into(), at(8, 14, 0))]
     );
     assert_eq!((findings[0].severity, findings[0].count), (Severity::High, 2));
-    assert!(findings[0].explanation.contains("30 minutes later"), "{}", findings[0].explanation);
+    assert!(
+        findings[0].explanation.contains("30 minutes later"),
+        "{}",
+        findings[0].explanation
+    );
 }
 
 #[test]
 fn a_removed_credential_is_not_an_added_one() {
-    let events = vec![credential_change("lab-feed", at(8, 14, 0), "Remove service principal credentials")];
+    let events = vec![credential_change(
+        "lab-feed",
+        at(8, 14, 0),
+        "Remove service principal credentials",
+    )];
     assert_eq!(summary(&detect(events, None)), []);
 }
 
@@ -396,7 +436,10 @@ fn off_hours_fires_on_a_sunday_night_not_just_after_hours() {
     events.push(read("cds-app", at(14, 18, 30), "10.20.1.15")); // Monday 18:30: next to 17:00
     events.push(read("cds-app", at(20, 3, 7), "10.20.1.15")); // Sunday 03:07
     let findings = detect(events, None);
-    assert_eq!(summary(&findings), [(DetectorId::OffHours, "cds-app".into(), at(20, 3, 7))]);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::OffHours, "cds-app".into(), at(20, 3, 7))]
+    );
     assert!(findings[0].title.contains("Sunday 03:07 UTC"), "{}", findings[0].title);
 }
 
@@ -415,5 +458,8 @@ fn findings_are_reproducible() {
     let a = detect(events.clone(), None);
     let b = detect(events, None);
     assert_eq!(a, b);
-    assert_eq!(a[0].detected_at, a[0].event_time, "offline runs stamp findings with event time");
+    assert_eq!(
+        a[0].detected_at, a[0].event_time,
+        "offline runs stamp findings with event time"
+    );
 }
