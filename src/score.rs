@@ -34,6 +34,18 @@ pub struct Scored {
     pub event_time: DateTime<Utc>,
 }
 
+impl From<&crate::findings::Finding> for Scored {
+    fn from(f: &crate::findings::Finding) -> Scored {
+        Scored {
+            detector: f.detector.as_str().to_owned(),
+            identity: ScoredIdentity {
+                id: f.identity.id.clone(),
+            },
+            event_time: f.event_time,
+        }
+    }
+}
+
 /// `identity.id` of a finding.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ScoredIdentity {

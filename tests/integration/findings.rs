@@ -12,7 +12,7 @@ use nhiwatch::engine::{Detection, Engine};
 use nhiwatch::findings::{Change, Finding, ocsf};
 use nhiwatch::generate::{Options, generate};
 use nhiwatch::registry::Registry;
-use nhiwatch::score::{Label, Scored, ScoredIdentity, score};
+use nhiwatch::score::{Label, Scored, score};
 use serde_json::Value;
 
 use crate::support::*;
