@@ -62,16 +62,7 @@ fn a_generated_scenario_is_found_exactly() {
             end: l.end,
         })
         .collect();
-    let scored: Vec<Scored> = findings
-        .iter()
-        .map(|f| Scored {
-            detector: f.detector.as_str().to_owned(),
-            identity: ScoredIdentity {
-                id: f.identity.id.clone(),
-            },
-            event_time: f.event_time,
-        })
-        .collect();
+    let scored: Vec<Scored> = findings.iter().map(Scored::from).collect();
     let scores = score(&labels, &scored, Duration::minutes(5));
     let detectors: BTreeSet<&str> = scores.keys().map(String::as_str).collect();
     assert_eq!(detectors.len(), 11, "every detector is labelled: {detectors:?}");
