@@ -46,7 +46,7 @@ impl Default for Settings {
 /// All identities' state.
 #[derive(Debug, Default)]
 pub struct Baseline {
-    states: DashMap<String, IdentityState>,
+    states: DashMap<Box<str>, IdentityState>,
     scopes: DashMap<Scope, Arc<Scope>>,
     settings: Settings,
 }
@@ -77,17 +77,17 @@ impl Baseline {
     }
 
     /// One identity's state, for reading.
-    pub fn get(&self, identity: &str) -> Option<Ref<'_, String, IdentityState>> {
+    pub fn get(&self, identity: &str) -> Option<Ref<'_, Box<str>, IdentityState>> {
         self.states.get(identity)
     }
 
     /// One identity's state for update, created at `t` when new.
-    pub fn get_mut_or_new(&self, identity: &str, t: i64) -> RefMut<'_, String, IdentityState> {
+    pub fn get_mut_or_new(&self, identity: &str, t: i64) -> RefMut<'_, Box<str>, IdentityState> {
         if let Some(state) = self.states.get_mut(identity) {
             return state;
         }
         self.states
-            .entry(identity.to_owned())
+            .entry(identity.into())
             .or_insert_with(|| IdentityState::new(t))
     }
 
@@ -408,14 +408,10 @@ pub struct IdentityState {
     pub volume: Volume,
     /// Failures.
     pub failures: Failures,
-    /// Times the network changed from one event to the next (latest 16).
-    pub switches: Vec<i64>,
     last_network: u64,
-    /// When the IdP deactivated or deleted the app, unless reactivated since.
-    pub deactivated_at: Option<i64>,
-    /// When a credential was last added.
-    pub credential_added_at: Option<i64>,
-    revoked: Vec<u64>,
+    /// What few identities have (network switches, lifecycle facts), boxed so the common case
+    /// pays one pointer for it.
+    rare: Option<Box<Rare>>,
     /// Display name from the source.
     pub name: Option<Box<str>>,
 }
@@ -437,11 +433,8 @@ impl IdentityState {
             agents: Vec::new(),
             volume: Volume::default(),
             failures: Failures::default(),
-            switches: Vec::new(),
             last_network: 0,
-            deactivated_at: None,
-            credential_added_at: None,
-            revoked: Vec::new(),
+            rare: None,
             name: None,
         }
     }
@@ -509,12 +502,30 @@ impl IdentityState {
 
     /// True when the credential was revoked.
     pub fn is_revoked(&self, credential_id: &str) -> bool {
-        self.revoked.contains(&net::fnv1a(credential_id.as_bytes()))
+        self.rare
+            .as_ref()
+            .is_some_and(|r| r.revoked.contains(&net::fnv1a(credential_id.as_bytes())))
     }
 
     /// Network switches at or after `since`.
     pub fn switches_since(&self, since: i64) -> usize {
-        self.switches.iter().filter(|&&s| s >= since).count()
+        self.rare
+            .as_ref()
+            .map_or(0, |r| r.switches.iter().filter(|&&s| s >= since).count())
+    }
+
+    /// When the IdP deactivated or deleted the app, unless reactivated since.
+    pub fn deactivated_at(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.deactivated_at)
+    }
+
+    /// When a credential was last added.
+    pub fn credential_added_at(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.credential_added_at)
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Advances the counting windows with `event`, before the detectors look. `established` is
@@ -538,10 +549,11 @@ impl IdentityState {
         if let Some(ip) = &event.src_ip {
             let key = net::network_key(ip);
             if self.last_network != 0 && key != self.last_network {
-                if self.switches.len() == MAX_SWITCHES {
-                    self.switches.remove(0);
+                let switches = &mut self.rare().switches;
+                if switches.len() == MAX_SWITCHES {
+                    switches.remove(0);
                 }
-                self.switches.push(t);
+                push_exact(switches, t);
             }
             self.last_network = key;
         }
@@ -557,20 +569,25 @@ impl IdentityState {
             self.name = Some(name.as_str().into());
         }
         match CredentialChange::of(event) {
-            Some(CredentialChange::Added) => self.credential_added_at = Some(t),
+            Some(CredentialChange::Added) => self.rare().credential_added_at = Some(t),
             Some(CredentialChange::Removed) => {
                 if let Some(id) = &event.credential_id {
-                    if self.revoked.len() == MAX_REVOKED {
-                        self.revoked.remove(0);
+                    let revoked = &mut self.rare().revoked;
+                    if revoked.len() == MAX_REVOKED {
+                        revoked.remove(0);
                     }
-                    self.revoked.push(net::fnv1a(id.as_bytes()));
+                    push_exact(revoked, net::fnv1a(id.as_bytes()));
                 }
             }
             None => {}
         }
         match retires_app(event) {
-            Some(true) => self.deactivated_at = Some(t),
-            Some(false) => self.deactivated_at = None,
+            Some(true) => self.rare().deactivated_at = Some(t),
+            Some(false) => {
+                if let Some(r) = self.rare.as_mut() {
+                    r.deactivated_at = None;
+                }
+            }
             None => {}
         }
         if !is_activity(event) {
@@ -600,7 +617,7 @@ impl IdentityState {
             if let Some(rt) = &event.resource_type {
                 let key = access_key(rt, class);
                 if !self.access.contains(&key) && self.access.len() < MAX_ACCESS {
-                    self.access.push(key);
+                    push_exact(&mut self.access, key);
                 }
             }
         }
@@ -621,7 +638,7 @@ impl IdentityState {
         if let Some(agent) = &event.user_agent {
             let key = net::fnv1a(agent.as_bytes());
             if !self.agents.contains(&key) && self.agents.len() < MAX_AGENTS {
-                self.agents.push(key);
+                push_exact(&mut self.agents, key);
             }
         }
     }
@@ -631,16 +648,35 @@ impl IdentityState {
             return;
         }
         self.scopes.retain(|s| !scope.contains(&s.scope));
-        self.scopes.push(SeenScope {
-            scope: baseline.intern(scope),
-            first: t,
-        });
+        push_exact(
+            &mut self.scopes,
+            SeenScope {
+                scope: baseline.intern(scope),
+                first: t,
+            },
+        );
     }
 
     /// True when `scope` is within what the identity has used.
     pub fn covers(&self, scope: &Scope) -> bool {
         self.scopes.iter().any(|s| s.scope.contains(scope))
     }
+}
+
+/// Lifecycle facts and network switches: most identities never have any.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    switches: Vec<i64>,
+    deactivated_at: Option<i64>,
+    credential_added_at: Option<i64>,
+    revoked: Vec<u64>,
+}
+
+/// Pushes without the doubling growth: these sets are small, change rarely, and there is one
+/// of each per identity, so spare capacity would be most of their memory.
+fn push_exact<T>(v: &mut Vec<T>, item: T) {
+    v.reserve_exact(1);
+    v.push(item);
 }
 
 fn access_key(resource_type: &str, class: Class) -> u64 {

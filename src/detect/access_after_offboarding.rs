@@ -37,7 +37,7 @@ impl Detector for AccessAfterOffboarding {
             && cx.event.time >= at
         {
             (Some(secs(at)), format!("the registry's {key} ({})", rfc3339(secs(at))))
-        } else if let Some(at) = cx.state.deactivated_at
+        } else if let Some(at) = cx.state.deactivated_at()
             && cx.now >= at
         {
             (

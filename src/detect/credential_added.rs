@@ -43,7 +43,7 @@ impl Detector for CredentialAdded {
             .unwrap_or_default();
         let previous = cx
             .state
-            .credential_added_at
+            .credential_added_at()
             .map(|t| format!("The previous credential change was {} ago.", cx.ago(t)))
             .unwrap_or_else(|| "No earlier credential change is on record.".to_owned());
         let mut hit = self.hit(

@@ -72,7 +72,7 @@ impl Detector for NewNetwork {
                 _ => "",
             };
             let follow = i64::from(self.0.credential_follow_hours) * 3600;
-            if let Some(added) = cx.state.credential_added_at
+            if let Some(added) = cx.state.credential_added_at()
                 && cx.now - added <= follow
             {
                 let mut hit = self.hit(
