@@ -1,4 +1,5 @@
 //! Detection throughput and per-identity memory.
+#![allow(clippy::print_stdout)]
 //!
 //! `cargo bench --bench engine` first prints the state memory for 1M identities shaped like the
 //! generated population's common case (a 24/7 interface: three scopes, one network, one user

@@ -4,8 +4,9 @@
 //! per IHE BALP, one per patient of a search), 24/7 lab feeds, nightly billing batches, weekly bulk
 //! exports, monthly jobs and business-hours SMART backend apps (gateway access logs), each getting
 //! its tokens from Okta, Keycloak or Entra ID. Benign confounders are part of every scenario:
-//! monthly and weekly jobs, export spikes, scope lists in varying order and v1/v2 syntax, and
-//! integrations onboarded (and registered) mid-period.
+//! monthly and weekly jobs, export spikes, scope lists in varying order and v1/v2 syntax,
+//! integrations onboarded (and registered) mid-period, batches that sometimes run an hour late,
+//! several egress hosts per integration network, and the odd refused token request.
 //!
 //! Anomalies of every detector kind are injected on chosen identities and written as labels
 //! (`labels.json`); the inventory goes to `registry.toml`. Same options and seed, same bytes.
@@ -481,11 +482,25 @@ impl Gen {
         let mut hour = self.opts.start;
         while hour < self.end {
             let id = &self.ids[i];
-            let n = id.archetype.events_in_hour(hour);
+            let mut n = id.archetype.events_in_hour(hour);
+            // Benign noise real traffic has: a nightly batch that now and then runs late...
+            if id.archetype == Archetype::Billing && hour.hour() == 3 && self.rng.random_bool(0.15) {
+                n = 2;
+            }
             if n > 0 && id.is_active(hour) {
-                let ip = id.home_ip();
+                // ...several egress hosts in the integration's own /24...
+                let mut ip = id.home_ip();
+                if self.rng.random_bool(0.3) {
+                    let o = id.network;
+                    ip = format!("{}.{}.{}.{}", o[0], o[1], o[2], self.rng.random_range(50..60));
+                }
+                // ...and the odd refused token request (a clock skew, a retried expired secret).
+                let ok = !self.rng.random_bool(0.004);
                 let offset = Duration::seconds(self.rng.random_range(0..120));
-                self.token_event(i, hour + offset, &ip, None, true);
+                self.token_event(i, hour + offset, &ip, None, ok);
+                if !ok {
+                    self.token_event(i, hour + offset + Duration::seconds(5), &ip, None, true);
+                }
                 for _ in 0..n {
                     let offset = Duration::seconds(self.rng.random_range(120..3600));
                     self.data_event(i, hour + offset, &ip, DataKind::Normal);
