@@ -441,6 +441,8 @@ impl Gen {
             if self.opts.days >= 44
                 && let Some(i) = self.victim(&[Archetype::Smart], None, &mut used)
             {
+                // Any other anomaly on it would break its silence: never reuse it.
+                used[i] = u32::MAX / 2;
                 plan.push(Anomaly::Dormant(i));
             }
             let kinds: [(Archetype, AnomalyFn); 8] = [

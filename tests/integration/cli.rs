@@ -91,3 +91,70 @@ fn generate_then_run_over_the_files() {
         "patient ids never leave the normalizer"
     );
 }
+
+#[test]
+fn generate_detect_score_is_exact_and_reproducible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = nhiwatch()
+        .args(["generate", "--identities", "12", "--days", "45", "--seed", "4", "--out"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inputs: Vec<_> = [
+        "fhir-audit",
+        "gateway-access",
+        "okta",
+        "keycloak",
+        "entra-signin",
+        "entra-audit",
+    ]
+    .iter()
+    .map(|f| data.join(format!("{f}.ndjson")))
+    .collect();
+    let detect = |output: &std::path::Path| {
+        let out = nhiwatch()
+            .env("NHIWATCH_PSEUDONYM_KEY", "integration-tests-only-key")
+            .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dead.ndjson"))
+            .arg("detect")
+            .arg("-i")
+            .args(&inputs)
+            .arg("--registry")
+            .arg(data.join("registry.toml"))
+            .arg("-o")
+            .arg(output)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    let summary = detect(&a);
+    detect(&b);
+    assert!(summary.contains("dead letters 0  late 0  findings 12"), "{summary}");
+    let findings = read(&a);
+    assert_eq!(findings, read(&b), "same input, same findings, byte for byte");
+    for line in findings.lines() {
+        let f: serde_json::Value = serde_json::from_str(line).expect("finding JSON");
+        for field in ["id", "detector", "severity", "event_time"] {
+            assert!(f[field].is_string(), "{field} in {line}");
+        }
+        assert!(f["identity"]["id"].is_string());
+    }
+    let out = nhiwatch()
+        .arg("score")
+        .arg("--labels")
+        .arg(data.join("labels.json"))
+        .arg("--findings")
+        .arg(&a)
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let all = table.lines().find(|l| l.starts_with("all")).expect("total line");
+    assert_eq!(
+        all.split_whitespace().collect::<Vec<_>>(),
+        ["all", "12", "12", "12", "12", "1.000", "1.000", "1.000"],
+        "{table}"
+    );
+}
