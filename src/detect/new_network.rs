@@ -72,6 +72,12 @@ impl Detector for NewNetwork {
                 _ => "",
             };
             let follow = i64::from(self.0.credential_follow_hours) * 3600;
+            let analysis = vec![Analysis::new(
+                "network",
+                prefix.clone(),
+                known.clone(),
+                "previously used",
+            )];
             if let Some(added) = cx.state.credential_added_at()
                 && cx.now - added <= follow
             {
@@ -91,12 +97,7 @@ impl Detector for NewNetwork {
                 );
                 hit.detector = DetectorId::CredentialAdded;
                 hit.severity = Severity::High;
-                hit.analysis = vec![Analysis::new(
-                    "network",
-                    prefix.clone(),
-                    known.clone(),
-                    "previously used",
-                )];
+                hit.analysis = analysis;
                 hits.push(hit);
             } else {
                 let mut hit = self.hit(
@@ -115,12 +116,7 @@ impl Detector for NewNetwork {
                 if approval == Some(false) {
                     hit.severity = hit.severity.max(Severity::High);
                 }
-                hit.analysis = vec![Analysis::new(
-                    "network",
-                    prefix.clone(),
-                    known.clone(),
-                    "previously used",
-                )];
+                hit.analysis = analysis;
                 hits.push(hit);
             }
         }

@@ -35,26 +35,18 @@ fn status_id(status: Status) -> u32 {
 pub fn encode(finding: &Finding, change: Change) -> Value {
     let activity = activity_id(change, finding.status);
     let millis = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    // OCSF `anomaly` and `baseline` objects have the same shape: a parameter and its values.
+    let observation = |metric: &str, value: &Value| json!({"observation_parameter": metric, "observations": [{"value": value.to_string()}]});
     let anomalies: Vec<Value> = finding
         .analysis
         .iter()
-        .map(|a| {
-            json!({
-                "observation_parameter": a.metric,
-                "observations": [{"value": a.observed.to_string()}],
-            })
-        })
+        .map(|a| observation(&a.metric, &a.observed))
         .collect();
     let baselines: Vec<Value> = finding
         .analysis
         .iter()
         .filter(|a| !a.baseline.is_null())
-        .map(|a| {
-            json!({
-                "observation_parameter": a.metric,
-                "observations": [{"value": a.baseline.to_string()}],
-            })
-        })
+        .map(|a| observation(&a.metric, &a.baseline))
         .collect();
     let evidences: Vec<Value> = finding
         .evidence
