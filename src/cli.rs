@@ -177,6 +177,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_config(file: PathBuf) -> anyhow::Result<ExitCode> {
     match Settings::load(Some(&file)) {
         Ok(settings) => {
+            // The registry and detector files it names are part of the configuration.
+            if let Err(error) = build_engine(&settings, None, None) {
+                eprintln!("{error}");
+                return Ok(ExitCode::FAILURE);
+            }
             println!("{}: valid", file.display());
             if settings.pseudonymizer().is_none() {
                 println!("note: no pseudonymisation key is set; `run` needs NHIWATCH_PSEUDONYM_KEY");

@@ -20,6 +20,33 @@ fn check_config_names_file_key_and_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim(), format!("{}: unknown key `kafka.group`", bad.display()));
 
+    // The registry a configuration names is checked too, down to the entry and key.
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(
+        &registry,
+        "[[integration]]\nid = \"a\"\napproved_networks = [\"10.0.0.0/33\"]\n",
+    )
+    .expect("write");
+    let with_registry = dir.path().join("with-registry.toml");
+    std::fs::write(
+        &with_registry,
+        format!("[engine]\nregistry = {:?}\n", registry.display().to_string()),
+    )
+    .expect("write");
+    let out = nhiwatch()
+        .arg("check-config")
+        .arg(&with_registry)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "{}: integration[0].approved_networks: \"10.0.0.0/33\" is not a CIDR network",
+            registry.display()
+        )
+    );
+
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[kafka]\nbrokers = \"10.0.0.1:9093\"\n").expect("write");
     let out = nhiwatch().arg("check-config").arg(&good).output().expect("runs");
