@@ -7,6 +7,7 @@
 //! as an OCSF Detection Finding for SIEMs.
 
 pub mod ocsf;
+pub mod store;
 
 use std::collections::HashMap;
 
