@@ -29,6 +29,7 @@ pub mod engine;
 pub mod event;
 pub mod findings;
 pub mod generate;
+pub mod http;
 pub mod ingest;
 pub mod normalize;
 pub mod pipeline;

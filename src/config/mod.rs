@@ -73,6 +73,8 @@ pub struct RawConfig {
     pub pseudonymisation: PseudonymConfig,
     /// Detection engine.
     pub engine: EngineConfig,
+    /// HTTP API and dashboard.
+    pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -142,6 +144,51 @@ pub struct EngineConfig {
     pub retention_days: u32,
     /// How far out of event-time order an event may arrive and still be put in order.
     pub lateness_seconds: u32,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; empty to serve no HTTP.
+    pub listen: String,
+    /// API tokens, by the SHA-256 of their secret.
+    pub tokens: Vec<TokenConfig>,
+    /// Serve `/metrics` without a token.
+    pub metrics_open: bool,
+    /// Page size when a request gives none.
+    pub default_page: usize,
+    /// Largest page a request may ask for.
+    pub max_page: usize,
+    /// Requests taking longer are answered 408.
+    pub request_timeout_seconds: u64,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Append-only journal of findings and status changes; empty to keep them in memory only.
+    pub findings_journal: PathBuf,
+    /// Findings kept in memory (the newest by creation).
+    pub max_findings: usize,
+}
+
+/// `[[http.tokens]]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (recorded with status changes; never the secret).
+    pub name: String,
+    /// `read` or `admin`.
+    pub role: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish()
+    }
 }
 
 /// `[log]`
@@ -243,6 +290,23 @@ impl Settings {
         }
         if raw.engine.retention_days <= raw.engine.learning_days {
             return Err(self.invalid("engine.retention_days", "must be greater than engine.learning_days"));
+        }
+        for (i, t) in raw.http.tokens.iter().enumerate() {
+            if !matches!(t.role.as_str(), "read" | "admin") {
+                return Err(self.invalid(&format!("http.tokens[{i}].role"), "must be \"read\" or \"admin\""));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(self.invalid(
+                    &format!("http.tokens[{i}].sha256"),
+                    "must be the 64 hex digits of the token's SHA-256 (e.g. `printf %s TOKEN | sha256sum`)",
+                ));
+            }
+        }
+        if raw.http.max_page == 0 || raw.http.default_page == 0 || raw.http.default_page > raw.http.max_page {
+            return Err(self.invalid("http.default_page", "must be between 1 and http.max_page"));
+        }
+        if !raw.http.listen.is_empty() && raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
         if !matches!(raw.log.format.as_str(), "text" | "json") {
             return Err(self.invalid("log.format", "must be \"text\" or \"json\""));

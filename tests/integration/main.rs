@@ -4,6 +4,7 @@ mod cli;
 mod dead_letter;
 mod findings;
 mod fixtures;
+mod http;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
 mod schema;

@@ -1,0 +1,164 @@
+//! `/v1/findings`: list with filters and cursor, one finding, status changes.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Role;
+use super::{ApiError, AppState};
+use crate::findings::store::{self, StatusChange, StoreError, Stored};
+use crate::findings::{DetectorId, Severity, Status};
+
+/// Filters and paging of `GET /v1/findings` (and the stream's filters).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Findings with activity at or after this event time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Findings first seen before this event time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this detector.
+    pub detector: Option<DetectorId>,
+    /// Only this identity (canonical id).
+    pub identity: Option<String>,
+    /// At least this severity.
+    pub severity: Option<Severity>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Page size (capped by `http.max_page`).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    /// The store query these filters describe.
+    pub fn query(&self) -> store::Query {
+        store::Query {
+            since: self.since,
+            until: self.until,
+            detector: self.detector,
+            identity: self.identity.clone(),
+            severity: self.severity,
+            status: self.status,
+        }
+    }
+}
+
+/// A page of findings, newest first.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    /// The findings.
+    pub items: Vec<Stored>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/findings`
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    state.auth.check(&headers, Role::Read)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(e.body_text()))?;
+    let limit = params.limit.unwrap_or(state.limits.default_page);
+    if limit == 0 || limit > state.limits.max_page {
+        return Err(ApiError::bad_query(format!(
+            "limit must be between 1 and {}",
+            state.limits.max_page
+        )));
+    }
+    let before = params
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::bad_query("cursor is not one this server issued"))
+        })
+        .transpose()?;
+    let (items, next) = state.store.list(&params.query(), before, limit);
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
+
+/// `GET /v1/findings/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Stored>, ApiError> {
+    state.auth.check(&headers, Role::Read)?;
+    state
+        .store
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no finding with id {id}")))
+}
+
+/// Body of `POST /v1/findings/{id}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// `acknowledged`, `resolved` or `suppressed`.
+    pub status: Status,
+    /// Why (required, recorded).
+    pub reason: String,
+    /// For `suppressed`: until when (RFC 3339, in the future).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+const MAX_REASON: usize = 2000;
+
+/// `POST /v1/findings/{id}/status` (admin)
+pub async fn set_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<StatusRequest>, JsonRejection>,
+) -> Result<Json<Stored>, ApiError> {
+    let who = state.auth.check(&headers, Role::Admin)?;
+    let Json(req) = body.map_err(|e| match e.status().as_u16() {
+        413 => ApiError::payload_too_large(state.limits.max_body),
+        _ => ApiError::bad_request(e.body_text()),
+    })?;
+    if req.status == Status::New {
+        return Err(ApiError::bad_request(
+            "status must be acknowledged, resolved or suppressed",
+        ));
+    }
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
+        return Err(ApiError::bad_request(format!(
+            "reason is required, at most {MAX_REASON} characters"
+        )));
+    }
+    let now = Utc::now();
+    match (req.status, req.expires_at) {
+        (Status::Suppressed, Some(t)) if t <= now => {
+            return Err(ApiError::bad_request("expires_at must be in the future"));
+        }
+        (Status::Acknowledged | Status::Resolved, Some(_)) => {
+            return Err(ApiError::bad_request("expires_at applies to suppressed only"));
+        }
+        _ => {}
+    }
+    let change = StatusChange {
+        status: req.status,
+        by: who.name,
+        at: now,
+        reason: reason.to_owned(),
+        expires_at: req.expires_at,
+    };
+    match state.store.set_status(&id, change) {
+        Ok(stored) => Ok(Json(stored)),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found(format!("no finding with id {id}"))),
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}

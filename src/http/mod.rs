@@ -1,0 +1,108 @@
+//! The HTTP API (axum): `fn router(state) -> Router`, the handlers, `ApiError`, auth.
+//!
+//! Versioned JSON under `/v1`; `/healthz` and `/readyz` need no token, everything else a bearer
+//! token of the `read` role (status changes: `admin`). Bodies, query strings, page sizes and
+//! request time are bounded.
+
+pub mod auth;
+mod error;
+pub mod findings;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::ApiError;
+
+use crate::config::HttpConfig;
+use crate::findings::store::FindingStore;
+
+/// Longest query string accepted.
+pub const MAX_QUERY_BYTES: usize = 2048;
+
+/// Bounds of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Page size when none is asked for.
+    pub default_page: usize,
+    /// Largest page.
+    pub max_page: usize,
+    /// Largest body.
+    pub max_body: usize,
+    /// Longest request.
+    pub timeout: Duration,
+}
+
+impl Limits {
+    /// From `[http]`.
+    pub fn from_config(cfg: &HttpConfig) -> Limits {
+        Limits {
+            default_page: cfg.default_page,
+            max_page: cfg.max_page,
+            max_body: cfg.max_body_bytes,
+            timeout: Duration::from_secs(cfg.request_timeout_seconds),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Findings.
+    pub store: Arc<FindingStore>,
+    /// Tokens.
+    pub auth: Arc<auth::Auth>,
+    /// Bounds.
+    pub limits: Limits,
+    /// Set once the consumer is assigned and caught up.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The API.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/findings", get(findings::list))
+        .route("/v1/findings/{id}", get(findings::get))
+        .route("/v1/findings/{id}/status", post(findings::set_status))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn(bound_query))
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.timeout,
+        ))
+        .with_state(state)
+}
+
+async fn bound_query(request: Request, next: Next) -> Response {
+    if request.uri().query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        return ApiError::query_too_long(MAX_QUERY_BYTES).into_response();
+    }
+    next.run(request).await
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the consumer is assigned and caught up.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response()
+    }
+}

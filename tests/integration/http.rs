@@ -1,0 +1,304 @@
+//! The HTTP API through `tower::ServiceExt::oneshot`, without a socket: every endpoint, auth,
+//! limits and error bodies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::DateTime;
+use http_body_util::BodyExt;
+use nhiwatch::config::Settings;
+use nhiwatch::findings::store::FindingStore;
+use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
+use nhiwatch::http::auth::Auth;
+use nhiwatch::http::{AppState, Limits, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const READ: &str = "read-token-for-tests";
+const ADMIN: &str = "admin-token-for-tests";
+
+fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
+    let t = DateTime::from_timestamp(1_767_571_200 + n * 3600, 0).expect("valid");
+    Finding {
+        id: format!("{n:032x}"),
+        detector,
+        severity,
+        confidence: Confidence::High,
+        status: Status::New,
+        identity: IdentityRef {
+            id: format!("app-{}", n % 3),
+            name: None,
+            owner: Some("owner@example.org".into()),
+            registered: true,
+        },
+        event_time: t,
+        last_event_time: t,
+        detected_at: t,
+        title: format!("finding {n}"),
+        explanation: "observed vs baseline".into(),
+        analysis: Vec::new(),
+        count: 1,
+        evidence: Vec::new(),
+    }
+}
+
+fn state(store: Arc<FindingStore>) -> AppState {
+    let settings = Settings::load_with_env(None, &[]).expect("defaults");
+    AppState {
+        store,
+        auth: Arc::new(Auth::new(&settings.raw.http, Some(READ), Some(ADMIN))),
+        limits: Limits {
+            default_page: 3,
+            max_page: 5,
+            max_body: 512,
+            timeout: Duration::from_secs(5),
+        },
+        ready: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+fn seeded() -> AppState {
+    let store = Arc::new(FindingStore::in_memory(1000));
+    for n in 0..8 {
+        let (detector, severity) = match n % 4 {
+            0 => (DetectorId::PhiVolume, Severity::High),
+            1 => (DetectorId::OffHours, Severity::Low),
+            2 => (DetectorId::NewNetwork, Severity::Medium),
+            _ => (DetectorId::BreakGlass, Severity::Critical),
+        };
+        store
+            .upsert(finding(n, detector, severity), Change::New)
+            .expect("stored");
+    }
+    state(store)
+}
+
+async fn call(
+    app: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router(app.clone())
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["title"].as_str().expect("title").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_readiness_follows_the_consumer() {
+    let app = seeded();
+    assert_eq!(
+        call(&app, "GET", "/healthz", None, None).await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        call(&app, "GET", "/readyz", None, None).await,
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
+    );
+    app.ready.store(true, Ordering::Release);
+    assert_eq!(call(&app, "GET", "/readyz", None, None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn auth_distinguishes_missing_wrong_and_insufficient_tokens() {
+    let app = seeded();
+    let (status, body) = call(&app, "GET", "/v1/findings", None, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, _) = call(&app, "GET", "/v1/findings", Some("not-a-token"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let id = format!("{:032x}", 1);
+    let change = json!({"status": "acknowledged", "reason": "looking"});
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/v1/findings/{id}/status"),
+        Some(READ),
+        Some(change),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let request = Request::builder()
+        .uri("/v1/findings")
+        .body(Body::empty())
+        .expect("request");
+    let response = router(app.clone()).oneshot(request).await.expect("response");
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn lists_newest_first_with_filters_and_stable_cursors() {
+    let app = seeded();
+    let (status, page) = call(&app, "GET", "/v1/findings", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&page), ["finding 7", "finding 6", "finding 5"]);
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    // A finding arrives between pages: the next page continues where the first ended.
+    app.store
+        .upsert(finding(8, DetectorId::PhiVolume, Severity::High), Change::New)
+        .expect("stored");
+    let (_, page) = call(&app, "GET", &format!("/v1/findings?cursor={cursor}"), Some(READ), None).await;
+    assert_eq!(ids(&page), ["finding 4", "finding 3", "finding 2"]);
+
+    let (_, page) = call(&app, "GET", "/v1/findings?severity=high&limit=5", Some(READ), None).await;
+    assert_eq!(
+        ids(&page),
+        ["finding 8", "finding 7", "finding 4", "finding 3", "finding 0"]
+    );
+    assert!(page.get("next_cursor").is_none());
+    let (_, page) = call(
+        &app,
+        "GET",
+        "/v1/findings?detector=off_hours&identity=app-2",
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["finding 5"]);
+    let (_, page) = call(
+        &app,
+        "GET",
+        "/v1/findings?since=2026-01-05T02:00:00Z&until=2026-01-05T04:00:00Z",
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["finding 3", "finding 2"]);
+}
+
+#[tokio::test]
+async fn bad_queries_and_limits_get_stable_error_codes() {
+    let app = seeded();
+    for (uri, code) in [
+        ("/v1/findings?limit=6", "bad_query"),
+        ("/v1/findings?limit=0", "bad_query"),
+        ("/v1/findings?severity=urgent", "bad_query"),
+        ("/v1/findings?colour=red", "bad_query"),
+        ("/v1/findings?cursor=abc", "bad_query"),
+        ("/v1/findings?since=yesterday", "bad_query"),
+        ("/v1/nothing", "not_found"),
+    ] {
+        let (status, body) = call(&app, "GET", uri, Some(READ), None).await;
+        assert_eq!(body["error"]["code"].as_str(), Some(code), "{uri}: {status} {body}");
+    }
+    let long = format!("/v1/findings?identity={}", "x".repeat(3000));
+    let (status, body) = call(&app, "GET", &long, Some(READ), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::URI_TOO_LONG, Some("query_too_long"))
+    );
+    let id = format!("{:032x}", 1);
+    let huge = json!({"status": "acknowledged", "reason": "x".repeat(1000)});
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/v1/findings/{id}/status"),
+        Some(ADMIN),
+        Some(huge),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn one_finding_and_status_changes_with_who_and_why() {
+    let app = seeded();
+    let id = format!("{:032x}", 2);
+    let (status, body) = call(&app, "GET", &format!("/v1/findings/{id}"), Some(READ), None).await;
+    assert_eq!(
+        (status, body["detector"].as_str()),
+        (StatusCode::OK, Some("new_network"))
+    );
+    let (status, body) = call(&app, "GET", "/v1/findings/ffff", Some(READ), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    let uri = format!("/v1/findings/{id}/status");
+    for (body, code) in [
+        (json!({"status": "new", "reason": "x"}), "bad_request"),
+        (json!({"status": "resolved", "reason": "  "}), "bad_request"),
+        (
+            json!({"status": "resolved", "reason": "ok", "expires_at": "2099-01-01T00:00:00Z"}),
+            "bad_request",
+        ),
+        (
+            json!({"status": "suppressed", "reason": "ok", "expires_at": "2001-01-01T00:00:00Z"}),
+            "bad_request",
+        ),
+        (json!({"status": "closed", "reason": "ok"}), "bad_request"),
+    ] {
+        let (status, reply) = call(&app, "POST", &uri, Some(ADMIN), Some(body.clone())).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{body}"
+        );
+    }
+    let change = json!({"status": "suppressed", "reason": "planned migration", "expires_at": "2099-01-01T00:00:00Z"});
+    let (status, body) = call(&app, "POST", &uri, Some(ADMIN), Some(change)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "suppressed");
+    let history = &body["status_history"][0];
+    assert_eq!(
+        (
+            history["by"].as_str(),
+            history["reason"].as_str(),
+            history["expires_at"].as_str()
+        ),
+        (
+            Some("env-admin"),
+            Some("planned migration"),
+            Some("2099-01-01T00:00:00Z")
+        )
+    );
+    let (_, page) = call(&app, "GET", "/v1/findings?status=suppressed", Some(READ), None).await;
+    assert_eq!(ids(&page), ["finding 2"]);
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/findings/ffff/status",
+        Some(ADMIN),
+        Some(json!({"status": "resolved", "reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
