@@ -15,13 +15,23 @@ use crate::config::{ConfigError, Settings};
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
 use crate::event::Event;
+use crate::findings::store::FindingStore;
 use crate::findings::{Change, Finding, Update};
+use crate::http::auth::Auth;
+use crate::http::{AppState, Limits};
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::file::LineSource;
 use crate::ingest::{file, kafka};
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Environment variable holding a `read` API token.
+pub const READ_TOKEN_ENV: &str = "NHIWATCH_READ_TOKEN";
+/// Environment variable holding an `admin` API token.
+pub const ADMIN_TOKEN_ENV: &str = "NHIWATCH_ADMIN_TOKEN";
 
 /// Watches healthcare-interoperability audit logs for non-human identities that behave unlike
 /// themselves.
@@ -149,6 +159,13 @@ pub struct DemoArgs {
     /// How many identities to list in the summary.
     #[arg(long, default_value_t = 15)]
     pub top: usize,
+    /// Where to serve the HTTP API (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// After the stream is consumed, keep serving the API this many seconds (Ctrl-C stops
+    /// sooner; 0 exits at once).
+    #[arg(long, default_value_t = 300)]
+    pub serve_for: u64,
 }
 
 /// `generate` options.
@@ -258,6 +275,41 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut out = event_sink(args.events_out.as_ref())?;
     let mut findings_out = event_sink(args.findings_out.as_ref())?;
     let mut write_error: Option<std::io::Error> = None;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let http = &settings.raw.http;
+    let store = Arc::new(if http.findings_journal.as_os_str().is_empty() {
+        FindingStore::in_memory(http.max_findings)
+    } else {
+        FindingStore::open(&http.findings_journal, http.max_findings).with_context(|| {
+            format!(
+                "opening the findings journal (http.findings_journal in {})",
+                settings.origin
+            )
+        })?
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    if !http.listen.is_empty() {
+        let env = |name: &str| std::env::var(name).ok();
+        let auth = Auth::new(http, env(READ_TOKEN_ENV).as_deref(), env(ADMIN_TOKEN_ENV).as_deref());
+        if http.tokens.is_empty() && env(READ_TOKEN_ENV).is_none() && env(ADMIN_TOKEN_ENV).is_none() {
+            tracing::warn!("No API tokens are configured: every API request but /healthz and /readyz will be refused.");
+        }
+        let state = AppState {
+            store: Arc::clone(&store),
+            auth: Arc::new(auth),
+            limits: Limits::from_config(http),
+            ready: Arc::clone(&ready),
+        };
+        let (addr, _task) = runtime
+            .block_on(crate::http::serve(&http.listen, state))
+            .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
+        tracing::info!(%addr, "Serving the HTTP API.");
+    }
+    let keep = |update: &Update| {
+        if let Err(error) = store.upsert(update.finding.clone(), update.change) {
+            tracing::error!(%error, id = %update.finding.id, "Failed to journal a finding.");
+        }
+    };
     let mut sink = |event: Event| {
         if args.events_out.is_some()
             && write_error.is_none()
@@ -268,6 +320,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             write_error = Some(e);
         }
         detection.push(event, &mut |update: &Update| {
+            keep(update);
             let f = &update.finding;
             if update.change != Change::Folded {
                 tracing::warn!(
@@ -285,10 +338,11 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     };
     if args.inputs.is_empty() {
-        let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async {
             let consumer = kafka::subscribe(&settings.raw.kafka)?;
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
+            // Until lag is measured (a later issue), ready means subscribed.
+            ready.store(true, Ordering::Release);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
@@ -312,6 +366,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = sink;
     detection.finish(&mut |update: &Update| {
+        keep(update);
         if write_error.is_none()
             && let Err(e) = serde_json::to_writer(&mut findings_out, &update.finding)
                 .map_err(std::io::Error::from)

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,8 +20,11 @@ use crate::config::KafkaConfig;
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
 use crate::event::Event;
+use crate::findings::store::FindingStore;
 use crate::findings::{Change, Update};
 use crate::generate::{GenRecord, Stream};
+use crate::http::auth::Auth;
+use crate::http::{AppState, Limits};
 use crate::ingest::dead_letter::FileDeadLetter;
 use crate::ingest::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
@@ -77,15 +80,35 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Generated days stream by in seconds and nine partitions interleave, so events may arrive
     // hours of event time apart: the demo's lateness bound is wider than a live deployment's.
     let mut detection = Detection::new(engine, chrono::Duration::hours(6), true);
+    let store = Arc::new(FindingStore::in_memory(100_000));
     let mut print = |update: &Update| {
+        if let Err(error) = store.upsert(update.finding.clone(), update.change) {
+            tracing::error!(%error, "Failed to store a finding.");
+        }
         if update.change != Change::Folded {
             println!("{}", crate::cli::finding_line(update));
         }
     };
-    println!("Findings as they are raised (event time, severity, detector, title):");
     let runtime = tokio::runtime::Runtime::new()?;
+    let read_token = random_token();
+    let admin_token = random_token();
+    let ready = Arc::new(AtomicBool::new(false));
+    let settings = crate::config::Settings::load_with_env(None, &[])?;
+    let state = AppState {
+        store: Arc::clone(&store),
+        auth: Arc::new(Auth::new(&settings.raw.http, Some(&read_token), Some(&admin_token))),
+        limits: Limits::from_config(&settings.raw.http),
+        ready: Arc::clone(&ready),
+    };
+    let (addr, _server) = runtime
+        .block_on(crate::http::serve(&args.listen, state))
+        .with_context(|| format!("listening on {} (choose another with --listen)", args.listen))?;
+    println!("HTTP API on http://{addr}/ — read token {read_token}, admin token {admin_token} (this run only).");
+    println!("  curl -H 'Authorization: Bearer {read_token}' http://{addr}/v1/findings");
+    println!("Findings as they are raised (event time, severity, detector, title):");
     let consumed = runtime.block_on(async {
         let consumer = kafka::subscribe(&cfg)?;
+        ready.store(true, Ordering::Release);
         let mut sink = |event: Event| detection.push(event, &mut print);
         let deadline = tokio::time::sleep(Duration::from_secs(600));
         let n = kafka::consume(
@@ -140,7 +163,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if consumed < total {
         anyhow::bail!("consumed {consumed} of {total} records before the deadline");
     }
+    if args.serve_for > 0 {
+        println!();
+        println!(
+            "Serving http://{addr}/ (read token {read_token}) for {} more seconds; Ctrl-C to stop sooner.",
+            args.serve_for
+        );
+        runtime.block_on(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = tokio::time::sleep(Duration::from_secs(args.serve_for)) => {}
+            }
+        });
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A random API token for this run (128 bits, hex).
+fn random_token() -> String {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system provides randomness");
+    hex::encode(bytes)
 }
 
 /// How far the producer may run ahead of the consumer. librdkafka's mock cluster keeps only

@@ -93,6 +93,19 @@ async fn bound_query(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// Binds `addr` and serves the API in a task of the current runtime; returns the bound address
+/// (so `127.0.0.1:0` works) and the task.
+pub async fn serve(
+    addr: &str,
+    state: AppState,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((local, task))
+}
+
 /// `GET /healthz`: the process is up.
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))

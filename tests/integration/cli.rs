@@ -6,7 +6,11 @@ use crate::support::*;
 
 fn nhiwatch() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhiwatch"));
-    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY").env("RUST_LOG", "warn");
+    // No HTTP server and no findings journal unless a test asks: tests run in parallel.
+    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY")
+        .env("RUST_LOG", "warn")
+        .env("NHIWATCH__HTTP__LISTEN", "")
+        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", "");
     cmd
 }
 
