@@ -7,6 +7,7 @@
 pub mod auth;
 mod error;
 pub mod findings;
+mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/findings", get(findings::list))
+        .route("/v1/findings/stream", get(stream::stream))
         .route("/v1/findings/{id}", get(findings::get))
         .route("/v1/findings/{id}/status", post(findings::set_status))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -302,3 +302,83 @@ async fn one_finding_and_status_changes_with_who_and_why() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Reads SSE frames until `n` events (blocks ending in a blank line with an `id:`) arrived.
+async fn sse_events(body: Body, n: usize) -> Vec<(String, String, Value)> {
+    let mut body = body;
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+            };
+            if let (Some(id), Some(event), Some(data)) = (field("id"), field("event"), field("data")) {
+                events.push((id, event, serde_json::from_str(&data).expect("data is JSON")));
+            }
+        }
+    }
+    events
+}
+
+async fn open_stream(app: &AppState, uri: &str, last_event_id: Option<&str>) -> axum::response::Response {
+    let mut req = Request::builder()
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {READ}"));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    router(app.clone())
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("response")
+}
+
+#[tokio::test]
+async fn the_stream_sends_new_findings_that_match_its_filters() {
+    let app = seeded();
+    let response = open_stream(&app, "/v1/findings/stream?detector=phi_volume", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    app.store
+        .upsert(finding(20, DetectorId::OffHours, Severity::Low), Change::New)
+        .expect("stored");
+    app.store
+        .upsert(finding(21, DetectorId::PhiVolume, Severity::High), Change::New)
+        .expect("stored");
+    let events = sse_events(response.into_body(), 1).await;
+    assert_eq!(events[0].0, "10", "the 10th change of the store");
+    assert_eq!(events[0].1, "new");
+    assert_eq!(events[0].2["title"], "finding 21");
+}
+
+#[tokio::test]
+async fn the_stream_resumes_after_last_event_id() {
+    let app = seeded();
+    let response = open_stream(&app, "/v1/findings/stream", Some("6")).await;
+    let events = sse_events(response.into_body(), 2).await;
+    let got: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|(id, kind, data)| (id.as_str(), kind.as_str(), data["title"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(got, [("7", "replay", "finding 6"), ("8", "replay", "finding 7")]);
+
+    let (status, body) = call(&app, "GET", "/v1/findings/stream", None, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let bad = open_stream(&app, "/v1/findings/stream", Some("yesterday")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
