@@ -299,6 +299,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             auth: Arc::new(auth),
             limits: Limits::from_config(http),
             ready: Arc::clone(&ready),
+            baseline: Arc::clone(detection.engine().baseline()),
+            registry: detection.engine().registry().cloned(),
+            learning: detection.engine().baseline().settings(),
         };
         let (addr, _task) = runtime
             .block_on(crate::http::serve(&http.listen, state))

@@ -99,6 +99,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         auth: Arc::new(Auth::new(&settings.raw.http, Some(&read_token), Some(&admin_token))),
         limits: Limits::from_config(&settings.raw.http),
         ready: Arc::clone(&ready),
+        baseline: Arc::clone(detection.engine().baseline()),
+        registry: detection.engine().registry().cloned(),
+        learning: detection.engine().baseline().settings(),
     };
     let (addr, _server) = runtime
         .block_on(crate::http::serve(&args.listen, state))

@@ -480,6 +480,14 @@ impl IdentityState {
         self.hours.iter().map(|h| h.count_ones()).sum()
     }
 
+    /// The active hours of the week as `(day, hour)`, Monday = 0, UTC.
+    pub fn active_hour_list(&self) -> Vec<(u8, u8)> {
+        (0..168usize)
+            .filter(|&bin| self.hours[bin / 64] & (1 << (bin % 64)) != 0)
+            .map(|bin| ((bin / 24) as u8, (bin % 24) as u8))
+            .collect()
+    }
+
     /// True when the identity has used `resource_type` with `class` before.
     pub fn has_access(&self, resource_type: &str, class: Class) -> bool {
         self.access.contains(&access_key(resource_type, class))

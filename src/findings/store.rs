@@ -341,16 +341,15 @@ impl FindingStore {
         self.len() == 0
     }
 
-    /// Open (not resolved, not suppressed) findings per identity.
-    pub fn open_by_identity(&self) -> HashMap<String, u64> {
+    /// Identity and severity of every open (new or acknowledged) finding.
+    pub fn open_severities(&self) -> Vec<(String, Severity)> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = HashMap::new();
-        for s in inner.by_created.values() {
-            if matches!(s.finding.status, Status::New | Status::Acknowledged) {
-                *out.entry(s.finding.identity.id.clone()).or_default() += 1;
-            }
-        }
-        out
+        inner
+            .by_created
+            .values()
+            .filter(|s| matches!(s.finding.status, Status::New | Status::Acknowledged))
+            .map(|s| (s.finding.identity.id.clone(), s.finding.severity))
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod auth;
 mod error;
 pub mod findings;
+pub mod identities;
 mod stream;
 
 use std::sync::Arc;
@@ -24,8 +25,10 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
+use crate::baseline::{self, Baseline};
 use crate::config::HttpConfig;
 use crate::findings::store::FindingStore;
+use crate::registry::Registry;
 
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 2048;
@@ -66,6 +69,12 @@ pub struct AppState {
     pub limits: Limits,
     /// Set once the consumer is assigned and caught up.
     pub ready: Arc<AtomicBool>,
+    /// Per-identity state, read for the inventory.
+    pub baseline: Arc<Baseline>,
+    /// The registry, if configured.
+    pub registry: Option<Arc<Registry>>,
+    /// Learning settings (for "established").
+    pub learning: baseline::Settings,
 }
 
 /// The API.
@@ -78,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/findings/stream", get(stream::stream))
         .route("/v1/findings/{id}", get(findings::get))
         .route("/v1/findings/{id}/status", post(findings::set_status))
+        .route("/v1/identities", get(identities::list))
+        .route("/v1/identities/{id}", get(identities::get))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn(bound_query))
         .layer(DefaultBodyLimit::max(limits.max_body))

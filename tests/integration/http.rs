@@ -9,11 +9,17 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::DateTime;
 use http_body_util::BodyExt;
+use nhiwatch::baseline;
 use nhiwatch::config::Settings;
+use nhiwatch::detect::Detectors;
+use nhiwatch::engine::Engine;
+use nhiwatch::event::{Event, EventKind, IdentityType, Outcome, SourceFormat};
 use nhiwatch::findings::store::FindingStore;
 use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::http::auth::Auth;
 use nhiwatch::http::{AppState, Limits, router};
+use nhiwatch::registry::Registry;
+use nhiwatch::scope::Scope;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -46,8 +52,18 @@ fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
 }
 
 fn state(store: Arc<FindingStore>) -> AppState {
+    state_with(
+        store,
+        Engine::new(Detectors::default(), None, baseline::Settings::default()),
+    )
+}
+
+fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
     let settings = Settings::load_with_env(None, &[]).expect("defaults");
     AppState {
+        baseline: Arc::clone(engine.baseline()),
+        registry: engine.registry().cloned(),
+        learning: engine.baseline().settings(),
         store,
         auth: Arc::new(Auth::new(&settings.raw.http, Some(READ), Some(ADMIN))),
         limits: Limits {
@@ -381,4 +397,140 @@ async fn the_stream_resumes_after_last_event_id() {
     );
     let bad = open_stream(&app, "/v1/findings/stream", Some("yesterday")).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+fn token(identity: &str, day: i64, ip: &str, scopes: &str) -> Event {
+    let t = DateTime::from_timestamp(1_767_571_200 + day * 86_400 + 9 * 3600, 0).expect("valid");
+    let mut e = Event::new(
+        format!("{identity}-{day}"),
+        t,
+        SourceFormat::Okta,
+        EventKind::TokenIssued,
+        identity.into(),
+    );
+    e.identity_type = IdentityType::Application;
+    e.outcome = Outcome::Success;
+    e.src_ip = Some(ip.into());
+    e.scopes = Scope::parse_list(scopes);
+    e
+}
+
+fn inventory() -> AppState {
+    let registry = Registry::parse(
+        "[[integration]]\nid = \"cds-app\"\naliases = [\"0oa-cds\"]\nowner = \"cds@example.org\"\n\
+         purpose = \"Decision support\"\n\
+         approved_scopes = [\"system/Patient.rs\", \"system/Observation.rs\", \"system/Encounter.rs\"]\n",
+        std::path::Path::new("registry.toml"),
+    )
+    .expect("valid");
+    let mut engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut updates = Vec::new();
+    let mut events = vec![token("old-job", 0, "10.9.9.9", "system/Patient.r")];
+    for day in 0..41 {
+        events.push(token(
+            "0oa-cds",
+            day,
+            "10.20.1.15",
+            "system/Observation.read system/Patient.rs",
+        ));
+    }
+    events.push(token("stranger", 40, "172.16.0.4", "system/*.rs"));
+    for e in &events {
+        engine.process(e, e.time, &mut updates);
+    }
+    let store = Arc::new(FindingStore::in_memory(100));
+    let mut f = finding(1, DetectorId::UnregisteredIdentity, Severity::High);
+    f.identity.id = "stranger".into();
+    store.upsert(f, Change::New).expect("stored");
+    state_with(store, engine)
+}
+
+#[tokio::test]
+async fn the_inventory_lists_every_identity_by_risk_with_scopes_used_and_approved() {
+    let app = inventory();
+    let (status, page) = call(&app, "GET", "/v1/identities", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["as_of"], "2026-02-14T09:00:00Z");
+    let order: Vec<(&str, u64)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or_default(),
+                i["risk"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    // stranger: unregistered (20) + an open high finding (20); old-job: unregistered (20) +
+    // dormant (10); cds-app: registered, active, within its approval.
+    assert_eq!(order, [("stranger", 40), ("old-job", 30), ("cds-app", 0)]);
+    let cds = &page["items"][2];
+    assert_eq!(
+        cds["scopes_used"],
+        json!(["system/Observation.rs", "system/Patient.rs"])
+    );
+    assert_eq!(cds["scopes_unused"], json!(["system/Encounter.rs"]));
+    assert_eq!(cds["owner"], "cds@example.org");
+    assert_eq!(page["items"][1]["silent_days"], 40.0);
+    assert_eq!(page["items"][1]["dormant"], true);
+
+    let (_, page) = call(&app, "GET", "/v1/identities?dormant=true", Some(READ), None).await;
+    assert_eq!(page["items"][0]["id"], "old-job");
+    assert_eq!(page["total"], 1);
+    let (_, page) = call(
+        &app,
+        "GET",
+        "/v1/identities?registered=false&sort=id&limit=1&offset=1",
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (page["total"].as_u64(), page["items"][0]["id"].as_str()),
+        (Some(2), Some("stranger"))
+    );
+    let (status, body) = call(&app, "GET", "/v1/identities?sort=name", Some(READ), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_query"))
+    );
+    let (status, _) = call(&app, "GET", "/v1/identities", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn one_identity_explains_its_baseline_and_resolves_aliases() {
+    let app = inventory();
+    let (status, body) = call(&app, "GET", "/v1/identities/0oa-cds", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], "cds-app");
+    assert_eq!(body["purpose"], "Decision support");
+    assert_eq!(body["active_days"], 41);
+    assert_eq!(body["longest_silence_hours"], 24.0);
+    assert_eq!(body["networks"][0]["prefix"], "10.20.1.0/24");
+    // 41 days but only 41 events: still learning (50 are needed).
+    assert_eq!(
+        (body["events"].as_u64(), body["established"].as_bool()),
+        (Some(41), Some(false))
+    );
+    // Daily at 09:00 for six weeks: every day of the week at 09.
+    assert_eq!(
+        body["active_hours_of_week"],
+        json!([
+            "Mon 09:00",
+            "Tue 09:00",
+            "Wed 09:00",
+            "Thu 09:00",
+            "Fri 09:00",
+            "Sat 09:00",
+            "Sun 09:00"
+        ])
+    );
+    let (status, body) = call(&app, "GET", "/v1/identities/nobody", Some(READ), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 }
