@@ -25,6 +25,7 @@ use crate::ingest::{file, kafka};
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::Registry;
+use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -268,7 +269,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let max = settings.raw.ingest.max_record_bytes;
-    let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let metrics = Arc::new(Metrics::default());
+    let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
+        .with_metrics(Arc::clone(&metrics));
     let engine = build_engine(&settings, None, None)?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     let mut detection = Detection::new(engine, lateness, true);
@@ -302,6 +305,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             baseline: Arc::clone(detection.engine().baseline()),
             registry: detection.engine().registry().cloned(),
             learning: detection.engine().baseline().settings(),
+            metrics: Arc::clone(&metrics),
+            metrics_open: http.metrics_open,
         };
         let (addr, _task) = runtime
             .block_on(crate::http::serve(&http.listen, state))
@@ -309,6 +314,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(%addr, "Serving the HTTP API.");
     }
     let keep = |update: &Update| {
+        if update.change == Change::New {
+            metrics.finding(update.finding.detector);
+        }
         if let Err(error) = store.upsert(update.finding.clone(), update.change) {
             tracing::error!(%error, id = %update.finding.id, "Failed to journal a finding.");
         }
@@ -349,7 +357,16 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            kafka::consume(&consumer, &mut pipeline, &mut sink, None, None, shutdown).await?;
+            kafka::consume(
+                &consumer,
+                &mut pipeline,
+                &mut sink,
+                None,
+                None,
+                Some(&metrics),
+                shutdown,
+            )
+            .await?;
             anyhow::Ok(())
         })?;
     } else {

@@ -30,6 +30,7 @@ use crate::ingest::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::telemetry::metrics::Metrics;
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -81,7 +82,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // hours of event time apart: the demo's lateness bound is wider than a live deployment's.
     let mut detection = Detection::new(engine, chrono::Duration::hours(6), true);
     let store = Arc::new(FindingStore::in_memory(100_000));
+    let metrics = Arc::new(Metrics::default());
     let mut print = |update: &Update| {
+        if update.change == Change::New {
+            metrics.finding(update.finding.detector);
+        }
         if let Err(error) = store.upsert(update.finding.clone(), update.change) {
             tracing::error!(%error, "Failed to store a finding.");
         }
@@ -102,6 +107,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         baseline: Arc::clone(detection.engine().baseline()),
         registry: detection.engine().registry().cloned(),
         learning: detection.engine().baseline().settings(),
+        metrics: Arc::clone(&metrics),
+        metrics_open: false,
     };
     let (addr, _server) = runtime
         .block_on(crate::http::serve(&args.listen, state))
@@ -120,6 +127,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             &mut sink,
             Some(total),
             Some(&progress),
+            Some(&metrics),
             deadline,
         )
         .await?;

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::sync::Arc;
 
 use crate::event::{Event, SourceFormat};
 use crate::ingest::Record;
 use crate::ingest::dead_letter::{DeadLetter, Letter};
 use crate::normalize::{Normalizer, ParseError, RecordMeta};
+use crate::telemetry::metrics::Metrics;
 
 /// Counts of what went through.
 #[derive(Debug, Default, Clone)]
@@ -38,6 +40,7 @@ pub struct Pipeline {
     stats: Stats,
     buffer: Vec<Event>,
     limit: usize,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
@@ -49,7 +52,14 @@ impl Pipeline {
             stats: Stats::default(),
             buffer: Vec::with_capacity(8),
             limit: max_record_bytes,
+            metrics: None,
         }
+    }
+
+    /// Also counts into `metrics` (for `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Pipeline {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Counts so far.
@@ -61,6 +71,9 @@ impl Pipeline {
     /// means the dead letter could not be written, and the record must not be acknowledged.
     pub fn process(&mut self, record: Record<'_>, sink: &mut dyn FnMut(Event)) -> io::Result<()> {
         self.stats.records += 1;
+        if let Some(m) = &self.metrics {
+            m.record();
+        }
         if let Some(len) = record.oversized_len {
             let error = ParseError::Oversized { len, limit: self.limit };
             return self.reject(&record, &error);
@@ -74,6 +87,9 @@ impl Pipeline {
                 for event in self.buffer.drain(..) {
                     self.stats.events += 1;
                     *self.stats.by_format.entry(event.format).or_default() += 1;
+                    if let Some(m) = &self.metrics {
+                        m.event(event.format);
+                    }
                     match self.stats.by_identity.get_mut(&event.identity) {
                         Some(n) => *n += 1,
                         None => {
@@ -90,6 +106,9 @@ impl Pipeline {
 
     fn reject(&mut self, record: &Record<'_>, error: &ParseError) -> io::Result<()> {
         *self.stats.dead_letters.entry(error.reason()).or_default() += 1;
+        if let Some(m) = &self.metrics {
+            m.dead_letter(error.reason());
+        }
         tracing::debug!(reason = error.reason(), source = %record.origin, "Record sent to the dead letter.");
         let letter = Letter::new(
             error.reason(),

@@ -154,6 +154,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// API tokens, by the SHA-256 of their secret.
     pub tokens: Vec<TokenConfig>,
+    /// Serve `/metrics` without a token.
+    pub metrics_open: bool,
     /// Page size when a request gives none.
     pub default_page: usize,
     /// Largest page a request may ask for.

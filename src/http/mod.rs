@@ -29,6 +29,7 @@ use crate::baseline::{self, Baseline};
 use crate::config::HttpConfig;
 use crate::findings::store::FindingStore;
 use crate::registry::Registry;
+use crate::telemetry::metrics::Metrics;
 
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 2048;
@@ -75,6 +76,10 @@ pub struct AppState {
     pub registry: Option<Arc<Registry>>,
     /// Learning settings (for "established").
     pub learning: baseline::Settings,
+    /// Counters and latency for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Serve `/metrics` without a token.
+    pub metrics_open: bool,
 }
 
 /// The API.
@@ -83,6 +88,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/findings", get(findings::list))
         .route("/v1/findings/stream", get(stream::stream))
         .route("/v1/findings/{id}", get(findings::get))
@@ -117,6 +123,21 @@ pub async fn serve(
     let app = router(state);
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((local, task))
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    if !state.metrics_open {
+        state.auth.check(&headers, auth::Role::Read)?;
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
 }
 
 /// `GET /healthz`: the process is up.

@@ -4,6 +4,7 @@
 //! message, and committed from the stored positions in the background and on shutdown, so a
 //! crash re-delivers at most what was in flight: at-least-once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,7 @@ use super::Record;
 use crate::config::KafkaConfig;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
+use crate::telemetry::metrics::Metrics;
 
 /// A broker error or a dead letter that could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -60,10 +62,13 @@ pub async fn consume(
     sink: &mut dyn FnMut(Event),
     limit: Option<u64>,
     progress: Option<&AtomicU64>,
+    metrics: Option<&Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, KafkaIngestError> {
     tokio::pin!(shutdown);
     let mut processed = 0u64;
+    let mut lag: HashMap<(String, i32), i64> = HashMap::new();
+    let mut lag_checked = std::time::Instant::now();
     while limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => m?,
@@ -90,9 +95,32 @@ pub async fn consume(
         )?;
         consumer.store_offset_from_message(&message)?;
         processed += 1;
+        if let Some(m) = metrics {
+            if let Some(at) = received {
+                let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
+                m.latency_micros(micros.max(0) as u64);
+            }
+            // Once a second, ask the broker for the end of this message's partition (a short
+            // blocking request, moved off the async workers) and sum the lag of all partitions
+            // seen: partitions are refreshed as their messages arrive.
+            if lag_checked.elapsed() >= std::time::Duration::from_secs(1) {
+                let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+                let high = tokio::task::block_in_place(|| {
+                    consumer.fetch_watermarks(topic, partition, std::time::Duration::from_millis(200))
+                });
+                if let Ok((_, high)) = high {
+                    lag.insert((topic.to_owned(), partition), (high - offset - 1).max(0));
+                }
+                m.set_lag(lag.values().sum());
+                lag_checked = std::time::Instant::now();
+            }
+        }
         if let Some(progress) = progress {
             progress.store(processed, Ordering::Release);
         }
+    }
+    if let Some(m) = metrics {
+        m.set_lag(lag.values().sum());
     }
     pipeline.flush()?;
     match consumer.commit_consumer_state(CommitMode::Sync) {

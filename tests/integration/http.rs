@@ -20,6 +20,7 @@ use nhiwatch::http::auth::Auth;
 use nhiwatch::http::{AppState, Limits, router};
 use nhiwatch::registry::Registry;
 use nhiwatch::scope::Scope;
+use nhiwatch::telemetry::metrics::Metrics;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -64,6 +65,8 @@ fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
         baseline: Arc::clone(engine.baseline()),
         registry: engine.registry().cloned(),
         learning: engine.baseline().settings(),
+        metrics: Arc::new(Metrics::default()),
+        metrics_open: false,
         store,
         auth: Arc::new(Auth::new(&settings.raw.http, Some(READ), Some(ADMIN))),
         limits: Limits {
@@ -532,5 +535,45 @@ async fn one_identity_explains_its_baseline_and_resolves_aliases() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_behind_a_token_unless_open() {
+    let mut app = seeded();
+    app.metrics.event(SourceFormat::GatewayAccess);
+    app.metrics.finding(DetectorId::PhiVolume);
+    let (status, _) = call(&app, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let request = || {
+        Request::builder()
+            .uri("/metrics")
+            .header(header::AUTHORIZATION, format!("Bearer {READ}"))
+            .body(Body::empty())
+            .expect("request")
+    };
+    let response = router(app.clone()).oneshot(request()).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text =
+        String::from_utf8(response.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf-8");
+    assert!(
+        text.lines()
+            .any(|l| l == "nhiwatch_events_total{format=\"gateway_access\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "nhiwatch_findings_total{detector=\"phi_volume\"} 1"),
+        "{text}"
+    );
+    app.metrics_open = true;
+    let open = Request::builder().uri("/metrics").body(Body::empty()).expect("request");
+    assert_eq!(
+        router(app).oneshot(open).await.expect("response").status(),
+        StatusCode::OK
     );
 }

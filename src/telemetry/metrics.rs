@@ -1,0 +1,216 @@
+//! Metrics in Prometheus text form, named `nhiwatch_<noun>_<unit>` with labels from small fixed
+//! sets only (format, reason, detector) — never an identity or a patient.
+//!
+//! Counters are atomics written by the consumer thread and read by `/metrics`; processing
+//! latency (Kafka append → processed by the pipeline) is an HdrHistogram behind a mutex taken
+//! once per record.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+use crate::event::SourceFormat;
+use crate::findings::DetectorId;
+use crate::normalize::ParseError;
+
+/// The process's metrics.
+pub struct Metrics {
+    records: AtomicU64,
+    events: Vec<AtomicU64>,
+    dead_letters: Vec<AtomicU64>,
+    findings: Vec<AtomicU64>,
+    lag: AtomicI64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let counters = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Metrics {
+            records: AtomicU64::new(0),
+            events: counters(SourceFormat::ALL.len()),
+            dead_letters: counters(ParseError::REASONS.len()),
+            findings: counters(DetectorId::ALL.len()),
+            lag: AtomicI64::new(-1),
+            // 1 µs to 1 hour, three significant digits.
+            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+        }
+    }
+}
+
+impl Metrics {
+    /// A raw record was read.
+    pub fn record(&self) {
+        self.records.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event of `format` came out of the normalizer.
+    pub fn event(&self, format: SourceFormat) {
+        if let Some(i) = SourceFormat::ALL.iter().position(|f| *f == format) {
+            self.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A record went to the dead letter for `reason`.
+    pub fn dead_letter(&self, reason: &str) {
+        if let Some(i) = ParseError::REASONS.iter().position(|r| *r == reason) {
+            self.dead_letters[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A new finding of `detector`.
+    pub fn finding(&self, detector: DetectorId) {
+        if let Some(i) = DetectorId::ALL.iter().position(|d| *d == detector) {
+            self.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records behind the end of the assigned partitions, summed.
+    pub fn set_lag(&self, records: i64) {
+        self.lag.store(records, Ordering::Relaxed);
+    }
+
+    /// Consumer lag, when known.
+    pub fn lag(&self) -> Option<i64> {
+        let lag = self.lag.load(Ordering::Relaxed);
+        (lag >= 0).then_some(lag)
+    }
+
+    /// Time from Kafka append to processed, in microseconds.
+    pub fn latency_micros(&self, micros: u64) {
+        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        h.saturating_record(micros.max(1));
+    }
+
+    /// Findings counted for `detector`.
+    pub fn findings_of(&self, detector: DetectorId) -> u64 {
+        DetectorId::ALL
+            .iter()
+            .position(|d| *d == detector)
+            .map_or(0, |i| self.findings[i].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_records_total Raw records read.\n# TYPE nhiwatch_records_total counter\n\
+             nhiwatch_records_total {}",
+            self.records.load(Ordering::Relaxed)
+        );
+        let labelled = |s: &mut String, name: &str, kind: &str, help: &str, label: &str, rows: Vec<(&str, u64)>| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (value, n) in rows {
+                let _ = writeln!(s, "{name}{{{label}=\"{value}\"}} {n}");
+            }
+        };
+        let load = |v: &[AtomicU64], i: usize| v[i].load(Ordering::Relaxed);
+        labelled(
+            &mut s,
+            "nhiwatch_events_total",
+            "counter",
+            "Events normalized, per source format.",
+            "format",
+            SourceFormat::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.as_str(), load(&self.events, i)))
+                .collect(),
+        );
+        labelled(
+            &mut s,
+            "nhiwatch_dead_letters_total",
+            "counter",
+            "Records sent to the dead letter, per reason.",
+            "reason",
+            ParseError::REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, load(&self.dead_letters, i)))
+                .collect(),
+        );
+        labelled(
+            &mut s,
+            "nhiwatch_findings_total",
+            "counter",
+            "New findings, per detector.",
+            "detector",
+            DetectorId::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.as_str(), load(&self.findings, i)))
+                .collect(),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_consumer_lag_records Records between the consumer's position and the end of its partitions (-1: unknown).\n\
+             # TYPE nhiwatch_consumer_lag_records gauge\nnhiwatch_consumer_lag_records {}",
+            self.lag.load(Ordering::Relaxed)
+        );
+        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_processing_latency_seconds From Kafka append to processed by the pipeline.\n\
+             # TYPE nhiwatch_processing_latency_seconds summary"
+        );
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                s,
+                "nhiwatch_processing_latency_seconds{{quantile=\"{q}\"}} {}",
+                h.value_at_quantile(q) as f64 / 1e6
+            );
+        }
+        let sum: f64 = h
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum::<f64>()
+            / 1e6;
+        let _ = writeln!(s, "nhiwatch_processing_latency_seconds_sum {sum}");
+        let _ = writeln!(s, "nhiwatch_processing_latency_seconds_count {}", h.len());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_fixed_labels_and_latency_quantiles() {
+        let m = Metrics::default();
+        m.record();
+        m.record();
+        m.event(SourceFormat::Okta);
+        m.dead_letter("malformed_json");
+        m.finding(DetectorId::BreakGlass);
+        m.set_lag(42);
+        for micros in [1_000, 2_000, 3_000, 100_000] {
+            m.latency_micros(micros);
+        }
+        let text = m.render();
+        for line in [
+            "nhiwatch_records_total 2",
+            "nhiwatch_events_total{format=\"okta\"} 1",
+            "nhiwatch_events_total{format=\"keycloak\"} 0",
+            "nhiwatch_dead_letters_total{reason=\"malformed_json\"} 1",
+            "nhiwatch_findings_total{detector=\"break_glass\"} 1",
+            "nhiwatch_consumer_lag_records 42",
+            "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
+            "nhiwatch_processing_latency_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(m.lag(), Some(42));
+    }
+}
