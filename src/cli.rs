@@ -350,7 +350,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if args.inputs.is_empty() {
         runtime.block_on(async {
-            let consumer = kafka::subscribe(&settings.raw.kafka)?;
+            let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)))?;
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
             // Until lag is measured (a later issue), ready means subscribed.
             ready.store(true, Ordering::Release);

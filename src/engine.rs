@@ -128,7 +128,7 @@ impl Engine {
         let since = |last: Option<i64>| last.map_or(i64::MAX, |last| self.watermark - last);
         if since(self.last_expire) >= 3600 {
             if let Some(now) = DateTime::from_timestamp(self.watermark, 0) {
-                self.folder.expire(now);
+                self.folder.expire(now, Duration::days(7));
             }
             self.last_expire = Some(self.watermark);
         }

@@ -335,9 +335,12 @@ impl Folder {
         self.open.get(&(detector, identity.to_owned())).map(|(f, _)| f)
     }
 
-    /// Forgets findings whose suppression window ended before `now` (they can no longer fold).
-    pub fn expire(&mut self, now: DateTime<Utc>) {
-        self.open.retain(|_, (f, window)| now - f.last_event_time <= *window);
+    /// Forgets findings whose suppression window ended more than `grace` before `now`. The
+    /// grace keeps a finding open for events that arrive late (a lagging partition), which may
+    /// still fold into it; it only bounds memory, never changes what folds.
+    pub fn expire(&mut self, now: DateTime<Utc>, grace: Duration) {
+        self.open
+            .retain(|_, (f, window)| now - f.last_event_time <= *window + grace);
     }
 
     /// Open findings held.
@@ -407,7 +410,9 @@ mod tests {
             later.finding.id,
             Finding::stable_id(DetectorId::BreakGlass, "app", event("e4", 76).time, "e4")
         );
-        folder.expire(event("x", 200).time);
+        folder.expire(event("x", 200).time, Duration::minutes(120));
+        assert_eq!(folder.len(), 1, "within the grace, a late event may still fold");
+        folder.expire(event("x", 200).time, Duration::zero());
         assert!(folder.is_empty());
     }
 }

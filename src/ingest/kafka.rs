@@ -4,13 +4,15 @@
 //! message, and committed from the stored positions in the background and on shutdown, so a
 //! crash re-delivers at most what was in flight: at-least-once.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 
 use super::Record;
 use crate::config::KafkaConfig;
@@ -39,16 +41,44 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     config
 }
 
-/// A consumer in `cfg.group_id`, subscribed to `cfg.topics`.
-pub fn subscribe(cfg: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+/// The consumer's context: turns librdkafka's statistics (once a second) into the lag gauge.
+pub struct LagContext {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(m) = &self.metrics else { return };
+        // Partition -1 is librdkafka's internal UA partition; -1 lag means not known yet.
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        m.set_lag(lag);
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The Kafka consumer nhiwatch uses.
+pub type Consumer = StreamConsumer<LagContext>;
+
+/// A consumer in `cfg.group_id`, subscribed to `cfg.topics`; its lag goes to `metrics`.
+pub fn subscribe(cfg: &KafkaConfig, metrics: Option<Arc<Metrics>>) -> Result<Consumer, rdkafka::error::KafkaError> {
     let mut config = client_config(cfg);
+    if metrics.is_some() && !cfg.properties.contains_key("statistics.interval.ms") {
+        config.set("statistics.interval.ms", "1000");
+    }
     config
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &cfg.auto_offset_reset)
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: StreamConsumer = config.create()?;
+    let consumer: Consumer = config.create_with_context(LagContext { metrics })?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -57,7 +87,7 @@ pub fn subscribe(cfg: &KafkaConfig) -> Result<StreamConsumer, rdkafka::error::Ka
 /// Consumes until `shutdown` completes or `limit` records were processed; returns the count.
 /// `progress`, if given, is kept equal to the number of records processed so far.
 pub async fn consume(
-    consumer: &StreamConsumer,
+    consumer: &Consumer,
     pipeline: &mut Pipeline,
     sink: &mut dyn FnMut(Event),
     limit: Option<u64>,
@@ -67,8 +97,6 @@ pub async fn consume(
 ) -> Result<u64, KafkaIngestError> {
     tokio::pin!(shutdown);
     let mut processed = 0u64;
-    let mut lag: HashMap<(String, i32), i64> = HashMap::new();
-    let mut lag_checked = std::time::Instant::now();
     while limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => m?,
@@ -95,32 +123,19 @@ pub async fn consume(
         )?;
         consumer.store_offset_from_message(&message)?;
         processed += 1;
-        if let Some(m) = metrics {
-            if let Some(at) = received {
-                let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
-                m.latency_micros(micros.max(0) as u64);
-            }
-            // Once a second, ask the broker for the end of this message's partition (a short
-            // blocking request, moved off the async workers) and sum the lag of all partitions
-            // seen: partitions are refreshed as their messages arrive.
-            if lag_checked.elapsed() >= std::time::Duration::from_secs(1) {
-                let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-                let high = tokio::task::block_in_place(|| {
-                    consumer.fetch_watermarks(topic, partition, std::time::Duration::from_millis(200))
-                });
-                if let Ok((_, high)) = high {
-                    lag.insert((topic.to_owned(), partition), (high - offset - 1).max(0));
-                }
-                m.set_lag(lag.values().sum());
-                lag_checked = std::time::Instant::now();
-            }
+        if let Some(m) = metrics
+            && let Some(at) = received
+        {
+            let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
+            m.latency_micros(micros.max(0) as u64);
         }
         if let Some(progress) = progress {
             progress.store(processed, Ordering::Release);
         }
     }
     if let Some(m) = metrics {
-        m.set_lag(lag.values().sum());
+        // The consumer stops here: its last lag would go stale.
+        m.set_lag(-1);
     }
     pipeline.flush()?;
     match consumer.commit_consumer_state(CommitMode::Sync) {

@@ -75,7 +75,7 @@ impl Metrics {
         }
     }
 
-    /// Records behind the end of the assigned partitions, summed.
+    /// Records behind the end of the assigned partitions, summed; -1 when not consuming.
     pub fn set_lag(&self, records: i64) {
         self.lag.store(records, Ordering::Relaxed);
     }
