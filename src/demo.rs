@@ -114,6 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (addr, _server) = runtime
         .block_on(crate::http::serve(&args.listen, state))
         .with_context(|| format!("listening on {} (choose another with --listen)", args.listen))?;
+    println!("Dashboard: http://{addr}/#token={read_token}");
     println!("HTTP API on http://{addr}/ — read token {read_token}, admin token {admin_token} (this run only).");
     println!("  curl -H 'Authorization: Bearer {read_token}' http://{addr}/v1/findings");
     println!("Findings as they are raised (event time, severity, detector, title):");

@@ -86,6 +86,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -138,6 +139,25 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         state.metrics.render(),
     )
         .into_response())
+}
+
+/// `GET /`: the dashboard, one page embedded in the binary. It holds no data: it asks for a
+/// token and reads the API with it.
+async fn dashboard() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (axum::http::header::REFERRER_POLICY, "no-referrer"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up.
