@@ -34,8 +34,16 @@ impl Demo {
             .stderr(Stdio::null())
             .spawn()
             .expect("demo starts");
-        let stdout = child.stdout.take().expect("stdout");
+        let stdout = child.stdout.take();
         let (tx, lines) = mpsc::channel();
+        // From here the guard kills and reaps the child, whatever happens.
+        let mut demo = Demo {
+            child,
+            addr: String::new(),
+            token: String::new(),
+            lines,
+        };
+        let stdout = stdout.expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -45,23 +53,19 @@ impl Demo {
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let line = lines
+            let line = demo
+                .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("the demo prints its API address within 60 s");
             if let Some(rest) = line.strip_prefix("HTTP API on http://") {
-                let addr = rest.split('/').next().expect("address").to_owned();
-                let token = rest
+                demo.addr = rest.split('/').next().expect("address").to_owned();
+                demo.token = rest
                     .split("read token ")
                     .nth(1)
                     .and_then(|t| t.split(',').next())
                     .expect("read token")
                     .to_owned();
-                return Demo {
-                    child,
-                    addr,
-                    token,
-                    lines,
-                };
+                return demo;
             }
         }
     }
