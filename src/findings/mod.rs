@@ -103,7 +103,7 @@ wire_enum! {
 }
 
 /// The identity a finding is about.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityRef {
     /// Canonical id: the registry id when registered, else the id seen in the events.
@@ -119,7 +119,7 @@ pub struct IdentityRef {
 }
 
 /// One measured quantity: what was observed, what the baseline was, the threshold crossed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// What is measured, e.g. `distinct_patients_per_hour`.
@@ -152,7 +152,7 @@ impl Analysis {
 }
 
 /// An event that supports a finding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Evidence {
     /// The event's id.
@@ -198,7 +198,7 @@ pub struct Hit {
 }
 
 /// A finding.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     /// Stable id: the same input gives the same id.

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use super::{Change, DetectorId, Finding, Severity, Status};
 
 /// A recorded status change: who, when, why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     /// The new status.
@@ -38,7 +38,7 @@ pub struct StatusChange {
 }
 
 /// A finding as stored: the finding, its status history, and its sequence numbers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     /// Sequence of its creation: its place in listings and the cursor.
     pub created_seq: u64,

@@ -18,14 +18,14 @@ pub struct ApiError {
 }
 
 /// The error body: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// Code and message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
     /// `payload_too_large`, `query_too_long`, `timeout`, `internal`.

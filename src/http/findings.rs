@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Role;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::findings::store::{self, StatusChange, StoreError, Stored};
 use crate::findings::{DetectorId, Severity, Status};
 
 /// Filters and paging of `GET /v1/findings` (and the stream's filters).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Findings with activity at or after this event time (RFC 3339).
@@ -49,7 +51,7 @@ impl ListParams {
 }
 
 /// A page of findings, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     /// The findings.
     pub items: Vec<Stored>,
@@ -58,7 +60,12 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// `GET /v1/findings`
+/// Findings, newest first, filtered and paged by cursor.
+#[utoipa::path(get, path = "/v1/findings", operation_id = "list_findings", tag = "findings", params(ListParams),
+    responses((status = 200, description = "A page of findings", body = Page),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -88,7 +95,12 @@ pub async fn list(
     }))
 }
 
-/// `GET /v1/findings/{id}`
+/// One finding with its status history.
+#[utoipa::path(get, path = "/v1/findings/{id}", operation_id = "get_finding", tag = "findings", params(("id" = String, Path, description = "Finding id")),
+    responses((status = 200, description = "The finding", body = Stored),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "No such finding", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -103,7 +115,7 @@ pub async fn get(
 }
 
 /// Body of `POST /v1/findings/{id}/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// `acknowledged`, `resolved` or `suppressed`.
@@ -116,7 +128,16 @@ pub struct StatusRequest {
 
 const MAX_REASON: usize = 2000;
 
-/// `POST /v1/findings/{id}/status` (admin)
+/// Changes a finding's status (admin); who, when and why are recorded.
+#[utoipa::path(post, path = "/v1/findings/{id}/status", operation_id = "set_finding_status", tag = "findings",
+    params(("id" = String, Path, description = "Finding id")), request_body = StatusRequest,
+    responses((status = 200, description = "The finding after the change", body = Stored),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 404, description = "No such finding", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn set_status(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Role;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::baseline::{IdentityState, net};
 use crate::detect::rfc3339;
@@ -24,7 +25,7 @@ use crate::scope::Scope;
 pub const DORMANT_DAYS: f64 = 30.0;
 
 /// One identity in the inventory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IdentitySummary {
     /// Canonical id (the registry id when registered).
     pub id: String,
@@ -64,7 +65,8 @@ pub struct IdentitySummary {
 }
 
 /// Sort and page of `GET /v1/identities`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityParams {
     /// `risk` (default, highest first), `last_seen` (most recent first) or `id`.
@@ -80,7 +82,7 @@ pub struct IdentityParams {
 }
 
 /// A page of the inventory.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IdentityPage {
     /// Identities matching, in all.
     pub total: usize,
@@ -169,7 +171,12 @@ fn as_of(state: &AppState) -> Option<i64> {
     newest
 }
 
-/// `GET /v1/identities`
+/// The inventory: every identity seen, registered or not.
+#[utoipa::path(get, path = "/v1/identities", operation_id = "list_identities", tag = "identities", params(IdentityParams),
+    responses((status = 200, description = "A page of the inventory", body = IdentityPage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -216,7 +223,7 @@ pub async fn list(
 }
 
 /// One identity's baseline in plain fields.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IdentityDetail {
     /// The inventory line.
     #[serde(flatten)]
@@ -255,7 +262,7 @@ pub struct IdentityDetail {
 }
 
 /// A network an identity used.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NetworkUse {
     /// `10.20.1.0/24`, `2001:db8::/64` or `a host name`.
     pub prefix: String,
@@ -267,7 +274,12 @@ pub struct NetworkUse {
 
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
-/// `GET /v1/identities/{id}`
+/// One identity and its baseline (an alias resolves).
+#[utoipa::path(get, path = "/v1/identities/{id}", operation_id = "get_identity", tag = "identities", params(("id" = String, Path, description = "Identity id or alias")),
+    responses((status = 200, description = "The identity", body = IdentityDetail),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "Never seen", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,

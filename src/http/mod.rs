@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::baseline::{self, Baseline};
 use crate::config::HttpConfig;
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/findings", get(findings::list))
         .route("/v1/findings/stream", get(stream::stream))
         .route("/v1/findings/{id}", get(findings::get))
@@ -113,6 +114,41 @@ async fn bound_query(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// The OpenAPI document, generated from the handlers' annotations and the types they return.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "nhiwatch", description = "Findings about non-human identities in healthcare interoperability audit logs."),
+    paths(
+        findings::list, findings::get, findings::set_status, stream::stream,
+        identities::list, identities::get, metrics, healthz, readyz, dashboard, openapi
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object),
+        (status = 401, description = "No or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn openapi(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    state.auth.check(&headers, auth::Role::Read)?;
+    Ok(Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response())
+}
+
 /// Binds `addr` and serves the API in a task of the current runtime; returns the bound address
 /// (so `127.0.0.1:0` works) and the task.
 pub async fn serve(
@@ -126,7 +162,11 @@ pub async fn serve(
     Ok((local, task))
 }
 
-/// `GET /metrics`: Prometheus text.
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 401, description = "No or unknown token (unless http.metrics_open)", body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
     if !state.metrics_open {
         state.auth.check(&headers, auth::Role::Read)?;
@@ -141,8 +181,10 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         .into_response())
 }
 
-/// `GET /`: the dashboard, one page embedded in the binary. It holds no data: it asks for a
-/// token and reads the API with it.
+/// The dashboard, one page embedded in the binary. It holds no data: it asks for a token and
+/// reads the API with it.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
 async fn dashboard() -> Response {
     (
         [
@@ -160,12 +202,15 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: the process is up.
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = Object)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the consumer is assigned and caught up.
+/// Readiness: the consumer is subscribed.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Starting", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         Json(json!({"status": "ready"})).into_response()

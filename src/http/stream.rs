@@ -15,6 +15,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
 use super::auth::Role;
+use super::error::ErrorBody;
 use super::findings::ListParams;
 use super::{ApiError, AppState};
 use crate::findings::store::Stored;
@@ -27,7 +28,15 @@ fn sse_event(kind: &str, stored: &Stored) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unserializable finding"))
 }
 
-/// `GET /v1/findings/stream`
+/// Server-Sent Events of new and updated findings (`Last-Event-ID` resumes).
+#[utoipa::path(get, path = "/v1/findings/stream", operation_id = "stream_findings", tag = "findings",
+    params(("since" = Option<String>, Query), ("until" = Option<String>, Query), ("detector" = Option<String>, Query),
+        ("identity" = Option<String>, Query), ("severity" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this change")),
+    responses((status = 200, description = "text/event-stream of `new`, `updated`, `status` and `replay` events whose data is a stored finding", content_type = "text/event-stream", body = Stored),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
