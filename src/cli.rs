@@ -307,6 +307,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             learning: detection.engine().baseline().settings(),
             metrics: Arc::clone(&metrics),
             metrics_open: http.metrics_open,
+            ready_max_lag: http.ready_max_lag,
         };
         let (addr, _task) = runtime
             .block_on(crate::http::serve(&http.listen, state))
@@ -352,7 +353,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         runtime.block_on(async {
             let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)))?;
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
-            // Until lag is measured (a later issue), ready means subscribed.
+            // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

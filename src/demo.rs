@@ -110,6 +110,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         learning: detection.engine().baseline().settings(),
         metrics: Arc::clone(&metrics),
         metrics_open: false,
+        ready_max_lag: settings.raw.http.ready_max_lag,
     };
     let (addr, _server) = runtime
         .block_on(crate::http::serve(&args.listen, state))

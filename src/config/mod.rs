@@ -156,6 +156,8 @@ pub struct HttpConfig {
     pub tokens: Vec<TokenConfig>,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
+    /// `/readyz` answers ready when the consumer is at most this many records behind.
+    pub ready_max_lag: i64,
     /// Page size when a request gives none.
     pub default_page: usize,
     /// Largest page a request may ask for.

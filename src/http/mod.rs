@@ -80,6 +80,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
+    /// Ready when at most this many records behind.
+    pub ready_max_lag: i64,
 }
 
 /// The API.
@@ -208,13 +210,18 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the consumer is subscribed.
+/// Readiness: the consumer is subscribed and at most `http.ready_max_lag` records behind.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Starting", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response()
+    let lag = state.metrics.lag();
+    match (state.ready.load(Ordering::Acquire), lag) {
+        (true, Some(lag)) if lag <= state.ready_max_lag => Json(json!({"status": "ready", "lag": lag})).into_response(),
+        (true, Some(lag)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "catching_up", "lag": lag})),
+        )
+            .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response(),
     }
 }

@@ -67,6 +67,7 @@ fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
         learning: engine.baseline().settings(),
         metrics: Arc::new(Metrics::default()),
         metrics_open: false,
+        ready_max_lag: 100,
         store,
         auth: Arc::new(Auth::new(&settings.raw.http, Some(READ), Some(ADMIN))),
         limits: Limits {
@@ -144,7 +145,24 @@ async fn health_needs_no_token_and_readiness_follows_the_consumer() {
         (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
     );
     app.ready.store(true, Ordering::Release);
-    assert_eq!(call(&app, "GET", "/readyz", None, None).await.0, StatusCode::OK);
+    // Subscribed, but no lag measured yet: still starting.
+    assert_eq!(
+        call(&app, "GET", "/readyz", None, None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    app.metrics.set_lag(5000);
+    assert_eq!(
+        call(&app, "GET", "/readyz", None, None).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "catching_up", "lag": 5000})
+        )
+    );
+    app.metrics.set_lag(12);
+    assert_eq!(
+        call(&app, "GET", "/readyz", None, None).await,
+        (StatusCode::OK, json!({"status": "ready", "lag": 12}))
+    );
 }
 
 #[tokio::test]

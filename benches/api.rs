@@ -1,0 +1,164 @@
+//! The HTTP API under load while ingest runs, measured side by side in one run.
+//!
+//! `cargo bench --bench api` stores 100,000 findings, serves the API on 127.0.0.1, and times the
+//! same ingest work (normalize + engine over a generated scenario) twice: alone, and while `wrk`
+//! (Debian's package) drives `GET /v1/findings` with a read token. It prints wrk's requests/s and
+//! latency quantiles and the ingest rate in both runs, with their ratio (target ≥ 0.9). The load
+//! is bounded by the ingest run's duration.
+#![allow(clippy::print_stdout)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use chrono::DateTime;
+use nhiwatch::baseline;
+use nhiwatch::config::Settings;
+use nhiwatch::detect::Detectors;
+use nhiwatch::engine::Engine;
+use nhiwatch::findings::store::FindingStore;
+use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
+use nhiwatch::generate::{Options, generate};
+use nhiwatch::http::auth::Auth;
+use nhiwatch::http::{AppState, Limits};
+use nhiwatch::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
+use nhiwatch::registry::Registry;
+use nhiwatch::telemetry::metrics::Metrics;
+
+const TOKEN: &str = "benchmark-read-token";
+
+fn finding(n: u64) -> Finding {
+    let t = DateTime::from_timestamp(1_767_571_200 + n as i64 * 30, 0).expect("valid");
+    Finding {
+        id: format!("{n:032x}"),
+        detector: DetectorId::ALL[n as usize % DetectorId::ALL.len()],
+        severity: Severity::ALL[n as usize % Severity::ALL.len()],
+        confidence: Confidence::High,
+        status: Status::New,
+        identity: IdentityRef {
+            id: format!("integration-{}", n % 5000),
+            name: None,
+            owner: Some("owner@example.org".into()),
+            registered: true,
+        },
+        event_time: t,
+        last_event_time: t,
+        detected_at: t,
+        title: format!("Finding number {n}"),
+        explanation: "An explanation of realistic length: observed this, the baseline was that, and the threshold \
+                      crossed was the highest of four limits."
+            .into(),
+        analysis: Vec::new(),
+        count: 1,
+        evidence: Vec::new(),
+    }
+}
+
+/// Normalize + engine over the scenario's lines; returns events/s.
+fn ingest(lines: &[&[u8]], registry: &Registry, normalizer: &Normalizer) -> f64 {
+    let meta = RecordMeta::default();
+    let started = Instant::now();
+    let mut engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    let mut updates = Vec::new();
+    let mut out = Vec::with_capacity(4);
+    let mut events = 0u64;
+    for line in lines {
+        out.clear();
+        normalizer.normalize_into(line, &meta, &mut out).expect("normalizes");
+        for e in &out {
+            engine.process(e, e.time, &mut updates);
+            events += 1;
+        }
+        updates.clear();
+    }
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let store = Arc::new(FindingStore::in_memory(200_000));
+    for n in 0..100_000 {
+        store.upsert(finding(n), Change::New).expect("stored");
+    }
+    let settings = Settings::load_with_env(None, &[]).expect("defaults");
+    let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let state = AppState {
+        store,
+        auth: Arc::new(Auth::new(&settings.raw.http, Some(TOKEN), None)),
+        limits: Limits::from_config(&settings.raw.http),
+        ready: Arc::new(AtomicBool::new(true)),
+        baseline: Arc::clone(engine.baseline()),
+        registry: None,
+        learning: baseline::Settings::default(),
+        metrics: Arc::new(Metrics::default()),
+        metrics_open: false,
+        ready_max_lag: 10_000,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (addr, _server) = runtime
+        .block_on(nhiwatch::http::serve("127.0.0.1:0", state))
+        .expect("serves");
+
+    let scenario = generate(&Options {
+        identities: 60,
+        days: 21,
+        ..Options::default()
+    });
+    let registry = Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("valid");
+    let normalizer = Normalizer::new(
+        Pseudonymizer::new(b"benchmark-key-not-a-secret").expect("long enough"),
+        DEFAULT_MAX_RECORD_BYTES,
+    );
+    let lines: Vec<&[u8]> = scenario.records.iter().map(|r| r.line.as_bytes()).collect();
+    ingest(&lines, &registry, &normalizer); // warm-up
+    let alone = ingest(&lines, &registry, &normalizer);
+    let duration = Duration::from_secs_f64((lines.len() as f64 / alone * 1.2).max(5.0));
+
+    let wrk = std::thread::spawn(move || {
+        Command::new("wrk")
+            .args(["-t1", "-c16", "--latency"])
+            .arg(format!("-d{}s", duration.as_secs().max(5)))
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(format!("http://{addr}/v1/findings?limit=50"))
+            .output()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = ingest(&lines, &registry, &normalizer);
+    let out = wrk.join().expect("wrk thread").expect("wrk runs (apt-get install wrk)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let grab = |prefix: &str| {
+        report
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| format!("{prefix} ?"))
+    };
+    println!("GET /v1/findings?limit=50 with 100,000 findings stored (wrk -t1 -c16, server on 1 worker thread):");
+    println!("  {}", grab("Requests/sec"));
+    for q in ["50%", "90%", "99%"] {
+        println!(
+            "  latency p{}: {}",
+            q.trim_end_matches('%'),
+            grab(q).trim_start_matches(q).trim()
+        );
+    }
+    println!("  {}", grab("Non-2xx"));
+    println!(
+        "ingest (normalize + engine, {} records): alone {:.0} events/s, under API load {:.0} events/s, ratio {:.3} (target >= 0.9)",
+        lines.len(),
+        alone,
+        loaded,
+        loaded / alone
+    );
+}
