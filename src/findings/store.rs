@@ -51,6 +51,25 @@ pub struct Stored {
     pub status_history: Vec<StatusChange>,
 }
 
+impl Stored {
+    /// The status as of `now`: a suppression whose `expires_at` has passed has lapsed, and the
+    /// finding is `new` again.
+    pub fn status_at(&self, now: DateTime<Utc>) -> Status {
+        let lapsed = self.finding.status == Status::Suppressed
+            && self
+                .status_history
+                .last()
+                .and_then(|c| c.expires_at)
+                .is_some_and(|t| t <= now);
+        if lapsed { Status::New } else { self.finding.status }
+    }
+
+    fn settled(mut self, now: DateTime<Utc>) -> Stored {
+        self.finding.status = self.status_at(now);
+        self
+    }
+}
+
 /// A change as the live stream sends it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamItem {
@@ -86,7 +105,7 @@ impl Query {
             && self.detector.is_none_or(|d| f.detector == d)
             && self.identity.as_ref().is_none_or(|i| &f.identity.id == i)
             && self.severity.is_none_or(|sev| f.severity >= sev)
-            && self.status.is_none_or(|st| f.status == st)
+            && self.status.is_none_or(|st| s.status_at(Utc::now()) == st)
     }
 }
 
@@ -287,7 +306,12 @@ impl FindingStore {
     /// One finding.
     pub fn get(&self, id: &str) -> Option<Stored> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.index.get(id).and_then(|c| inner.by_created.get(c)).cloned()
+        inner
+            .index
+            .get(id)
+            .and_then(|c| inner.by_created.get(c))
+            .cloned()
+            .map(|s| s.settled(Utc::now()))
     }
 
     /// Up to `limit` findings matching `query`, newest created first, strictly older than the
@@ -302,7 +326,7 @@ impl FindingStore {
             .map(|(_, s)| s)
             .filter(|s| query.matches(s))
             .take(limit + 1)
-            .cloned()
+            .map(|s| s.clone().settled(Utc::now()))
             .collect();
         let next = if page.len() > limit {
             page.truncate(limit);
@@ -320,7 +344,7 @@ impl FindingStore {
             .by_created
             .values()
             .filter(|s| s.seq > after && query.matches(s))
-            .cloned()
+            .map(|s| s.clone().settled(Utc::now()))
             .collect();
         v.sort_by_key(|s| s.seq);
         v
@@ -347,7 +371,7 @@ impl FindingStore {
         inner
             .by_created
             .values()
-            .filter(|s| matches!(s.finding.status, Status::New | Status::Acknowledged))
+            .filter(|s| matches!(s.status_at(Utc::now()), Status::New | Status::Acknowledged))
             .map(|s| (s.finding.identity.id.clone(), s.finding.severity))
             .collect()
     }
@@ -471,6 +495,31 @@ mod tests {
         assert_eq!(a.status_history, vec![change(Status::Acknowledged)]);
         assert_eq!(store.len(), 3);
         assert_eq!(store.changes_since(0, &Query::default()).len(), 3);
+    }
+
+    #[test]
+    fn a_suppression_lapses_at_its_expiry() {
+        let store = FindingStore::in_memory(10);
+        store
+            .upsert(finding("a", 1, Severity::Low), Change::New)
+            .expect("stored");
+        let until = |secs: i64| StatusChange {
+            expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
+            ..change(Status::Suppressed)
+        };
+        store.set_status("a", until(3600)).expect("suppressed");
+        assert_eq!(store.get("a").expect("a").finding.status, Status::Suppressed);
+        assert!(store.open_severities().is_empty());
+        store
+            .set_status("a", until(-1))
+            .expect("suppressed until a past instant");
+        assert_eq!(store.get("a").expect("a").finding.status, Status::New);
+        let open = Query {
+            status: Some(Status::New),
+            ..Query::default()
+        };
+        assert_eq!(store.list(&open, None, 10).0.len(), 1);
+        assert_eq!(store.open_severities().len(), 1);
     }
 
     #[test]
