@@ -244,8 +244,25 @@ impl FindingStore {
         if let Some(&created) = inner.index.get(&finding.id)
             && let Some(existing) = inner.by_created.get_mut(&created)
         {
-            // The engine does not know statuses: a fold keeps the analyst's status.
-            finding.status = existing.finding.status;
+            // The engine does not know statuses: a fold keeps the analyst's status, except that
+            // new activity on a resolved finding reopens it (recorded like any status change).
+            if existing.finding.status == Status::Resolved && finding.count > existing.finding.count {
+                existing.status_history.push(StatusChange {
+                    status: Status::New,
+                    by: "nhiwatch".into(),
+                    at: finding.detected_at,
+                    reason: format!(
+                        "reopened: new activity at {} after it was resolved",
+                        finding
+                            .last_event_time
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    expires_at: None,
+                });
+                finding.status = Status::New;
+            } else {
+                finding.status = existing.finding.status;
+            }
             existing.finding = finding;
             existing.seq = seq;
             return existing.clone();
@@ -475,6 +492,13 @@ mod tests {
                 .upsert(finding("a", 1, Severity::High), Change::Escalated)
                 .expect("stored");
             assert_eq!(folded.finding.status, Status::Acknowledged);
+            // New activity on a resolved finding reopens it.
+            store.set_status("b", change(Status::Resolved)).expect("resolved");
+            let mut again = finding("b", 2, Severity::Low);
+            again.count = 2;
+            let reopened = store.upsert(again, Change::Folded).expect("stored");
+            assert_eq!(reopened.finding.status, Status::New);
+            assert_eq!(reopened.status_history.last().map(|c| c.by.as_str()), Some("nhiwatch"));
         }
         std::fs::OpenOptions::new()
             .append(true)
