@@ -73,13 +73,7 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     state.auth.check(&headers, Role::Read)?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(e.body_text()))?;
-    let limit = params.limit.unwrap_or(state.limits.default_page);
-    if limit == 0 || limit > state.limits.max_page {
-        return Err(ApiError::bad_query(format!(
-            "limit must be between 1 and {}",
-            state.limits.max_page
-        )));
-    }
+    let limit = state.limits.page(params.limit)?;
     let before = params
         .cursor
         .as_deref()

@@ -184,13 +184,7 @@ pub async fn list(
 ) -> Result<Json<IdentityPage>, ApiError> {
     state.auth.check(&headers, Role::Read)?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(e.body_text()))?;
-    let limit = params.limit.unwrap_or(state.limits.default_page);
-    if limit == 0 || limit > state.limits.max_page {
-        return Err(ApiError::bad_query(format!(
-            "limit must be between 1 and {}",
-            state.limits.max_page
-        )));
-    }
+    let limit = state.limits.page(params.limit)?;
     let sort = params.sort.as_deref().unwrap_or("risk");
     if !matches!(sort, "risk" | "last_seen" | "id") {
         return Err(ApiError::bad_query("sort must be risk, last_seen or id"));

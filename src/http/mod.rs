@@ -48,6 +48,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The page size a request asked for (or the default), if within bounds.
+    pub fn page(&self, requested: Option<usize>) -> Result<usize, ApiError> {
+        let limit = requested.unwrap_or(self.default_page);
+        if limit == 0 || limit > self.max_page {
+            return Err(ApiError::bad_query(format!(
+                "limit must be between 1 and {}",
+                self.max_page
+            )));
+        }
+        Ok(limit)
+    }
+
     /// From `[http]`.
     pub fn from_config(cfg: &HttpConfig) -> Limits {
         Limits {
