@@ -14,6 +14,9 @@
 //! - [`engine`]: events in event-time order ([`engine::Reorder`]) → per-identity state
 //!   ([`baseline`]) → [`detect`]ors → [`findings`], folded and explained.
 //! - [`score`]: precision and recall of findings against generated labels.
+//! - [`http`]: the API, live stream, inventory, metrics, OpenAPI and dashboard over the findings
+//!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.
+//! - [`telemetry`]: logging and Prometheus metrics.
 //!
 //! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes),
 //! [`registry`] (the inventory of known integrations).
@@ -36,4 +39,5 @@ pub mod pipeline;
 pub mod registry;
 pub mod scope;
 pub mod score;
+pub mod sink;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! Detectors: pure functions of (identity state, registry entry, event) to hits.
 //!
 //! Adding a detector is adding a file: a type implementing [`Detector`] with its own `Config`
-//! (declared with [`detector_config!`], which adds the settings every detector has), a
+//! (declared with `detector_config!`, which adds the settings every detector has), a
 //! `detectors/<id>.toml` with its documented defaults, and one arm in [`Detectors::build`],
 //! whose exhaustive match over [`DetectorId`] makes a detector that is declared but not wired
 //! fail to compile. Detectors do no I/O and read no clock: event time is the only time.
@@ -72,7 +72,7 @@ impl Cx<'_> {
     }
 }
 
-/// Settings every detector has; [`detector_config!`] adds them to each config.
+/// Settings every detector has; `detector_config!` adds them to each config.
 pub trait Common {
     /// Whether the detector runs.
     fn enabled(&self) -> bool;

@@ -1,4 +1,4 @@
-//! Raw records in: NDJSON files and stdin ([`file`]), Kafka ([`kafka`]); and out, for what cannot
+//! Raw records in: NDJSON files and stdin ([`file`](mod@file)), Kafka ([`kafka`]); and out, for what cannot
 //! be used, the [`dead_letter`].
 //!
 //! A source hands each record to a caller-supplied function with its coordinates; it does not

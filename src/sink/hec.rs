@@ -1,0 +1,105 @@
+//! The Splunk HTTP Event Collector envelope (`POST /services/collector/event`): `time` (epoch
+//! seconds), `host`, `source`, `sourcetype`, optional `index`, and the OCSF finding as `event`.
+
+use serde_json::{Value, json};
+
+use crate::findings::{Change, Finding, ocsf};
+
+/// Where events go in Splunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HecTarget {
+    /// `host` field (this instance).
+    pub host: String,
+    /// `source` field.
+    pub source: String,
+    /// `sourcetype` field.
+    pub sourcetype: String,
+    /// Index; `None` for the token's default.
+    pub index: Option<String>,
+}
+
+impl Default for HecTarget {
+    fn default() -> HecTarget {
+        HecTarget {
+            host: "nhiwatch".into(),
+            source: "nhiwatch".into(),
+            sourcetype: "ocsf:detection_finding".into(),
+            index: None,
+        }
+    }
+}
+
+/// The HEC event of a finding after `change`.
+pub fn encode(finding: &Finding, change: Change, target: &HecTarget) -> Value {
+    let mut v = json!({
+        "time": finding.last_event_time.timestamp_millis() as f64 / 1000.0,
+        "host": target.host,
+        "source": target.source,
+        "sourcetype": target.sourcetype,
+        "event": ocsf::encode(finding, change),
+    });
+    if let Some(index) = &target.index {
+        v["index"] = json!(index);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::{Confidence, DetectorId, IdentityRef, Severity, Status};
+    use chrono::DateTime;
+
+    #[test]
+    fn wraps_the_ocsf_finding_in_the_hec_envelope() {
+        let t = DateTime::from_timestamp_millis(1_767_571_200_250).expect("valid");
+        let finding = Finding {
+            id: "f".repeat(32),
+            detector: DetectorId::BreakGlass,
+            severity: Severity::High,
+            confidence: Confidence::High,
+            status: Status::New,
+            identity: IdentityRef {
+                id: "ehr".into(),
+                name: None,
+                owner: None,
+                registered: false,
+            },
+            event_time: t,
+            last_event_time: t,
+            detected_at: t,
+            title: "t".into(),
+            explanation: "e".into(),
+            analysis: Vec::new(),
+            count: 1,
+            evidence: Vec::new(),
+        };
+        let target = HecTarget {
+            index: Some("security".into()),
+            ..HecTarget::default()
+        };
+        let v = encode(&finding, Change::New, &target);
+        assert_eq!(v["time"], 1_767_571_200.25);
+        assert_eq!(
+            (
+                v["host"].as_str(),
+                v["source"].as_str(),
+                v["sourcetype"].as_str(),
+                v["index"].as_str()
+            ),
+            (
+                Some("nhiwatch"),
+                Some("nhiwatch"),
+                Some("ocsf:detection_finding"),
+                Some("security")
+            )
+        );
+        assert_eq!(v["event"]["class_uid"], 2004);
+        assert_eq!(v["event"]["finding_info"]["uid"], "f".repeat(32));
+        assert!(
+            encode(&finding, Change::New, &HecTarget::default())
+                .get("index")
+                .is_none()
+        );
+    }
+}
