@@ -20,8 +20,8 @@ use nhiwatch::engine::Engine;
 use nhiwatch::findings::store::FindingStore;
 use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::generate::{Options, generate};
+use nhiwatch::http::AppState;
 use nhiwatch::http::auth::Auth;
-use nhiwatch::http::{AppState, Limits};
 use nhiwatch::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
 use nhiwatch::registry::Registry;
 use nhiwatch::telemetry::metrics::Metrics;
@@ -89,18 +89,14 @@ fn main() {
     }
     let settings = Settings::load_with_env(None, &[]).expect("defaults");
     let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
-    let state = AppState {
+    let state = AppState::new(
+        &engine,
         store,
-        auth: Arc::new(Auth::new(&settings.raw.http, Some(TOKEN), None)),
-        limits: Limits::from_config(&settings.raw.http),
-        ready: Arc::new(AtomicBool::new(true)),
-        baseline: Arc::clone(engine.baseline()),
-        registry: None,
-        learning: baseline::Settings::default(),
-        metrics: Arc::new(Metrics::default()),
-        metrics_open: false,
-        ready_max_lag: 10_000,
-    };
+        Auth::new(&settings.raw.http, Some(TOKEN), None),
+        &settings.raw.http,
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(true)),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

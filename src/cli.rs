@@ -17,8 +17,8 @@ use crate::engine::{Detection, Engine};
 use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Finding, Update};
+use crate::http::AppState;
 use crate::http::auth::Auth;
-use crate::http::{AppState, Limits};
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::file::LineSource;
 use crate::ingest::{file, kafka};
@@ -297,18 +297,14 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         if http.tokens.is_empty() && env(READ_TOKEN_ENV).is_none() && env(ADMIN_TOKEN_ENV).is_none() {
             tracing::warn!("No API tokens are configured: every API request but /healthz and /readyz will be refused.");
         }
-        let state = AppState {
-            store: Arc::clone(&store),
-            auth: Arc::new(auth),
-            limits: Limits::from_config(http),
-            ready: Arc::clone(&ready),
-            baseline: Arc::clone(detection.engine().baseline()),
-            registry: detection.engine().registry().cloned(),
-            learning: detection.engine().baseline().settings(),
-            metrics: Arc::clone(&metrics),
-            metrics_open: http.metrics_open,
-            ready_max_lag: http.ready_max_lag,
-        };
+        let state = AppState::new(
+            detection.engine(),
+            Arc::clone(&store),
+            auth,
+            http,
+            Arc::clone(&metrics),
+            Arc::clone(&ready),
+        );
         let (addr, _task) = runtime
             .block_on(crate::http::serve(&http.listen, state))
             .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
@@ -322,32 +318,23 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::error!(%error, id = %update.finding.id, "Failed to journal a finding.");
         }
     };
-    let mut sink = |event: Event| {
-        if args.events_out.is_some()
-            && write_error.is_none()
-            && let Err(e) = serde_json::to_writer(&mut out, &event)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
-        {
-            write_error = Some(e);
+    let mut findings_error = None;
+    let mut report = |update: &Update| {
+        keep(update);
+        let f = &update.finding;
+        if update.change != Change::Folded {
+            tracing::warn!(
+                id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
+                count = f.count, "{}.", f.title
+            );
         }
-        detection.push(event, &mut |update: &Update| {
-            keep(update);
-            let f = &update.finding;
-            if update.change != Change::Folded {
-                tracing::warn!(
-                    id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
-                    count = f.count, "{}.", f.title
-                );
-            }
-            if write_error.is_none()
-                && let Err(e) = serde_json::to_writer(&mut findings_out, f)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| findings_out.write_all(b"\n"))
-            {
-                write_error = Some(e);
-            }
-        });
+        write_line(&mut findings_out, f, &mut findings_error);
+    };
+    let mut sink = |event: Event| {
+        if args.events_out.is_some() {
+            write_line(&mut out, &event, &mut write_error);
+        }
+        detection.push(event, &mut report);
     };
     if args.inputs.is_empty() {
         runtime.block_on(async {
@@ -373,30 +360,14 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         for input in &args.inputs {
             let name = input.display().to_string();
-            let reader: Box<dyn BufRead> = if name == "-" {
-                Box::new(BufReader::new(std::io::stdin().lock()))
-            } else {
-                Box::new(BufReader::new(
-                    std::fs::File::open(input).with_context(|| format!("opening {name}"))?,
-                ))
-            };
+            let reader = open_input(input)?;
             file::read_lines(reader, &name, max, |record| pipeline.process(record, &mut sink))
                 .with_context(|| format!("reading {name}"))?;
         }
         pipeline.flush().context("flushing the dead letter")?;
     }
-    let _ = sink;
-    detection.finish(&mut |update: &Update| {
-        keep(update);
-        if write_error.is_none()
-            && let Err(e) = serde_json::to_writer(&mut findings_out, &update.finding)
-                .map_err(std::io::Error::from)
-                .and_then(|()| findings_out.write_all(b"\n"))
-        {
-            write_error = Some(e);
-        }
-    });
-    if let Some(e) = write_error {
+    detection.finish(&mut report);
+    if let Some(e) = write_error.or(findings_error) {
         return Err(e).context("writing events or findings");
     }
     out.flush()?;
@@ -459,6 +430,17 @@ impl Input {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `value` as one NDJSON line; keeps the first error, for closures that cannot return one.
+fn write_line(out: &mut dyn Write, value: &impl serde::Serialize, error: &mut Option<std::io::Error>) {
+    if error.is_none()
+        && let Err(e) = serde_json::to_writer(&mut *out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+    {
+        *error = Some(e);
     }
 }
 

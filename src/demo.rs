@@ -23,8 +23,8 @@ use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Update};
 use crate::generate::{GenRecord, Stream};
+use crate::http::AppState;
 use crate::http::auth::Auth;
-use crate::http::{AppState, Limits};
 use crate::ingest::dead_letter::FileDeadLetter;
 use crate::ingest::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
@@ -100,18 +100,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let admin_token = random_token();
     let ready = Arc::new(AtomicBool::new(false));
     let settings = crate::config::Settings::load_with_env(None, &[])?;
-    let state = AppState {
-        store: Arc::clone(&store),
-        auth: Arc::new(Auth::new(&settings.raw.http, Some(&read_token), Some(&admin_token))),
-        limits: Limits::from_config(&settings.raw.http),
-        ready: Arc::clone(&ready),
-        baseline: Arc::clone(detection.engine().baseline()),
-        registry: detection.engine().registry().cloned(),
-        learning: detection.engine().baseline().settings(),
-        metrics: Arc::clone(&metrics),
-        metrics_open: false,
-        ready_max_lag: settings.raw.http.ready_max_lag,
-    };
+    let state = AppState::new(
+        detection.engine(),
+        Arc::clone(&store),
+        Auth::new(&settings.raw.http, Some(&read_token), Some(&admin_token)),
+        &settings.raw.http,
+        Arc::clone(&metrics),
+        Arc::clone(&ready),
+    );
     let (addr, _server) = runtime
         .block_on(crate::http::serve(&args.listen, state))
         .with_context(|| format!("listening on {} (choose another with --listen)", args.listen))?;
@@ -149,22 +145,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "{} events arrived later than the 48-hour reorder bound (processed, counted).",
         detection.late()
     );
-    let labels: Vec<crate::score::Label> = scenario
-        .labels
-        .iter()
-        .map(|l| crate::score::Label {
-            identity: l.identity.clone(),
-            detector: l.detector.clone(),
-            start: l.start,
-            end: l.end,
-        })
-        .collect();
+    let labels = &scenario.labels;
     let scored: Vec<crate::score::Scored> = detection.findings().iter().map(crate::score::Scored::from).collect();
     println!();
     println!("Accuracy against the {} injected anomalies:", labels.len());
     print!(
         "{}",
-        crate::score::table(&crate::score::score(&labels, &scored, chrono::Duration::minutes(5)))
+        crate::score::table(&crate::score::score(labels, &scored, chrono::Duration::minutes(5)))
     );
     println!();
     println!(

@@ -10,18 +10,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-/// A labelled anomaly (`labels.json`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Label {
-    /// Identity id as in findings.
-    pub identity: String,
-    /// Detector expected to fire.
-    pub detector: String,
-    /// Window start.
-    pub start: DateTime<Utc>,
-    /// Window end.
-    pub end: DateTime<Utc>,
-}
+/// A labelled anomaly (`labels.json`), as `generate` writes it.
+pub use crate::generate::Label;
 
 /// The fields of a finding the score needs.
 #[derive(Debug, Clone, Deserialize)]

@@ -20,7 +20,7 @@ use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc, Weekday};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::SourceFormat;
 
@@ -86,7 +86,7 @@ pub struct GenRecord {
 }
 
 /// A labelled anomaly: `detector` should fire on `identity` between `start` and `end`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
     /// The identity as it appears in the data events.
     pub identity: String,

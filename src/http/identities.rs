@@ -135,7 +135,7 @@ fn summarise(
         last_seen: last.map(rfc3339),
         silent_days,
         dormant,
-        established: s.established(&state.learning, as_of),
+        established: s.established(&state.baseline.settings(), as_of),
         events: s.events,
         scopes_used: used.iter().map(|u| u.to_string()).collect(),
         scopes_approved: approved.iter().map(ToString::to_string).collect(),

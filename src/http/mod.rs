@@ -25,8 +25,9 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::{ApiError, ErrorBody};
 
-use crate::baseline::{self, Baseline};
+use crate::baseline::Baseline;
 use crate::config::HttpConfig;
+use crate::engine::Engine;
 use crate::findings::store::FindingStore;
 use crate::registry::Registry;
 use crate::telemetry::metrics::Metrics;
@@ -86,14 +87,36 @@ pub struct AppState {
     pub baseline: Arc<Baseline>,
     /// The registry, if configured.
     pub registry: Option<Arc<Registry>>,
-    /// Learning settings (for "established").
-    pub learning: baseline::Settings,
     /// Counters and latency for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Serve `/metrics` without a token.
     pub metrics_open: bool,
     /// Ready when at most this many records behind.
     pub ready_max_lag: i64,
+}
+
+impl AppState {
+    /// The state serving `engine`'s identities and `store`'s findings under `[http]` settings.
+    pub fn new(
+        engine: &Engine,
+        store: Arc<FindingStore>,
+        auth: auth::Auth,
+        cfg: &HttpConfig,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+    ) -> AppState {
+        AppState {
+            store,
+            auth: Arc::new(auth),
+            limits: Limits::from_config(cfg),
+            ready,
+            baseline: Arc::clone(engine.baseline()),
+            registry: engine.registry().cloned(),
+            metrics,
+            metrics_open: cfg.metrics_open,
+            ready_max_lag: cfg.ready_max_lag,
+        }
+    }
 }
 
 /// The API.

@@ -12,7 +12,7 @@ use nhiwatch::engine::{Detection, Engine};
 use nhiwatch::findings::{Change, Finding, ocsf};
 use nhiwatch::generate::{Options, generate};
 use nhiwatch::registry::Registry;
-use nhiwatch::score::{Label, Scored, score};
+use nhiwatch::score::{Scored, score};
 use serde_json::Value;
 
 use crate::support::*;
@@ -53,15 +53,7 @@ fn run_scenario() -> Run {
 #[test]
 fn a_generated_scenario_is_found_exactly() {
     let (findings, labels, _) = scenario_findings();
-    let labels: Vec<Label> = labels
-        .into_iter()
-        .map(|l| Label {
-            identity: l.identity,
-            detector: l.detector,
-            start: l.start,
-            end: l.end,
-        })
-        .collect();
+
     let scored: Vec<Scored> = findings.iter().map(Scored::from).collect();
     let scores = score(&labels, &scored, Duration::minutes(5));
     let detectors: BTreeSet<&str> = scores.keys().map(String::as_str).collect();

@@ -61,22 +61,19 @@ fn state(store: Arc<FindingStore>) -> AppState {
 
 fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
     let settings = Settings::load_with_env(None, &[]).expect("defaults");
+    let auth = Auth::new(&settings.raw.http, Some(READ), Some(ADMIN));
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    // Small bounds so the tests can reach them.
     AppState {
-        baseline: Arc::clone(engine.baseline()),
-        registry: engine.registry().cloned(),
-        learning: engine.baseline().settings(),
-        metrics: Arc::new(Metrics::default()),
-        metrics_open: false,
         ready_max_lag: 100,
-        store,
-        auth: Arc::new(Auth::new(&settings.raw.http, Some(READ), Some(ADMIN))),
         limits: Limits {
             default_page: 3,
             max_page: 5,
             max_body: 512,
             timeout: Duration::from_secs(5),
         },
-        ready: Arc::new(AtomicBool::new(false)),
+        ..AppState::new(&engine, store, auth, &settings.raw.http, metrics, ready)
     }
 }
 
