@@ -248,6 +248,33 @@ impl Finding {
     }
 }
 
+/// A plain finding for unit tests: `id`, break-glass, high, on identity `ehr`.
+#[cfg(test)]
+pub(crate) fn test_finding(id: &str) -> Finding {
+    let t = DateTime::from_timestamp(1_767_571_200, 0).expect("valid");
+    Finding {
+        id: id.to_owned(),
+        detector: DetectorId::BreakGlass,
+        severity: Severity::High,
+        confidence: Confidence::High,
+        status: Status::New,
+        identity: IdentityRef {
+            id: "ehr".into(),
+            name: None,
+            owner: None,
+            registered: false,
+        },
+        event_time: t,
+        last_event_time: t,
+        detected_at: t,
+        title: "t".into(),
+        explanation: "e".into(),
+        analysis: Vec::new(),
+        count: 1,
+        evidence: Vec::new(),
+    }
+}
+
 /// Whether an emitted finding is new or an update of one emitted before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

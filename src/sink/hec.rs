@@ -47,32 +47,14 @@ pub fn encode(finding: &Finding, change: Change, target: &HecTarget) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::findings::{Confidence, DetectorId, IdentityRef, Severity, Status};
+    use crate::findings::test_finding;
     use chrono::DateTime;
 
     #[test]
     fn wraps_the_ocsf_finding_in_the_hec_envelope() {
-        let t = DateTime::from_timestamp_millis(1_767_571_200_250).expect("valid");
         let finding = Finding {
-            id: "f".repeat(32),
-            detector: DetectorId::BreakGlass,
-            severity: Severity::High,
-            confidence: Confidence::High,
-            status: Status::New,
-            identity: IdentityRef {
-                id: "ehr".into(),
-                name: None,
-                owner: None,
-                registered: false,
-            },
-            event_time: t,
-            last_event_time: t,
-            detected_at: t,
-            title: "t".into(),
-            explanation: "e".into(),
-            analysis: Vec::new(),
-            count: 1,
-            evidence: Vec::new(),
+            last_event_time: DateTime::from_timestamp_millis(1_767_571_200_250).expect("valid"),
+            ..test_finding(&"f".repeat(32))
         };
         let target = HecTarget {
             index: Some("security".into()),

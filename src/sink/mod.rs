@@ -4,3 +4,4 @@
 
 pub mod cef;
 pub mod hec;
+pub mod outbox;
