@@ -25,6 +25,7 @@ use crate::ingest::{file, kafka};
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::Registry;
+use crate::sink::Sinks;
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,6 +168,11 @@ pub struct DemoArgs {
     /// sooner; 0 exits at once).
     #[arg(long, default_value_t = 300)]
     pub serve_for: u64,
+    /// A configuration whose `[[sinks]]` also receive the demo's findings (e.g. a test Splunk
+    /// or syslog collector). Findings always go to the `nhiwatch-findings` topic on the
+    /// embedded broker.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `generate` options.
@@ -280,7 +286,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut write_error: Option<std::io::Error> = None;
     let runtime = tokio::runtime::Runtime::new()?;
     let http = &settings.raw.http;
-    let store = Arc::new(if http.findings_journal.as_os_str().is_empty() {
+    let store = if http.findings_journal.as_os_str().is_empty() {
         FindingStore::in_memory(http.max_findings)
     } else {
         FindingStore::open(&http.findings_journal, http.max_findings).with_context(|| {
@@ -289,6 +295,23 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                 settings.origin
             )
         })?
+    };
+    // SIEM sinks, each delivering from the durable outbox (none configured: no outbox).
+    let sinks = if settings.raw.sinks.is_empty() {
+        None
+    } else {
+        let _guard = runtime.enter();
+        let sinks = Sinks::start(&settings)?;
+        metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
+        tracing::info!(
+            sinks = sinks.stats.len(),
+            "Delivering findings to the configured sinks."
+        );
+        Some(sinks)
+    };
+    let store = Arc::new(match &sinks {
+        Some(s) => store.with_outbox(Arc::clone(&s.outbox)),
+        None => store,
     });
     let ready = Arc::new(AtomicBool::new(false));
     if !http.listen.is_empty() {
@@ -367,6 +390,16 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.flush().context("flushing the dead letter")?;
     }
     detection.finish(&mut report);
+    if let Some(sinks) = sinks {
+        runtime.block_on(async {
+            // Give the sinks a moment to deliver the last findings; the rest stays in the
+            // outbox and goes out at the next start.
+            if !sinks.drain(std::time::Duration::from_secs(10)).await {
+                tracing::warn!("Some findings are still waiting in the outbox for a sink; they will be delivered after the next start.");
+            }
+            sinks.stop().await;
+        });
+    }
     if let Some(e) = write_error.or(findings_error) {
         return Err(e).context("writing events or findings");
     }

@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::baseline;
 use crate::cli::DemoArgs;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, SinkConfig};
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
 use crate::event::Event;
@@ -30,7 +30,11 @@ use crate::ingest::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::sink::Sinks;
 use crate::telemetry::metrics::Metrics;
+
+/// The embedded broker's topic of OCSF findings.
+pub const FINDINGS_TOPIC: &str = "nhiwatch-findings";
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -83,7 +87,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Generated days stream by in seconds and nine partitions are fetched unevenly, so events
     // may arrive days of event time apart: the demo's lateness bound is wider than a live one's.
     let mut detection = Detection::new(engine, chrono::Duration::hours(48), true);
-    let store = Arc::new(FindingStore::in_memory(100_000));
+    // Findings go to SIEM sinks through the outbox, as in `run`: always the embedded broker's
+    // `nhiwatch-findings` topic, plus any sinks of `--config`.
+    let mut settings = match &args.config {
+        Some(path) => crate::config::Settings::load(Some(path))?,
+        None => crate::config::Settings::load_with_env(None, &[])?,
+    };
+    cluster.create_topic(FINDINGS_TOPIC, 1, 1)?;
+    settings.raw.kafka.brokers = brokers.clone();
+    settings.raw.kafka.properties.clear();
+    let outbox_dir = std::env::temp_dir().join(format!("nhiwatch-demo-outbox-{}", std::process::id()));
+    settings.raw.outbox.dir = outbox_dir.clone();
+    settings.raw.sinks.insert(
+        0,
+        SinkConfig {
+            name: "demo-topic".into(),
+            kind: "kafka".into(),
+            topic: Some(FINDINGS_TOPIC.into()),
+            ..SinkConfig::default()
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let sinks = {
+        let _guard = runtime.enter();
+        Sinks::start(&settings)?
+    };
+    metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
+    let store = Arc::new(FindingStore::in_memory(100_000).with_outbox(Arc::clone(&sinks.outbox)));
     let mut print = |update: &Update| {
         if update.change == Change::New {
             metrics.finding(update.finding.detector);
@@ -95,11 +125,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("{}", crate::cli::finding_line(update));
         }
     };
-    let runtime = tokio::runtime::Runtime::new()?;
     let read_token = random_token();
     let admin_token = random_token();
     let ready = Arc::new(AtomicBool::new(false));
-    let settings = crate::config::Settings::load_with_env(None, &[])?;
     let state = AppState::new(
         detection.engine(),
         Arc::clone(&store),
@@ -153,6 +181,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "{}",
         crate::score::table(&crate::score::score(labels, &scored, chrono::Duration::minutes(5)))
     );
+    let drained = runtime.block_on(sinks.drain(Duration::from_secs(30)));
+    println!();
+    println!(
+        "Finding changes delivered to SIEM sinks through the outbox ({} queued{}):",
+        sinks.outbox.head(),
+        if drained { "" } else { "; some still pending" }
+    );
+    for (cfg, st) in settings.raw.sinks.iter().zip(&sinks.stats) {
+        let target = cfg
+            .topic
+            .as_deref()
+            .or(cfg.url.as_deref())
+            .or(cfg.address.as_deref())
+            .unwrap_or("");
+        println!(
+            "  {:<12} {:<10} {:<28} delivered {:>5}  failed attempts {:>3}  filtered {:>3}",
+            st.name,
+            cfg.kind,
+            target,
+            st.delivered.load(Ordering::Relaxed),
+            st.failed.load(Ordering::Relaxed),
+            st.filtered.load(Ordering::Relaxed)
+        );
+    }
     println!();
     println!(
         "Produced {produced} and consumed {consumed} records through Kafka in {:.1} s ({:.0} records/s end to end).",
@@ -164,7 +216,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         let _ = std::fs::remove_file(&dead_letter_path);
     }
-    drop(cluster);
     if consumed < total {
         anyhow::bail!("consumed {consumed} of {total} records before the deadline");
     }
@@ -181,6 +232,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    // The broker lives while the API does: status changes made on the dashboard are delivered
+    // to the sinks too.
+    runtime.block_on(sinks.stop());
+    let _ = std::fs::remove_dir_all(&outbox_dir);
+    drop(cluster);
     Ok(ExitCode::SUCCESS)
 }
 

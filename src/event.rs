@@ -141,6 +141,15 @@ macro_rules! wire_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl ::std::str::FromStr for $name {
+            type Err = ();
+
+            /// The variant of a wire name.
+            fn from_str(s: &str) -> Result<$name, ()> {
+                match s { $($wire => Ok($name::$variant),)+ _ => Err(()) }
+            }
+        }
     };
 }
 pub(crate) use wire_enum;

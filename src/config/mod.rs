@@ -75,6 +75,10 @@ pub struct RawConfig {
     pub engine: EngineConfig,
     /// HTTP API and dashboard.
     pub http: HttpConfig,
+    /// The durable outbox in front of the SIEM sinks.
+    pub outbox: OutboxConfig,
+    /// Where findings are delivered (`[[sinks]]`).
+    pub sinks: Vec<SinkConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -190,6 +194,140 @@ impl std::fmt::Debug for TokenConfig {
             .field("name", &self.name)
             .field("role", &self.role)
             .finish()
+    }
+}
+
+/// `[outbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Directory of the outbox segments and sink cursors.
+    pub dir: PathBuf,
+    /// Retained bytes before the oldest undelivered segment is dropped (and counted).
+    pub max_bytes: u64,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// First retry delay after a failed delivery.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_seconds: u64,
+}
+
+/// `[[sinks]]`: one delivery target. Which keys apply depends on `kind`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Name: metrics label and cursor file (`[a-z0-9_-]`, unique).
+    pub name: String,
+    /// `kafka`, `splunk_hec`, `syslog` or `webhook`.
+    pub kind: String,
+    /// Deliver findings of at least this severity.
+    #[serde(default)]
+    pub min_severity: Option<String>,
+    /// Deliveries per request or produce batch.
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Seconds one delivery attempt may take.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// `splunk_hec`, `webhook`: the endpoint URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `splunk_hec`: environment variable holding the HEC token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// `splunk_hec`: index (the token's default when unset).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// `splunk_hec`: sourcetype.
+    #[serde(default)]
+    pub sourcetype: Option<String>,
+    /// `splunk_hec`: gzip request bodies.
+    #[serde(default)]
+    pub gzip: Option<bool>,
+    /// `webhook`: environment variable holding the HMAC-SHA-256 signing secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `splunk_hec`, `webhook`, `syslog` over TLS: PEM file of CA certificates to trust (in
+    /// addition to the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `syslog`: collector `host:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `syslog`: `tcp` (RFC 6587 octet counting), `tls` (RFC 5425) or `udp` (RFC 5426).
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// `syslog`: facility name (`auth`, `authpriv`, `local0`… `local7`).
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// `syslog`, `splunk_hec`: host name to report (this machine's by default).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `kafka`: topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `kafka`: bootstrap servers (`[kafka] brokers` by default).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// `kafka`: librdkafka properties (`[kafka.properties]` by default).
+    #[serde(default)]
+    pub properties: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are never in the file, only the names of the variables holding them; the
+        // Kafka properties may hold a password, so only their keys are shown.
+        f.debug_struct("SinkConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("address", &self.address)
+            .field("topic", &self.topic)
+            .field(
+                "properties",
+                &self.properties.as_ref().map(|p| p.keys().collect::<Vec<_>>()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sink kinds and the keys each accepts besides the common ones.
+pub const SINK_KINDS: [(&str, &[&str]); 4] = [
+    ("kafka", &["topic", "brokers", "properties"]),
+    (
+        "splunk_hec",
+        &["url", "token_env", "index", "sourcetype", "gzip", "ca_file", "hostname"],
+    ),
+    ("syslog", &["address", "transport", "facility", "ca_file", "hostname"]),
+    ("webhook", &["url", "secret_env", "ca_file"]),
+];
+
+impl SinkConfig {
+    /// The kind-specific keys that are set.
+    fn set_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut set = |name: &'static str, is: bool| {
+            if is {
+                keys.push(name);
+            }
+        };
+        set("url", self.url.is_some());
+        set("token_env", self.token_env.is_some());
+        set("index", self.index.is_some());
+        set("sourcetype", self.sourcetype.is_some());
+        set("gzip", self.gzip.is_some());
+        set("secret_env", self.secret_env.is_some());
+        set("ca_file", self.ca_file.is_some());
+        set("address", self.address.is_some());
+        set("transport", self.transport.is_some());
+        set("facility", self.facility.is_some());
+        set("hostname", self.hostname.is_some());
+        set("topic", self.topic.is_some());
+        set("brokers", self.brokers.is_some());
+        set("properties", self.properties.is_some());
+        keys
     }
 }
 
@@ -310,11 +448,103 @@ impl Settings {
         if !raw.http.listen.is_empty() && raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
+        self.validate_sinks()?;
         if !matches!(raw.log.format.as_str(), "text" | "json") {
             return Err(self.invalid("log.format", "must be \"text\" or \"json\""));
         }
         if raw.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(self.invalid("log.filter", "is not a valid log filter"));
+        }
+        Ok(())
+    }
+
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
+        let outbox = &self.raw.outbox;
+        if outbox.segment_bytes == 0 || outbox.segment_bytes.saturating_mul(4) > outbox.max_bytes {
+            return Err(self.invalid(
+                "outbox.segment_bytes",
+                "must be greater than 0 and at most a quarter of outbox.max_bytes",
+            ));
+        }
+        if outbox.retry_initial_ms == 0 || outbox.retry_max_seconds.saturating_mul(1000) < outbox.retry_initial_ms {
+            return Err(self.invalid(
+                "outbox.retry_initial_ms",
+                "must be greater than 0 and at most outbox.retry_max_seconds",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, sink) in self.raw.sinks.iter().enumerate() {
+            let key = |k: &str| format!("sinks[{i}].{k}");
+            let valid_name = !sink.name.is_empty()
+                && sink.name.len() <= 64
+                && sink
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if !valid_name {
+                return Err(self.invalid(&key("name"), "must be 1-64 characters of a-z, 0-9, _ and -"));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(self.invalid(&key("name"), format!("`{}` names two sinks", sink.name)));
+            }
+            let Some((_, allowed)) = SINK_KINDS.iter().find(|(k, _)| *k == sink.kind) else {
+                let kinds: Vec<&str> = SINK_KINDS.iter().map(|(k, _)| *k).collect();
+                return Err(self.invalid(&key("kind"), format!("must be one of {}", kinds.join(", "))));
+            };
+            if let Some(k) = sink.set_keys().into_iter().find(|k| !allowed.contains(k)) {
+                return Err(self.invalid(&key(k), format!("does not apply to kind \"{}\"", sink.kind)));
+            }
+            if let Some(sev) = &sink.min_severity
+                && sev.parse::<crate::findings::Severity>().is_err()
+            {
+                return Err(self.invalid(&key("min_severity"), "must be one of info, low, medium, high, critical"));
+            }
+            if sink.batch == Some(0) || sink.batch.is_some_and(|b| b > 10_000) {
+                return Err(self.invalid(&key("batch"), "must be between 1 and 10000"));
+            }
+            if sink.timeout_seconds == Some(0) {
+                return Err(self.invalid(&key("timeout_seconds"), "must be greater than 0"));
+            }
+            let required = |name: &str, value: bool| {
+                if value {
+                    Ok(())
+                } else {
+                    Err(self.invalid(&key(name), format!("is required for kind \"{}\"", sink.kind)))
+                }
+            };
+            match sink.kind.as_str() {
+                "kafka" => required("topic", sink.topic.as_ref().is_some_and(|t| !t.is_empty()))?,
+                "splunk_hec" | "webhook" => {
+                    let url = sink.url.as_deref().unwrap_or_default();
+                    required("url", !url.is_empty())?;
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(self.invalid(&key("url"), "must be an http:// or https:// URL"));
+                    }
+                    if sink.kind == "splunk_hec" {
+                        required("token_env", sink.token_env.as_ref().is_some_and(|t| !t.is_empty()))?;
+                    } else {
+                        required("secret_env", sink.secret_env.as_ref().is_some_and(|t| !t.is_empty()))?;
+                    }
+                }
+                _ => {
+                    let address = sink.address.as_deref().unwrap_or_default();
+                    required("address", !address.is_empty())?;
+                    if address.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                        return Err(self.invalid(&key("address"), "must be host:port"));
+                    }
+                    if !matches!(sink.transport.as_deref().unwrap_or("tcp"), "tcp" | "tls" | "udp") {
+                        return Err(self.invalid(&key("transport"), "must be \"tcp\", \"tls\" or \"udp\""));
+                    }
+                    if let Some(f) = &sink.facility
+                        && crate::sink::syslog::facility(f).is_none()
+                    {
+                        return Err(self.invalid(
+                            &key("facility"),
+                            "must be a syslog facility name: kern, user, … auth, authpriv, local0 … local7",
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -484,6 +714,40 @@ mod tests {
             e.contains("key `pseudonymisation.key`: must be at least 16 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sinks_are_checked_per_kind() {
+        let hec = "[[sinks]]\nname = \"splunk\"\nkind = \"splunk_hec\"\nurl = \"https://splunk:8088/services/collector/event\"\ntoken_env = \"HEC\"\n";
+        let s = load(hec, &[]).expect("valid");
+        assert_eq!(s.raw.sinks.len(), 1);
+        let e = |text: &str| load(text, &[]).unwrap_err().to_string();
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"splunk\"\n")
+                .contains("key `sinks[0].kind`: must be one of kafka, splunk_hec, syslog, webhook")
+        );
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"kafka\"\n")
+                .contains("key `sinks[0].topic`: is required for kind \"kafka\"")
+        );
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"kafka\"\ntopic = \"t\"\nurl = \"http://x\"\n")
+                .contains("key `sinks[0].url`: does not apply to kind \"kafka\"")
+        );
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h:1\"\ntranport = \"tcp\"\n")
+                .contains("unknown field `tranport`")
+        );
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h\"\n")
+                .contains("key `sinks[0].address`: must be host:port")
+        );
+        assert!(
+            e("[[sinks]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h:1\"\nfacility = \"mail2\"\n")
+                .contains("key `sinks[0].facility`")
+        );
+        assert!(e(&format!("{hec}{hec}")).contains("key `sinks[1].name`: `splunk` names two sinks"));
+        assert!(e("[outbox]\nsegment_bytes = 999999999999\n").contains("key `outbox.segment_bytes`"));
     }
 
     #[test]

@@ -12,13 +12,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::ocsf::Activity;
 use super::{Change, DetectorId, Finding, Severity, Status};
+use crate::sink::outbox::Outbox;
 
 /// A recorded status change: who, when, why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -148,6 +150,7 @@ pub struct FindingStore {
     journal: Option<(PathBuf, Mutex<BufWriter<File>>)>,
     capacity: usize,
     tx: broadcast::Sender<StreamItem>,
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl FindingStore {
@@ -163,6 +166,7 @@ impl FindingStore {
             journal: None,
             capacity: capacity.max(1),
             tx: broadcast::channel(1024).0,
+            outbox: None,
         }
     }
 
@@ -207,6 +211,21 @@ impl FindingStore {
         Ok(store)
     }
 
+    /// Hands every change that the delivery policy ([`crate::sink::delivers`]) selects to
+    /// `outbox`, after it is journaled. Replaying the journal on open delivers nothing again.
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> FindingStore {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    fn deliver(&self, activity: Option<Activity>, stored: &Stored) {
+        if let (Some(outbox), Some(activity)) = (&self.outbox, activity)
+            && let Err(error) = outbox.append(activity, stored.finding.clone())
+        {
+            tracing::error!(%error, id = %stored.finding.id, "Could not queue a finding for delivery to the SIEM sinks.");
+        }
+    }
+
     fn write(&self, entry: &Entry) -> Result<(), StoreError> {
         let Some((path, journal)) = &self.journal else {
             return Ok(());
@@ -228,7 +247,9 @@ impl FindingStore {
         let Entry::Finding { finding } = entry else {
             unreachable!("built above")
         };
-        let stored = self.apply_finding(finding);
+        let (stored, reopened) = self.apply_finding(finding);
+        let f = &stored.finding;
+        self.deliver(crate::sink::delivers(change, f.count, reopened, f.status), &stored);
         let kind = if change == Change::New { "new" } else { "updated" };
         let _ = self.tx.send(StreamItem {
             change: kind,
@@ -237,7 +258,8 @@ impl FindingStore {
         Ok(stored)
     }
 
-    fn apply_finding(&self, mut finding: Finding) -> Stored {
+    /// Applies an engine change; true in the second place when it reopened a resolved finding.
+    fn apply_finding(&self, mut finding: Finding) -> (Stored, bool) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -260,12 +282,14 @@ impl FindingStore {
                     expires_at: None,
                 });
                 finding.status = Status::New;
-            } else {
-                finding.status = existing.finding.status;
+                existing.finding = finding;
+                existing.seq = seq;
+                return (existing.clone(), true);
             }
+            finding.status = existing.finding.status;
             existing.finding = finding;
             existing.seq = seq;
-            return existing.clone();
+            return (existing.clone(), false);
         }
         let stored = Stored {
             created_seq: seq,
@@ -281,7 +305,7 @@ impl FindingStore {
                 inner.evicted += 1;
             }
         }
-        stored
+        (stored, false)
     }
 
     /// Changes a finding's status, recording who, when and why.
@@ -298,6 +322,7 @@ impl FindingStore {
             unreachable!("built above")
         };
         let stored = self.apply_status(id, change)?;
+        self.deliver(Some(Activity::of_status(stored.finding.status)), &stored);
         let _ = self.tx.send(StreamItem {
             change: "status",
             stored: stored.clone(),

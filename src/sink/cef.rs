@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use crate::findings::ocsf::Activity;
 use crate::findings::{Finding, Severity};
 
 /// CEF severity (0–10) of a finding severity.
@@ -49,8 +50,8 @@ pub fn value(value: &str) -> String {
     out
 }
 
-/// The CEF line of a finding.
-pub fn encode(finding: &Finding) -> String {
+/// The CEF line of a finding after `activity` (`act=create|update|close`).
+pub fn encode(finding: &Finding, activity: Activity) -> String {
     let mut line = format!(
         "CEF:0|nhiwatch|nhiwatch|{}|{}|{}|{}|",
         header(env!("CARGO_PKG_VERSION")),
@@ -76,6 +77,7 @@ pub fn encode(finding: &Finding) -> String {
     ext.push(("cs2", finding.status.as_str().into()));
     ext.push(("cs3Label", "confidence".into()));
     ext.push(("cs3", finding.confidence.as_str().into()));
+    ext.push(("act", activity.name().to_ascii_lowercase()));
     ext.push(("msg", finding.explanation.clone()));
     for (i, (key, v)) in ext.iter().enumerate() {
         if i > 0 {
@@ -121,7 +123,7 @@ mod tests {
     fn escapes_header_and_extension_as_cef_requires() {
         assert_eq!(header("a|b\\c\nd"), "a\\|b\\\\c d");
         assert_eq!(value("a=b\\c\nd\re|f"), "a\\=b\\\\c\\nd\\re|f");
-        let line = encode(&finding());
+        let line = encode(&finding(), Activity::Create);
         assert_eq!(
             line,
             format!(
@@ -129,7 +131,7 @@ mod tests {
                  externalId=0123456789abcdef0123456789abcdef rt=1767571200000 start=1767571200000 \
                  end=1767571200000 cnt=2 cat=scope_drift suser=lab|feed suid=Lab feed cs1Label=owner \
                  cs1=lab@example.org cs2Label=status cs2=new cs3Label=confidence cs3=high \
-                 msg=scope a\\=b is new\\nsecond line",
+                 act=create msg=scope a\\=b is new\\nsecond line",
                 env!("CARGO_PKG_VERSION")
             )
         );

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::findings::ocsf::Activity;
 use crate::findings::{Change, Finding, ocsf};
 
 /// Where events go in Splunk.
@@ -31,12 +32,21 @@ impl Default for HecTarget {
 
 /// The HEC event of a finding after `change`.
 pub fn encode(finding: &Finding, change: Change, target: &HecTarget) -> Value {
+    envelope(finding, ocsf::encode(finding, change), target)
+}
+
+/// The HEC event of outbox delivery `seq`.
+pub fn encode_delivery(finding: &Finding, activity: Activity, seq: u64, target: &HecTarget) -> Value {
+    envelope(finding, ocsf::encode_delivery(finding, activity, Some(seq)), target)
+}
+
+fn envelope(finding: &Finding, event: Value, target: &HecTarget) -> Value {
     let mut v = json!({
         "time": finding.last_event_time.timestamp_millis() as f64 / 1000.0,
         "host": target.host,
         "source": target.source,
         "sourcetype": target.sourcetype,
-        "event": ocsf::encode(finding, change),
+        "event": event,
     });
     if let Some(index) = &target.index {
         v["index"] = json!(index);

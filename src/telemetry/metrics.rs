@@ -6,14 +6,16 @@
 //! once per record.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
 use crate::event::SourceFormat;
 use crate::findings::DetectorId;
 use crate::normalize::ParseError;
+use crate::sink::SinkStats;
+use crate::sink::outbox::Outbox;
 
 /// The process's metrics.
 pub struct Metrics {
@@ -23,7 +25,11 @@ pub struct Metrics {
     findings: Vec<AtomicU64>,
     lag: AtomicI64,
     latency: Mutex<Histogram<u64>>,
+    sinks: Mutex<Option<SinkSet>>,
 }
+
+/// The outbox and the sinks reading it.
+type SinkSet = (Arc<Outbox>, Vec<Arc<SinkStats>>);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,6 +50,7 @@ impl Default for Metrics {
             lag: AtomicI64::new(-1),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+            sinks: Mutex::new(None),
         }
     }
 }
@@ -90,6 +97,79 @@ impl Metrics {
     pub fn latency_micros(&self, micros: u64) {
         let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         h.saturating_record(micros.max(1));
+    }
+
+    /// Reports the SIEM sinks and their outbox.
+    pub fn set_sinks(&self, outbox: Arc<Outbox>, stats: Vec<Arc<SinkStats>>) {
+        *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = Some((outbox, stats));
+    }
+
+    fn render_sinks(&self, s: &mut String) {
+        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((outbox, stats)) = sinks.as_ref() else {
+            return;
+        };
+        let head = outbox.head();
+        let now = chrono::Utc::now();
+        type Read = fn(&SinkStats, u64, Option<f64>) -> String;
+        let families: [(&str, &str, &str, Read); 7] = [
+            (
+                "nhiwatch_sink_delivered_total",
+                "counter",
+                "Finding deliveries the receiver accepted, per sink.",
+                |st, _, _| st.delivered.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "nhiwatch_sink_retried_total",
+                "counter",
+                "Delivery attempts retried after a failure, per sink.",
+                |st, _, _| st.retried.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "nhiwatch_sink_failed_total",
+                "counter",
+                "Failed delivery attempts, per sink.",
+                |st, _, _| st.failed.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "nhiwatch_sink_dropped_total",
+                "counter",
+                "Deliveries dropped unsent because the outbox was full, per sink.",
+                |st, _, _| st.dropped.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "nhiwatch_sink_filtered_total",
+                "counter",
+                "Deliveries skipped by the sink's min_severity.",
+                |st, _, _| st.filtered.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "nhiwatch_sink_queue_depth",
+                "gauge",
+                "Deliveries waiting in the outbox, per sink.",
+                |st, head, _| head.saturating_sub(st.cursor.load(Ordering::Relaxed)).to_string(),
+            ),
+            (
+                "nhiwatch_sink_oldest_pending_seconds",
+                "gauge",
+                "Age of the oldest delivery waiting, per sink (0 when none).",
+                |_, _, age| age.unwrap_or(0.0).to_string(),
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for st in stats {
+                let age = outbox
+                    .queued_at(st.cursor.load(Ordering::Relaxed))
+                    .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0);
+                let _ = writeln!(s, "{name}{{sink=\"{}\"}} {}", st.name, read(st, head, age));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_outbox_bytes Bytes retained in the delivery outbox.\n# TYPE nhiwatch_outbox_bytes gauge\nnhiwatch_outbox_bytes {}",
+            outbox.retained_bytes()
+        );
     }
 
     /// Findings counted for `detector`.
@@ -178,6 +258,8 @@ impl Metrics {
             / 1e6;
         let _ = writeln!(s, "nhiwatch_processing_latency_seconds_sum {sum}");
         let _ = writeln!(s, "nhiwatch_processing_latency_seconds_count {}", h.len());
+        drop(h);
+        self.render_sinks(&mut s);
         s
     }
 }
