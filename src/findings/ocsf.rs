@@ -120,7 +120,12 @@ pub fn encode_delivery(finding: &Finding, activity: Activity, sequence: Option<u
         resource["name"] = json!(name);
     }
     if let Some(owner) = &finding.identity.owner {
-        resource["owner"] = json!({"email_addr": owner});
+        // OCSF `user` needs a name, uid or account; the registry's owner is a team or an address.
+        resource["owner"] = if owner.contains('@') {
+            json!({"name": owner, "email_addr": owner})
+        } else {
+            json!({"name": owner})
+        };
     }
     let mut event = json!({
         "class_uid": CLASS_UID,

@@ -20,7 +20,7 @@ use crate::support::*;
 type Run = (Vec<Finding>, Vec<nhiwatch::generate::Label>, Vec<Change>);
 
 /// A small scenario with every anomaly kind, through normalizer and engine (once per binary).
-fn scenario_findings() -> Run {
+pub fn scenario_findings() -> Run {
     static RUN: std::sync::OnceLock<Run> = std::sync::OnceLock::new();
     RUN.get_or_init(run_scenario).clone()
 }

@@ -6,6 +6,7 @@ mod e2e;
 mod findings;
 mod fixtures;
 mod http;
+mod ocsf;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
 mod schema;
