@@ -114,11 +114,13 @@ impl Transport {
     }
 }
 
+/// Looks up an environment variable.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The value of the environment variable a sink names for a secret.
-fn secret(cfg: &SinkConfig, key: &str, var: Option<&String>) -> anyhow::Result<String> {
+fn secret(cfg: &SinkConfig, key: &str, var: Option<&String>, env: Env<'_>) -> anyhow::Result<String> {
     let var = var.map(String::as_str).unwrap_or_default();
-    std::env::var(var)
-        .ok()
+    env(var)
         .filter(|v| !v.is_empty())
         .with_context(|| format!("sink `{}` ({key}): environment variable {var} is not set", cfg.name))
 }
@@ -139,7 +141,7 @@ fn read_ca(cfg: &SinkConfig) -> anyhow::Result<Option<Vec<u8>>> {
         .transpose()
 }
 
-fn build(cfg: &SinkConfig, settings: &Settings) -> anyhow::Result<Transport> {
+fn build(cfg: &SinkConfig, settings: &Settings, env: Env<'_>) -> anyhow::Result<Transport> {
     let timeout = Duration::from_secs(cfg.timeout_seconds.unwrap_or(10));
     Ok(match cfg.kind.as_str() {
         "kafka" => {
@@ -157,7 +159,7 @@ fn build(cfg: &SinkConfig, settings: &Settings) -> anyhow::Result<Transport> {
             )?)
         }
         "splunk_hec" => {
-            let token = secret(cfg, "token_env", cfg.token_env.as_ref())?;
+            let token = secret(cfg, "token_env", cfg.token_env.as_ref(), env)?;
             let target = hec::HecTarget {
                 host: cfg.hostname.clone().unwrap_or_else(hostname),
                 index: cfg.index.clone(),
@@ -176,7 +178,7 @@ fn build(cfg: &SinkConfig, settings: &Settings) -> anyhow::Result<Transport> {
             ))
         }
         "webhook" => {
-            let secret = secret(cfg, "secret_env", cfg.secret_env.as_ref())?;
+            let secret = secret(cfg, "secret_env", cfg.secret_env.as_ref(), env)?;
             Transport::Webhook(http::WebhookSink::new(
                 http::client(read_ca(cfg)?.as_deref(), timeout)?,
                 cfg.url.clone().unwrap_or_default(),
@@ -218,6 +220,11 @@ impl Sinks {
     /// Fails, before anything is sent, when a sink cannot be built (a missing secret, an
     /// unreadable CA file).
     pub fn start(settings: &Settings) -> anyhow::Result<Sinks> {
+        Sinks::start_with_env(settings, &|var| std::env::var(var).ok())
+    }
+
+    /// As [`Sinks::start`], with secrets looked up in `env`.
+    pub fn start_with_env(settings: &Settings, env: Env<'_>) -> anyhow::Result<Sinks> {
         let cfg = &settings.raw.outbox;
         let outbox = Arc::new(
             Outbox::open(
@@ -231,7 +238,7 @@ impl Sinks {
         );
         let mut transports = Vec::new();
         for sink in &settings.raw.sinks {
-            transports.push((sink.clone(), build(sink, settings)?));
+            transports.push((sink.clone(), build(sink, settings, env)?));
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut stats = Vec::new();

@@ -10,4 +10,5 @@ mod ocsf;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
 mod schema;
+mod sinks;
 mod support;
