@@ -680,3 +680,150 @@ fn killed_with_deliveries_pending_then_restarted_delivers_each_at_most_once_more
     }
     assert!(firsts.windows(2).all(|w| w[0] < w[1]), "in order: {firsts:?}");
 }
+
+// ---------------------------------------------------------------- syslog over TLS
+
+/// A CA and a server certificate for `localhost` signed by it, made with the openssl CLI.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nhiwatch test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_trusts_the_configured_ca_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certificates(dir.path());
+    let port = free_port();
+    let out = dir.path().join("received.log");
+    let conf = dir.path().join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{work}\" DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{ca}\" \
+             DefaultNetstreamDriverCertFile=\"{cert}\" DefaultNetstreamDriverKeyFile=\"{key}\")\n\
+             module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n\
+             template(name=\"fields\" type=\"string\" string=\"%pri%|%msgid%|%msg%\\n\")\n\
+             ruleset(name=\"nh\") {{ action(type=\"omfile\" file=\"{out}\" template=\"fields\") }}\n\
+             input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\" ruleset=\"nh\")\n",
+            work = dir.path().display(),
+            ca = ca.display(),
+            cert = cert.display(),
+            key = key.display(),
+            out = out.display()
+        ),
+    )
+    .expect("conf");
+    let child = Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.path().join("rsyslog.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rsyslogd (with rsyslog-gnutls) is installed");
+    let _rsyslog = Reaped(child);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "rsyslogd did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink = |name: &str, ca: Option<&Path>| {
+        let ca = ca.map(|p| format!("ca_file = {:?}\n", p)).unwrap_or_default();
+        format!(
+            "[[sinks]]\nname = \"{name}\"\nkind = \"syslog\"\naddress = \"localhost:{port}\"\ntransport = \"tls\"\ntimeout_seconds = 2\n{ca}"
+        )
+    };
+    let settings = settings(
+        dir.path(),
+        &format!("{}{}", sink("trusted", Some(&ca)), sink("untrusted", None)),
+    );
+    let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
+    let store = FindingStore::in_memory(10).with_outbox(Arc::clone(&sinks.outbox));
+    store.upsert(finding(1, "lab-feed"), Change::New).expect("upsert");
+    let trusted = &sinks.stats[0];
+    let untrusted = &sinks.stats[1];
+    wait_until(
+        "the trusted sink delivered and the untrusted one failed",
+        Duration::from_secs(30),
+        || trusted.delivered.load(Ordering::Relaxed) == 1 && untrusted.failed.load(Ordering::Relaxed) >= 2,
+    )
+    .await;
+    assert_eq!(
+        untrusted.delivered.load(Ordering::Relaxed),
+        0,
+        "a certificate from an unknown CA is refused"
+    );
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if !text.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected = format!(
+        "{}|scope_drift|{}\n",
+        4 * 8 + 3,
+        nhiwatch::sink::cef::encode(&finding(1, "lab-feed"), nhiwatch::findings::ocsf::Activity::Create)
+    );
+    assert_eq!(text, expected);
+    sinks.stop().await;
+}
