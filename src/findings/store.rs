@@ -422,30 +422,23 @@ impl FindingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::findings::{Confidence, IdentityRef};
+    use crate::findings::{IdentityRef, test_finding};
 
     fn finding(id: &str, minute: i64, severity: Severity) -> Finding {
         let t = DateTime::from_timestamp(1_767_571_200 + minute * 60, 0).expect("valid");
+        let base = test_finding(id);
         Finding {
-            id: id.into(),
             detector: DetectorId::NewNetwork,
             severity,
-            confidence: Confidence::High,
-            status: Status::New,
             identity: IdentityRef {
                 id: format!("app-{}", minute % 2),
-                name: None,
-                owner: None,
                 registered: true,
+                ..base.identity.clone()
             },
             event_time: t,
             last_event_time: t,
             detected_at: t,
-            title: "t".into(),
-            explanation: "e".into(),
-            analysis: Vec::new(),
-            count: 1,
-            evidence: Vec::new(),
+            ..base
         }
     }
 

@@ -66,6 +66,14 @@ pub fn frame(msg: &str) -> Vec<u8> {
     out
 }
 
+/// The octet-counted frames of a batch, back to back.
+fn frames(batch: &[&Delivery], facility: u8, hostname: &str) -> Vec<u8> {
+    batch
+        .iter()
+        .flat_map(|d| frame(&message(d, facility, hostname)))
+        .collect()
+}
+
 /// Transport of the syslog sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -184,19 +192,11 @@ impl SyslogSink {
                 }
             }
             Conn::Tcp(stream) => {
-                let mut buf = Vec::new();
-                for d in batch {
-                    buf.extend(frame(&message(d, facility, &hostname)));
-                }
-                stream.write_all(&buf).await?;
+                stream.write_all(&frames(batch, facility, &hostname)).await?;
                 stream.flush().await?;
             }
             Conn::Tls(stream) => {
-                let mut buf = Vec::new();
-                for d in batch {
-                    buf.extend(frame(&message(d, facility, &hostname)));
-                }
-                stream.write_all(&buf).await?;
+                stream.write_all(&frames(batch, facility, &hostname)).await?;
                 stream.flush().await?;
                 // Surface an alert the server sent (e.g. it closed the session).
                 let mut probe = [0u8; 1];

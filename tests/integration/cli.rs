@@ -88,17 +88,7 @@ fn generate_then_run_over_the_files() {
         "every generated integration but the stranger"
     );
 
-    let files: Vec<_> = [
-        "fhir-audit",
-        "gateway-access",
-        "okta",
-        "keycloak",
-        "entra-signin",
-        "entra-audit",
-    ]
-    .iter()
-    .map(|f| data.join(format!("{f}.ndjson")))
-    .collect();
+    let files = generated_inputs(&data);
     let lines_in: usize = files.iter().map(|f| lines(f).len()).sum();
     let events_path = dir.path().join("events.ndjson");
     let mut cmd = nhiwatch();
@@ -133,17 +123,7 @@ fn generate_detect_score_is_exact_and_reproducible() {
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let inputs: Vec<_> = [
-        "fhir-audit",
-        "gateway-access",
-        "okta",
-        "keycloak",
-        "entra-signin",
-        "entra-audit",
-    ]
-    .iter()
-    .map(|f| data.join(format!("{f}.ndjson")))
-    .collect();
+    let inputs = generated_inputs(&data);
     let detect = |output: &std::path::Path| {
         let out = nhiwatch()
             .env("NHIWATCH_PSEUDONYM_KEY", "integration-tests-only-key")

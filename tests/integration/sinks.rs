@@ -23,6 +23,7 @@ use nhiwatch::sink::Sinks;
 use serde_json::Value;
 
 use crate::ocsf::assert_detection_finding;
+use crate::support::generated_inputs;
 
 const HEC_TOKEN: &str = "hec-token-for-this-test";
 const HOOK_SECRET: &str = "webhook-secret-for-this-test";
@@ -464,22 +465,27 @@ fn rsyslog(dir: &Path, tcp: u16, udp: u16) -> (Reaped, PathBuf) {
         ),
     )
     .expect("write rsyslog.conf");
+    (spawn_rsyslog(dir, &conf, tcp), out)
+}
+
+/// Starts `rsyslogd -n -f conf` and waits for its TCP input on `port`.
+fn spawn_rsyslog(dir: &Path, conf: &Path, port: u16) -> Reaped {
     let child = Command::new("rsyslogd")
         .arg("-n")
         .arg("-f")
-        .arg(&conf)
+        .arg(conf)
         .arg("-i")
         .arg(dir.join("rsyslog.pid"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
-        .expect("rsyslogd is installed (.ci/run installs rsyslog)");
+        .expect("rsyslogd is installed (.ci/run installs rsyslog and rsyslog-gnutls)");
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(30), "rsyslogd did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Reaped(child), out)
+    Reaped(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,17 +613,7 @@ fn killed_with_deliveries_pending_then_restarted_delivers_each_at_most_once_more
         }
         cmd.spawn().expect("nhiwatch run")
     };
-    let inputs: Vec<PathBuf> = [
-        "fhir-audit",
-        "gateway-access",
-        "okta",
-        "keycloak",
-        "entra-signin",
-        "entra-audit",
-    ]
-    .iter()
-    .map(|f| data.join(format!("{f}.ndjson")))
-    .collect();
+    let inputs = generated_inputs(&data);
 
     // The receiver accepts the first three deliveries, then answers 503.
     let (_, stop) = runtime.block_on(serve_receiver(addr, r.clone()));
@@ -769,22 +765,7 @@ async fn syslog_over_tls_trusts_the_configured_ca_only() {
         ),
     )
     .expect("conf");
-    let child = Command::new("rsyslogd")
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.path().join("rsyslog.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rsyslogd (with rsyslog-gnutls) is installed");
-    let _rsyslog = Reaped(child);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "rsyslogd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _rsyslog = spawn_rsyslog(dir.path(), &conf, port);
     let sink = |name: &str, ca: Option<&Path>| {
         let ca = ca.map(|p| format!("ca_file = {:?}\n", p)).unwrap_or_default();
         format!(

@@ -65,3 +65,18 @@ pub fn lines(path: &Path) -> Vec<String> {
 pub fn time(s: &str) -> DateTime<Utc> {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
+
+/// The NDJSON files `nhiwatch generate --out dir` writes, one per format.
+pub fn generated_inputs(dir: &Path) -> Vec<PathBuf> {
+    [
+        "fhir-audit",
+        "gateway-access",
+        "okta",
+        "keycloak",
+        "entra-signin",
+        "entra-audit",
+    ]
+    .iter()
+    .map(|f| dir.join(format!("{f}.ndjson")))
+    .collect()
+}
