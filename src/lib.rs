@@ -23,6 +23,7 @@
 //! Around them: [`config`] (settings, validated at load), [`generate`] (labelled synthetic
 //! traffic), [`demo`] (the embedded Kafka broker), [`cli`] (the command line).
 
+pub mod archive;
 pub mod baseline;
 pub mod cli;
 pub mod config;
