@@ -60,6 +60,8 @@ pub enum Command {
     Score(ScoreArgs),
     /// Write labelled synthetic traffic in the real formats, with labels.json and registry.toml.
     Generate(GenerateArgs),
+    /// Run a read-only SQL query over the archive (tables `events` and `findings`).
+    Query(QueryArgs),
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
         /// The configuration file.
@@ -104,6 +106,42 @@ pub struct DetectArgs {
     /// Configuration file (TOML), laid over the defaults.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Also archive the events and findings as Parquet here (a directory or an object-store
+    /// URL; overrides `archive.location`).
+    #[arg(long)]
+    pub archive: Option<String>,
+}
+
+/// `query` options.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL text (or give `--file`).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub sql: Option<String>,
+    /// A file of SQL, e.g. one of `replay/*.sql`.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// A parameter `name=value`, bound to `$name` (integers as integers, anything else as text).
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// The archive: a directory or object-store URL (default: `archive.location`).
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+    pub format: String,
+    /// Configuration file (for `archive.*` and query limits).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected name=value")?;
+    let k = k.trim_start_matches('$');
+    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("`{k}` is not a parameter name (letters, digits, _)"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// `score` options.
@@ -195,6 +233,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Score(args) => score(args),
         Command::Run(args) => run_service(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Query(args) => query(args),
     }
 }
 
@@ -343,7 +382,27 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
         tracing::info!(%addr, "Serving the HTTP API.");
     }
+    let archive = settings
+        .archive_location()
+        .map(|l| crate::archive::Archive::open(&l, settings.archive_limits()))
+        .transpose()
+        .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))?
+        .map(std::cell::RefCell::new);
+    let archive_error = std::cell::Cell::new(false);
+    let archived = |result: Result<Option<crate::archive::Flushed>, crate::archive::ArchiveError>| {
+        if let Err(error) = result {
+            // Detection goes on; the error is loud, once per failing flush.
+            if !archive_error.replace(true) {
+                tracing::error!(%error, "Archive write failed; events stay buffered until a later flush succeeds.");
+            }
+        } else if let Ok(Some(_)) = result {
+            archive_error.set(false);
+        }
+    };
     let keep = |update: &Update| {
+        if let Some(a) = &archive {
+            archived(a.borrow_mut().append_finding(&update.finding));
+        }
         if update.change == Change::New {
             metrics.finding(update.finding.detector);
         }
@@ -366,6 +425,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut sink = |event: Event| {
         if args.events_out.is_some() {
             write_line(&mut out, &event, &mut write_error);
+        }
+        if let Some(a) = &archive {
+            archived(a.borrow_mut().append_event(&event));
         }
         detection.push(event, &mut report);
     };
@@ -400,6 +462,15 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.flush().context("flushing the dead letter")?;
     }
     detection.finish(&mut report);
+    if let Some(a) = &archive {
+        let flushed = a.borrow_mut().flush().context("writing the archive")?;
+        tracing::info!(
+            files = flushed.files,
+            events = flushed.events,
+            findings = flushed.findings,
+            "Archive flushed."
+        );
+    }
     if let Some(sinks) = sinks {
         runtime.block_on(async {
             // Give the sinks a moment to deliver the last findings; the rest stays in the
@@ -514,6 +585,11 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let mut detection = Detection::new(engine, lateness, false);
     let max = settings.raw.ingest.max_record_bytes;
     let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let archive_location = args.archive.clone().or_else(|| settings.archive_location());
+    let mut archive = archive_location
+        .as_deref()
+        .map(|l| crate::archive::Archive::open(l, settings.archive_limits()))
+        .transpose()?;
     let mut inputs = Vec::new();
     for path in &args.inputs {
         inputs.push(Input {
@@ -532,12 +608,22 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         .min_by_key(|&i| inputs[i].queue.front().map(|e| e.time))
     {
         if let Some(event) = inputs[i].queue.pop_front() {
+            if let Some(a) = archive.as_mut() {
+                a.append_event(&event)?;
+            }
             detection.push(event, &mut |_| {});
         }
         inputs[i].fill(&mut pipeline)?;
     }
     detection.finish(&mut |_| {});
     pipeline.flush().context("flushing the dead letter")?;
+    if let Some(mut a) = archive {
+        for f in detection.findings() {
+            a.append_finding(f)?;
+        }
+        a.flush()?;
+        eprintln!("archived to {}", archive_location.unwrap_or_default());
+    }
     let mut out = event_sink(Some(&args.output))?;
     for finding in detection.findings() {
         serde_json::to_writer(&mut out, finding)?;
@@ -557,6 +643,76 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         stats.events as f64 / elapsed
     );
     eprint!("{}", findings_summary(detection.findings()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    let settings = load(args.config.as_deref())?;
+    let location = args
+        .archive
+        .clone()
+        .or_else(|| settings.archive_location())
+        .context("no archive: give --archive or set archive.location")?;
+    let sql = match (&args.sql, &args.file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => bail!("give the SQL or --file"),
+    };
+    let params = args
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let value = match v.parse::<i64>() {
+                Ok(n) => datafusion::common::ScalarValue::Int64(Some(n)),
+                Err(_) => datafusion::common::ScalarValue::Utf8(Some(v.clone())),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    let a = &settings.raw.archive;
+    let limits = crate::replay::Limits {
+        timeout: std::time::Duration::from_secs(a.query_timeout_seconds),
+        memory_bytes: a.query_memory_bytes,
+        max_rows: a.max_result_rows,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let answer = runtime.block_on(async {
+        let sql_engine = crate::replay::Sql::open(&location, limits).await?;
+        sql_engine.query(&sql, &params).await
+    });
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    match args.format.as_str() {
+        "json" => {
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+            w.write_batches(&answer.batches.iter().collect::<Vec<_>>())?;
+            w.finish()?;
+        }
+        "csv" => {
+            let mut w = datafusion::arrow::csv::Writer::new(&mut out);
+            for b in &answer.batches {
+                w.write(b)?;
+            }
+        }
+        _ => writeln!(out, "{}", pretty_format_batches(&answer.batches)?)?,
+    }
+    out.flush()?;
+    eprintln!(
+        "{} rows{}",
+        answer.rows(),
+        if answer.truncated {
+            " (truncated at archive.max_result_rows)"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

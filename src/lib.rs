@@ -38,6 +38,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod pipeline;
 pub mod registry;
+pub mod replay;
 pub mod scope;
 pub mod score;
 pub mod sink;

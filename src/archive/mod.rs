@@ -220,51 +220,72 @@ impl Archive {
         ObjectPath::from_iter(self.prefix.parts().chain(ObjectPath::from(name.as_str()).parts()))
     }
 
-    /// Writes everything buffered; returns when the store has every file.
+    /// Writes everything buffered; returns when the store has every file. What a failed write
+    /// held stays buffered and is tried again at the next flush (under a new file name).
     pub fn flush(&mut self) -> Result<Flushed, ArchiveError> {
         let mut files = Vec::new();
-        let mut flushed = Flushed::default();
-        for (day, mut events) in std::mem::take(&mut self.events) {
-            events.sort_by(|a, b| (&a.identity, a.time).cmp(&(&b.identity, b.time)));
-            flushed.events += events.len();
+        let days: Vec<NaiveDate> = self.events.keys().copied().collect();
+        for day in days {
             let path = self.path("events", day);
-            let batch = schema::events_batch(&events).map_err(|e| encode_error(&path, e))?;
-            files.push((encode(&path, &batch, &[4, 1])?, path));
+            let events = self.events.get_mut(&day).expect("listed above");
+            events.sort_by(|a, b| (&a.identity, a.time).cmp(&(&b.identity, b.time)));
+            let batch = schema::events_batch(events).map_err(|e| encode_error(&path, e))?;
+            files.push((Table::Events, day, encode(&path, &batch, &[4, 1])?, path));
         }
-        for (day, mut findings) in std::mem::take(&mut self.findings) {
-            findings.sort_by(|a, b| (&a.identity.id, a.event_time).cmp(&(&b.identity.id, b.event_time)));
-            flushed.findings += findings.len();
+        let days: Vec<NaiveDate> = self.findings.keys().copied().collect();
+        for day in days {
             let path = self.path("findings", day);
-            let batch = schema::findings_batch(&findings).map_err(|e| encode_error(&path, e))?;
-            files.push((encode(&path, &batch, &[5, 9])?, path));
+            let findings = self.findings.get_mut(&day).expect("listed above");
+            findings.sort_by(|a, b| (&a.identity.id, a.event_time).cmp(&(&b.identity.id, b.event_time)));
+            let batch = schema::findings_batch(findings).map_err(|e| encode_error(&path, e))?;
+            files.push((Table::Findings, day, encode(&path, &batch, &[5, 9])?, path));
         }
-        self.buffered = 0;
-        self.oldest = None;
         let mut replies = Vec::new();
-        for (bytes, path) in files {
-            flushed.files += 1;
-            flushed.bytes += bytes.len() as u64;
+        for (table, day, bytes, path) in files {
             let (tx, rx) = mpsc::channel();
-            let write_error = |message: String| ArchiveError::Write {
-                path: path.to_string(),
-                message,
-            };
-            self.puts
-                .send((path.clone(), bytes, tx))
-                .map_err(|_| write_error("the archive writer stopped".into()))?;
-            replies.push((path, rx));
-        }
-        for (path, rx) in replies {
-            rx.recv()
-                .map_err(|_| "the archive writer stopped".to_owned())
-                .and_then(|r| r)
-                .map_err(|message| ArchiveError::Write {
+            let size = bytes.len() as u64;
+            if self.puts.send((path.clone(), bytes, tx)).is_err() {
+                return Err(ArchiveError::Write {
                     path: path.to_string(),
-                    message,
-                })?;
+                    message: "the archive writer stopped".into(),
+                });
+            }
+            replies.push((table, day, size, path, rx));
         }
-        Ok(flushed)
+        let mut flushed = Flushed::default();
+        let mut failure = None;
+        for (table, day, size, path, rx) in replies {
+            match rx.recv().unwrap_or_else(|_| Err("the archive writer stopped".into())) {
+                Ok(()) => {
+                    flushed.files += 1;
+                    flushed.bytes += size;
+                    match table {
+                        Table::Events => flushed.events += self.events.remove(&day).map_or(0, |v| v.len()),
+                        Table::Findings => flushed.findings += self.findings.remove(&day).map_or(0, |v| v.len()),
+                    }
+                }
+                Err(message) => {
+                    failure.get_or_insert(ArchiveError::Write {
+                        path: path.to_string(),
+                        message,
+                    });
+                }
+            }
+        }
+        self.buffered =
+            self.events.values().map(Vec::len).sum::<usize>() + self.findings.values().map(Vec::len).sum::<usize>();
+        self.oldest = (self.buffered > 0).then(Instant::now);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(flushed),
+        }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Events,
+    Findings,
 }
 
 fn encode_error(path: &ObjectPath, e: impl std::fmt::Display) -> ArchiveError {

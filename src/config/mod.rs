@@ -79,6 +79,8 @@ pub struct RawConfig {
     pub outbox: OutboxConfig,
     /// Where findings are delivered (`[[sinks]]`).
     pub sinks: Vec<SinkConfig>,
+    /// The Parquet archive.
+    pub archive: ArchiveConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -195,6 +197,24 @@ impl std::fmt::Debug for TokenConfig {
             .field("role", &self.role)
             .finish()
     }
+}
+
+/// `[archive]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Directory or object-store URL; empty for no archive.
+    pub location: String,
+    /// Rows buffered before a flush.
+    pub max_rows: usize,
+    /// Seconds the oldest buffered row may wait before a flush.
+    pub max_age_seconds: u64,
+    /// Longest time a query may run.
+    pub query_timeout_seconds: u64,
+    /// Memory a query may use, in bytes.
+    pub query_memory_bytes: usize,
+    /// Most rows a query returns.
+    pub max_result_rows: usize,
 }
 
 /// `[outbox]`
@@ -449,6 +469,16 @@ impl Settings {
             return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
         self.validate_sinks()?;
+        let a = &raw.archive;
+        if a.max_rows == 0 {
+            return Err(self.invalid("archive.max_rows", "must be greater than 0"));
+        }
+        if a.query_timeout_seconds == 0 || a.query_memory_bytes < 1 << 20 || a.max_result_rows == 0 {
+            return Err(self.invalid(
+                "archive.query_timeout_seconds",
+                "query limits must be positive (query_memory_bytes at least 1 MiB)",
+            ));
+        }
         if !matches!(raw.log.format.as_str(), "text" | "json") {
             return Err(self.invalid("log.format", "must be \"text\" or \"json\""));
         }
@@ -547,6 +577,20 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The archive location, if one is configured.
+    pub fn archive_location(&self) -> Option<String> {
+        let l = self.raw.archive.location.trim();
+        (!l.is_empty()).then(|| l.to_owned())
+    }
+
+    /// The archive's flush limits.
+    pub fn archive_limits(&self) -> crate::archive::Limits {
+        crate::archive::Limits {
+            max_rows: self.raw.archive.max_rows,
+            max_age: std::time::Duration::from_secs(self.raw.archive.max_age_seconds),
+        }
     }
 
     /// The configured pseudonymizer, or `None` when no key is set.

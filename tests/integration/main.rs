@@ -7,6 +7,7 @@ mod findings;
 mod fixtures;
 mod http;
 mod ocsf;
+mod replay;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
 mod schema;

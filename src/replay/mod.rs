@@ -1,0 +1,244 @@
+//! Read-only SQL over the archive, with DataFusion.
+//!
+//! Two tables: `events` and `findings` (see `crate::archive::schema`), each with the partition
+//! column `date` (`'YYYY-MM-DD'`, the event day: filter on it and whole days are skipped). The
+//! surface is read-only and bounded: DDL, DML and other statements (`CREATE EXTERNAL TABLE`,
+//! `COPY`, `INSERT`, `SET`…) are refused by the planner, file paths are not tables (DataFusion's
+//! URL tables stay off), each query runs under a time limit and a memory pool, and results are
+//! capped at a row count. Parameters are bound as values (`$name`), never spliced into text.
+//!
+//! Functions besides DataFusion's own: `scope_contains(granted, used)` is true when the SMART
+//! scope `granted` covers `used` (`system/*.rs` covers `system/Observation.read`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanBuilder, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::ConfigOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
+
+use crate::archive::schema::{event_schema, finding_schema};
+use crate::scope::Scope;
+
+/// A query's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest run time.
+    pub timeout: Duration,
+    /// Memory pool size in bytes.
+    pub memory_bytes: usize,
+    /// Most rows returned.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 1 << 30,
+            max_rows: 100_000,
+        }
+    }
+}
+
+/// Why a query was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement is not a query (writes, DDL, settings).
+    #[error("only queries are allowed: {0}")]
+    NotAllowed(String),
+    /// It ran longer than the limit.
+    #[error("the query ran longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// It needed more memory than the limit.
+    #[error("the query needs more memory than allowed: {0}")]
+    Memory(String),
+    /// Anything else the planner or executor said (syntax, unknown column…).
+    #[error("{0}")]
+    Invalid(String),
+    /// The archive could not be opened.
+    #[error("archive {location}: {message}")]
+    Archive {
+        /// As given.
+        location: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> QueryError {
+        use datafusion::error::DataFusionError as E;
+        match e.find_root() {
+            E::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
+            E::Plan(m)
+                if m.contains("not supported") || m.contains("DDL") || m.contains("DML") || m.contains("Statement") =>
+            {
+                QueryError::NotAllowed(m.clone())
+            }
+            other => QueryError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// A query's result.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+    /// True when more rows matched than `max_rows` (only the first are returned).
+    pub truncated: bool,
+}
+
+impl Answer {
+    /// Rows returned.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// SQL over one archive.
+pub struct Sql {
+    ctx: SessionContext,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Sql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn scope_contains() -> ScalarUDF {
+    create_udf(
+        "scope_contains",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (granted, used) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let mut out = BooleanBuilder::with_capacity(granted.len());
+            for i in 0..granted.len() {
+                if granted.is_null(i) || used.is_null(i) {
+                    out.append_null();
+                } else {
+                    out.append_value(Scope::parse(granted.value(i)).contains(&Scope::parse(used.value(i))));
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
+}
+
+impl Sql {
+    /// Opens the archive at `location` (a directory or object-store URL) for queries.
+    pub async fn open(location: &str, limits: Limits) -> Result<Sql, QueryError> {
+        let bad = |message: String| QueryError::Archive {
+            location: location.to_owned(),
+            message,
+        };
+        let (store, _) = crate::archive::store(location).map_err(|e| bad(e.to_string()))?;
+        let base = if location.contains("://") {
+            location.trim_end_matches('/').to_owned()
+        } else {
+            let abs = std::fs::canonicalize(location).map_err(|e| bad(e.to_string()))?;
+            format!("file://{}", abs.display())
+        };
+        // A hard memory limit: no spilling to temporary files (which would also put archive
+        // data outside the archive).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(|e| bad(e.to_string()))?;
+        let mut options = ConfigOptions::new();
+        options.execution.target_partitions = 2;
+        options.execution.parquet.pushdown_filters = true;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::from(options), runtime);
+        if location.contains("://") {
+            let url = url::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
+            ctx.register_object_store(&url, store);
+        }
+        for (name, schema, sort) in [
+            (
+                "events",
+                event_schema(),
+                vec![col("identity").sort(true, false), col("time").sort(true, false)],
+            ),
+            (
+                "findings",
+                finding_schema(),
+                vec![col("identity").sort(true, false), col("event_time").sort(true, false)],
+            ),
+        ] {
+            if !location.contains("://") {
+                std::fs::create_dir_all(std::path::Path::new(location).join(name)).map_err(|e| bad(e.to_string()))?;
+            }
+            let url = ListingTableUrl::parse(format!("{base}/{name}/")).map_err(|e| bad(e.to_string()))?;
+            let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![("date".into(), DataType::Utf8)])
+                .with_file_sort_order(vec![sort]);
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(opts)
+                .with_schema(schema);
+            let table = ListingTable::try_new(config).map_err(|e| bad(e.to_string()))?;
+            ctx.register_table(name, Arc::new(table))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        ctx.register_udf(scope_contains());
+        Ok(Sql { ctx, limits })
+    }
+
+    /// Runs one read-only query with `$name` parameters bound to `params`.
+    pub async fn query(&self, sql: &str, params: &HashMap<String, ScalarValue>) -> Result<Answer, QueryError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let mut df = self.ctx.sql_with_options(sql, options).await?;
+            if !params.is_empty() {
+                df = df.with_param_values(params.clone())?;
+            }
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let df = df.limit(0, Some(self.limits.max_rows + 1))?;
+            let batches = df.collect().await?;
+            Ok::<_, QueryError>((schema, batches))
+        };
+        let (schema, mut batches) = tokio::time::timeout(self.limits.timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))??;
+        let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let truncated = total > self.limits.max_rows;
+        if truncated {
+            let mut keep = self.limits.max_rows;
+            batches = batches
+                .into_iter()
+                .filter_map(|b| {
+                    let n = b.num_rows().min(keep);
+                    keep -= n;
+                    (n > 0).then(|| b.slice(0, n))
+                })
+                .collect();
+        }
+        Ok(Answer {
+            schema,
+            batches,
+            truncated,
+        })
+    }
+}

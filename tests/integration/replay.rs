@@ -1,0 +1,274 @@
+//! The archive and its SQL surface: a generated scenario archived through the engine, then
+//! queried; answers checked against what was archived; writes, file access and runaway queries
+//! refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::common::ScalarValue;
+use nhiwatch::archive::{Archive, Limits as ArchiveLimits};
+use nhiwatch::baseline;
+use nhiwatch::detect::Detectors;
+use nhiwatch::engine::{Detection, Engine};
+use nhiwatch::event::Event;
+use nhiwatch::generate::{Options, generate};
+use nhiwatch::registry::Registry;
+use nhiwatch::replay::{Answer, Limits, QueryError, Sql};
+
+use crate::support::*;
+
+/// Archives a small scenario into `dir`; returns its events and findings.
+fn archive_scenario(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>) {
+    let scenario = generate(&Options {
+        identities: 16,
+        days: 20,
+        seed: 9,
+        ..Options::default()
+    });
+    let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
+    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
+    // Small flushes: several files per day partition, as a live run writes them.
+    let mut archive = Archive::open(
+        dir.to_str().expect("utf-8"),
+        ArchiveLimits {
+            max_rows: 20_000,
+            max_age: Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    let normalizer = normalizer();
+    let mut events = Vec::new();
+    for record in &scenario.records {
+        for event in normalizer
+            .normalize(record.line.as_bytes(), &Default::default())
+            .expect("normalizes")
+        {
+            archive.append_event(&event).expect("append");
+            events.push(event.clone());
+            detection.push(event, &mut |_| {});
+        }
+    }
+    detection.finish(&mut |_| {});
+    for f in detection.findings() {
+        archive.append_finding(f).expect("append finding");
+    }
+    archive.flush().expect("flush");
+    (events, detection.findings().to_vec())
+}
+
+fn int(answer: &Answer, column: usize, row: usize) -> i64 {
+    let mut seen = 0;
+    for b in &answer.batches {
+        if row < seen + b.num_rows() {
+            return b.column(column).as_primitive::<Int64Type>().value(row - seen);
+        }
+        seen += b.num_rows();
+    }
+    panic!("no row {row}")
+}
+
+async fn sql(dir: &Path, limits: Limits) -> Sql {
+    Sql::open(dir.to_str().expect("utf-8"), limits).await.expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer_exactly_what_was_archived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, findings) = archive_scenario(dir.path());
+    let db = sql(dir.path(), Limits::default()).await;
+    let none = HashMap::new();
+
+    let a = db.query("SELECT count(*) FROM events", &none).await.expect("count");
+    assert_eq!(int(&a, 0, 0), events.len() as i64);
+
+    // Per day: the partitions hold each event on its event day.
+    let a = db
+        .query("SELECT date, count(*) FROM events GROUP BY date ORDER BY date", &none)
+        .await
+        .expect("per day");
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &events {
+        *expected.entry(e.time.format("%Y-%m-%d").to_string()).or_default() += 1;
+    }
+    let mut got = BTreeMap::new();
+    for b in &a.batches {
+        for i in 0..b.num_rows() {
+            got.insert(
+                b.column(0).as_string::<i32>().value(i).to_owned(),
+                b.column(1).as_primitive::<Int64Type>().value(i),
+            );
+        }
+    }
+    assert_eq!(got, expected);
+
+    // One identity, one day, with bound parameters (never spliced into the text).
+    let who = &events[events.len() / 2];
+    let day = who.time.format("%Y-%m-%d").to_string();
+    let params = HashMap::from([
+        ("who".to_owned(), ScalarValue::Utf8(Some(who.identity.clone()))),
+        ("day".to_owned(), ScalarValue::Utf8(Some(day.clone()))),
+    ]);
+    let a = db
+        .query(
+            "SELECT count(*), count(DISTINCT event_id) FROM events WHERE identity = $who AND date = $day",
+            &params,
+        )
+        .await
+        .expect("one identity one day");
+    let n = events
+        .iter()
+        .filter(|e| e.identity == who.identity && e.time.format("%Y-%m-%d").to_string() == day)
+        .count() as i64;
+    assert_eq!((int(&a, 0, 0), int(&a, 1, 0)), (n, n));
+    // A parameter holding SQL stays a value.
+    let hostile = HashMap::from([("who".to_owned(), ScalarValue::Utf8(Some("x' OR '1'='1".into())))]);
+    let a = db
+        .query("SELECT count(*) FROM events WHERE identity = $who", &hostile)
+        .await
+        .expect("bound");
+    assert_eq!(int(&a, 0, 0), 0);
+
+    let a = db
+        .query("SELECT count(*), sum(count) FROM findings", &none)
+        .await
+        .expect("findings");
+    assert_eq!(int(&a, 0, 0), findings.len() as i64);
+
+    // scope_contains over archived scopes.
+    let a = db
+        .query(
+            "SELECT count(*) FROM (SELECT unnest(scopes) AS s FROM events) WHERE scope_contains('system/*.*', s)",
+            &none,
+        )
+        .await
+        .expect("udf");
+    let smart: i64 = events
+        .iter()
+        .flat_map(|e| &e.scopes)
+        .filter(|s| s.to_string().starts_with("system/"))
+        .count() as i64;
+    assert_eq!(int(&a, 0, 0), smart);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_surface_is_read_only_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    archive_scenario(dir.path());
+    let none = HashMap::new();
+    let db = sql(dir.path(), Limits::default()).await;
+    let outside = dir.path().join("copied.csv");
+    for statement in [
+        format!("COPY (SELECT * FROM events) TO '{}'", outside.display()),
+        "CREATE EXTERNAL TABLE passwd STORED AS CSV LOCATION '/etc/passwd'".into(),
+        "CREATE TABLE t AS SELECT 1".into(),
+        "INSERT INTO findings SELECT * FROM findings".into(),
+        "DROP TABLE events".into(),
+        "SET datafusion.execution.target_partitions = 64".into(),
+    ] {
+        let e = db.query(&statement, &none).await.expect_err(&statement);
+        assert!(matches!(e, QueryError::NotAllowed(_)), "{statement}: {e}");
+    }
+    assert!(!outside.exists(), "nothing was written");
+    let e = db
+        .query("SELECT * FROM '/etc/passwd'", &none)
+        .await
+        .expect_err("file paths are not tables");
+    assert!(e.to_string().contains("not found"), "{e}");
+    // The tables are still there.
+    assert!(db.query("SELECT count(*) FROM events", &none).await.is_ok());
+
+    // Row cap: more rows than allowed are cut and flagged.
+    let capped = sql(
+        dir.path(),
+        Limits {
+            max_rows: 7,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let a = capped
+        .query("SELECT event_id FROM events", &none)
+        .await
+        .expect("capped");
+    assert_eq!((a.rows(), a.truncated), (7, true));
+    let a = capped
+        .query("SELECT event_id FROM events LIMIT 7", &none)
+        .await
+        .expect("exact");
+    assert_eq!((a.rows(), a.truncated), (7, false));
+
+    // Time limit: a runaway cross join is stopped.
+    let slow = sql(
+        dir.path(),
+        Limits {
+            timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let e = slow
+        .query(
+            "SELECT count(*) FROM events a, events b, events c WHERE a.records + b.records = c.records",
+            &none,
+        )
+        .await
+        .expect_err("runaway");
+    assert!(matches!(e, QueryError::Timeout(_)), "{e}");
+
+    // Memory limit: a query needing more than the pool fails cleanly (no spilling to disk).
+    let small = sql(
+        dir.path(),
+        Limits {
+            memory_bytes: 2 << 20,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let e = small
+        .query(
+            "SELECT event_id, array_agg(user_agent) FROM events GROUP BY event_id ORDER BY 1",
+            &none,
+        )
+        .await
+        .expect_err("over the memory limit");
+    assert!(matches!(e, QueryError::Memory(_)), "{e}");
+}
+
+#[test]
+fn query_command_prints_table_json_and_csv() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, _) = archive_scenario(dir.path());
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+            .args(["query", "--archive"])
+            .arg(dir.path())
+            .args([
+                "--format",
+                format,
+                "-p",
+                "kind=data_access",
+                "SELECT count(*) AS n FROM events WHERE kind = $kind",
+            ])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let n = events.iter().filter(|e| e.kind.as_str() == "data_access").count();
+    assert!(n > 0);
+    assert_eq!(run("json").trim(), format!("{{\"n\":{n}}}"));
+    assert_eq!(run("csv"), format!("n\n{n}\n"));
+    assert!(run("table").contains(&format!("| {n} ")));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+        .args(["query", "--archive"])
+        .arg(dir.path())
+        .arg("DELETE FROM events")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only queries are allowed"));
+}
