@@ -127,6 +127,9 @@ pub struct QueryArgs {
     /// The archive: a directory or object-store URL (default: `archive.location`).
     #[arg(long)]
     pub archive: Option<String>,
+    /// Identity registry, queryable as the table `integrations` (default: `engine.registry`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
     pub format: String,
@@ -677,8 +680,18 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         max_rows: a.max_result_rows,
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    let cfg = &settings.raw.engine.registry;
+    let registry = args
+        .registry
+        .as_deref()
+        .or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))
+        .map(Registry::load)
+        .transpose()?;
     let answer = runtime.block_on(async {
         let sql_engine = crate::replay::Sql::open(&location, limits).await?;
+        if let Some(r) = &registry {
+            sql_engine.register_registry(r)?;
+        }
         sql_engine.query(&sql, &params).await
     });
     let answer = match answer {

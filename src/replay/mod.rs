@@ -14,10 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanBuilder, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -26,6 +29,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf}
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col};
 
 use crate::archive::schema::{event_schema, finding_schema};
+use crate::registry::{Integration, Registry};
 use crate::scope::Scope;
 
 /// A query's limits.
@@ -121,6 +125,69 @@ impl std::fmt::Debug for Sql {
     }
 }
 
+fn registry_batch(registry: &Registry) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("seen_as", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("owner", DataType::Utf8, true),
+        Field::new("purpose", DataType::Utf8, true),
+        Field::new(
+            "approved_scopes",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("onboarded_at", time(), true),
+        Field::new("expires_at", time(), true),
+        Field::new("offboarded_at", time(), true),
+    ]));
+    let rows: Vec<(&Integration, &str)> = registry
+        .entries()
+        .iter()
+        .flat_map(|i| {
+            std::iter::once(i.id.as_str())
+                .chain(i.aliases.iter().map(String::as_str))
+                .map(move |n| (i, n))
+        })
+        .collect();
+    let text = |f: &dyn Fn(&Integration, &str) -> Option<String>| {
+        let mut b = StringBuilder::new();
+        for (i, n) in &rows {
+            b.append_option(f(i, n));
+        }
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let when = |f: &dyn Fn(&Integration) -> Option<chrono::DateTime<chrono::Utc>>| {
+        let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for (i, _) in &rows {
+            b.append_option(f(i).map(|t| t.timestamp_micros()));
+        }
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let mut scopes = ListBuilder::new(StringBuilder::new());
+    for (i, _) in &rows {
+        for s in &i.approved_scopes {
+            scopes.values().append_value(s.to_string());
+        }
+        scopes.append(true);
+    }
+    RecordBatch::try_new(
+        schema,
+        vec![
+            text(&|i, _| Some(i.id.clone())),
+            text(&|_, n| Some(n.to_owned())),
+            text(&|i, _| i.name.clone()),
+            text(&|i, _| i.owner.clone()),
+            text(&|i, _| i.purpose.clone()),
+            Arc::new(scopes.finish()),
+            when(&|i| i.onboarded_at),
+            when(&|i| i.expires_at),
+            when(&|i| i.offboarded_at),
+        ],
+    )
+}
+
 fn scope_contains() -> ScalarUDF {
     create_udf(
         "scope_contains",
@@ -201,6 +268,16 @@ impl Sql {
         }
         ctx.register_udf(scope_contains());
         Ok(Sql { ctx, limits })
+    }
+
+    /// Adds the identity registry as the table `integrations`: one row per name an integration
+    /// is seen under (`seen_as`: its id and each alias), with `id`, `name`, `owner`, `purpose`,
+    /// `approved_scopes`, `onboarded_at`, `expires_at`, `offboarded_at`.
+    pub fn register_registry(&self, registry: &Registry) -> Result<(), QueryError> {
+        let batch = registry_batch(registry).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        self.ctx.register_table("integrations", Arc::new(table))?;
+        Ok(())
     }
 
     /// Runs one read-only query with `$name` parameters bound to `params`.

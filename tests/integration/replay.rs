@@ -22,6 +22,12 @@ use crate::support::*;
 
 /// Archives a small scenario into `dir`; returns its events and findings.
 fn archive_scenario(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>) {
+    let (events, findings, _) = archive_scenario_with_registry(dir);
+    (events, findings)
+}
+
+/// As [`archive_scenario`], with the scenario's registry.
+fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>, Registry) {
     let scenario = generate(&Options {
         identities: 16,
         days: 20,
@@ -29,7 +35,11 @@ fn archive_scenario(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>
         ..Options::default()
     });
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
-    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
     let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
     // Small flushes: several files per day partition, as a live run writes them.
     let mut archive = Archive::open(
@@ -57,7 +67,7 @@ fn archive_scenario(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>
         archive.append_finding(f).expect("append finding");
     }
     archive.flush().expect("flush");
-    (events, detection.findings().to_vec())
+    (events, detection.findings().to_vec(), registry)
 }
 
 fn int(answer: &Answer, column: usize, row: usize) -> i64 {
@@ -271,4 +281,220 @@ fn query_command_prints_table_json_and_csv() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only queries are allowed"));
+}
+
+// ---------------------------------------------------------------- saved queries
+
+/// Rows of an answer as display strings.
+fn rows(answer: &Answer) -> Vec<Vec<String>> {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let mut out = Vec::new();
+    for b in &answer.batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                (0..b.num_columns())
+                    .map(|c| array_value_to_string(b.column(c), r).expect("displayable"))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+async fn saved(db: &Sql, name: &str, params: &[(&str, ScalarValue)]) -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("replay")
+        .join(format!("{name}.sql"));
+    let text = read(&path);
+    assert!(text.starts_with("-- "), "{name}: starts with its header comment");
+    assert!(text.contains("-- Parameters:"), "{name}: names its parameters");
+    let params: HashMap<String, ScalarValue> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    rows(&db.query(&text, &params).await.unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn text(s: &str) -> ScalarValue {
+    ScalarValue::Utf8(Some(s.into()))
+}
+
+fn is_access(e: &Event) -> bool {
+    e.kind.as_str() == "data_access" && e.outcome.as_str() == "success"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_queries_give_the_answers_computed_from_the_events() {
+    use std::collections::{BTreeSet, HashSet};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, findings, registry) = archive_scenario_with_registry(dir.path());
+    let db = sql(dir.path(), Limits::default()).await;
+    db.register_registry(&registry).expect("registry table");
+    let first = events.iter().map(|e| e.time).min().expect("events");
+    let last = events.iter().map(|e| e.time).max().expect("events");
+    // The second week: a period that cuts through the data.
+    let (from, to) = (first + chrono::Duration::days(7), first + chrono::Duration::days(14));
+    let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let period = [("from", text(&rfc(from))), ("to", text(&rfc(to)))];
+    let in_period: Vec<&Event> = events.iter().filter(|e| e.time >= from && e.time < to).collect();
+
+    // phi_access: distinct patients, calls, records, resource types per identity.
+    let mut expected: BTreeMap<String, (HashSet<&str>, u64, u64, BTreeSet<&str>)> = BTreeMap::new();
+    for e in in_period.iter().filter(|e| is_access(e)) {
+        let row = expected.entry(e.identity.clone()).or_default();
+        row.0.extend(e.patients.iter().map(String::as_str));
+        row.1 += 1;
+        row.2 += e.records.unwrap_or(0);
+        row.3.extend(e.resource_type.as_deref());
+    }
+    let got = saved(&db, "phi_access", &period).await;
+    assert_eq!(got.len(), expected.len());
+    for row in &got {
+        let (patients, calls, records, types) = &expected[&row[0]];
+        let types: Vec<&str> = types.iter().copied().collect();
+        assert_eq!(
+            row[1..].to_vec(),
+            [
+                patients.len().to_string(),
+                calls.to_string(),
+                records.to_string(),
+                types.join(",")
+            ],
+            "{}",
+            row[0]
+        );
+    }
+
+    // top_phi_identities: the same distinct counts, highest first, `$limit` of them.
+    let mut top: Vec<(usize, &String)> = expected
+        .iter()
+        .map(|(k, v)| (v.0.len(), k))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let got = saved(
+        &db,
+        "top_phi_identities",
+        &[
+            period[0].clone(),
+            period[1].clone(),
+            ("limit", ScalarValue::Int64(Some(3))),
+        ],
+    )
+    .await;
+    let want: Vec<(String, String)> = top.iter().take(3).map(|(n, k)| ((*k).clone(), n.to_string())).collect();
+    assert_eq!(
+        got.iter().map(|r| (r[0].clone(), r[1].clone())).collect::<Vec<_>>(),
+        want
+    );
+
+    // dormant_inventory: silent for at least 5 days before the last event.
+    let mut last_seen: BTreeMap<&str, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for e in &events {
+        let t = last_seen.entry(&e.identity).or_insert(e.time);
+        *t = (*t).max(e.time);
+    }
+    let as_of = last;
+    let mut dormant: Vec<&str> = last_seen
+        .iter()
+        .filter(|(_, t)| **t < as_of && (as_of - **t).num_seconds() >= 5 * 86400)
+        .map(|(k, _)| *k)
+        .collect();
+    dormant.sort_by_key(|k| (last_seen[k], *k));
+    let got = saved(
+        &db,
+        "dormant_inventory",
+        &[("as_of", text(&rfc(as_of))), ("days", ScalarValue::Int64(Some(5)))],
+    )
+    .await;
+    assert_eq!(got.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), dormant);
+    assert!(!dormant.is_empty(), "the scenario has a dormant identity");
+    for row in &got {
+        let owner = registry
+            .resolve(&row[0])
+            .and_then(|i| i.owner.clone())
+            .unwrap_or_default();
+        assert_eq!(row[1], owner);
+    }
+
+    // access_after_offboarding: successful events after the registry's retirement date.
+    let mut after: BTreeMap<(String, String), (usize, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.outcome.as_str() == "success") {
+        if let Some(i) = registry
+            .entries()
+            .iter()
+            .find(|i| i.id == e.identity || i.aliases.contains(&e.identity))
+            && let Some((retired, _)) = i.retired_at()
+            && e.time > retired
+        {
+            let entry = after.entry((i.id.clone(), e.identity.clone())).or_insert((0, e.time));
+            entry.0 += 1;
+            entry.1 = entry.1.min(e.time);
+        }
+    }
+    let got = saved(&db, "access_after_offboarding", &[]).await;
+    assert!(!after.is_empty(), "the scenario has access after offboarding");
+    assert_eq!(got.len(), after.len());
+    for row in &got {
+        let (n, first_after) = after[&(row[0].clone(), row[1].clone())];
+        assert_eq!(row[6], n.to_string());
+        assert_eq!(row[4], first_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+
+    // findings_by_detector over the whole range.
+    let whole = [
+        ("from", text(&rfc(first))),
+        ("to", text(&rfc(last + chrono::Duration::seconds(1)))),
+    ];
+    let mut want: BTreeMap<(String, String, String), (usize, u64)> = BTreeMap::new();
+    for f in &findings {
+        let e = want
+            .entry((f.detector.to_string(), f.status.to_string(), f.severity.to_string()))
+            .or_default();
+        e.0 += 1;
+        e.1 += f.count;
+    }
+    let got = saved(&db, "findings_by_detector", &whole).await;
+    let got: BTreeMap<(String, String, String), (usize, u64)> = got
+        .iter()
+        .map(|r| {
+            (
+                (r[0].clone(), r[1].clone(), r[2].clone()),
+                (r[3].parse().expect("n"), r[4].parse().expect("hits")),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // least_privilege: every granted scope with the accesses it covers.
+    let mut granted: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in &in_period {
+        for s in &e.scopes {
+            granted.entry((e.identity.clone(), s.to_string())).or_insert(0);
+        }
+    }
+    for ((who, scope), uses) in granted.iter_mut() {
+        let g = nhiwatch::scope::Scope::parse(scope);
+        let context = scope.split('/').next().unwrap_or_default();
+        *uses = in_period
+            .iter()
+            .filter(|e| is_access(e) && &e.identity == who)
+            .filter_map(|e| {
+                let perm = match e.interaction?.as_str() {
+                    "read" | "vread" | "history" => "r",
+                    "search" => "s",
+                    "create" => "c",
+                    "update" | "patch" => "u",
+                    "delete" => "d",
+                    _ => return None,
+                };
+                Some(format!("{context}/{}.{perm}", e.resource_type.as_deref()?))
+            })
+            .filter(|used| g.contains(&nhiwatch::scope::Scope::parse(used)))
+            .count() as u64;
+    }
+    let got = saved(&db, "least_privilege", &period).await;
+    let got: BTreeMap<(String, String), u64> = got
+        .iter()
+        .map(|r| ((r[0].clone(), r[1].clone()), r[2].parse().expect("uses")))
+        .collect();
+    assert_eq!(got, granted);
+    assert!(granted.values().any(|&n| n == 0) && granted.values().any(|&n| n > 0));
 }
