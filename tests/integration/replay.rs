@@ -336,7 +336,9 @@ async fn saved_queries_give_the_answers_computed_from_the_events() {
     let in_period: Vec<&Event> = events.iter().filter(|e| e.time >= from && e.time < to).collect();
 
     // phi_access: distinct patients, calls, records, resource types per identity.
-    let mut expected: BTreeMap<String, (HashSet<&str>, u64, u64, BTreeSet<&str>)> = BTreeMap::new();
+    /// Distinct patients, calls, records, resource types.
+    type Access<'a> = (HashSet<&'a str>, u64, u64, BTreeSet<&'a str>);
+    let mut expected: BTreeMap<String, Access> = BTreeMap::new();
     for e in in_period.iter().filter(|e| is_access(e)) {
         let row = expected.entry(e.identity.clone()).or_default();
         row.0.extend(e.patients.iter().map(String::as_str));
