@@ -380,6 +380,17 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&metrics),
             Arc::clone(&ready),
         );
+        // Compliance queries over the archive, when there is one.
+        let state = match settings.archive_location() {
+            Some(location) => {
+                let sql = runtime.block_on(crate::replay::Sql::open(&location, query_limits(&settings)))?;
+                if let Some(registry) = detection.engine().registry() {
+                    sql.register_registry(registry)?;
+                }
+                state.with_sql(Arc::new(sql))
+            }
+            None => state,
+        };
         let (addr, _task) = runtime
             .block_on(crate::http::serve(&http.listen, state))
             .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
@@ -649,6 +660,16 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Query limits from `[archive]`.
+fn query_limits(settings: &Settings) -> crate::replay::Limits {
+    let a = &settings.raw.archive;
+    crate::replay::Limits {
+        timeout: std::time::Duration::from_secs(a.query_timeout_seconds),
+        memory_bytes: a.query_memory_bytes,
+        max_rows: a.max_result_rows,
+    }
+}
+
 fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     use datafusion::arrow::util::pretty::pretty_format_batches;
     let settings = load(args.config.as_deref())?;
@@ -673,12 +694,7 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
             (k.clone(), value)
         })
         .collect();
-    let a = &settings.raw.archive;
-    let limits = crate::replay::Limits {
-        timeout: std::time::Duration::from_secs(a.query_timeout_seconds),
-        memory_bytes: a.query_memory_bytes,
-        max_rows: a.max_result_rows,
-    };
+    let limits = query_limits(&settings);
     let runtime = tokio::runtime::Runtime::new()?;
     let cfg = &settings.raw.engine.registry;
     let registry = args

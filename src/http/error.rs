@@ -28,7 +28,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
-    /// `payload_too_large`, `query_too_long`, `timeout`, `internal`.
+    /// `payload_too_large`, `query_too_long`, `timeout`, `internal`; for SQL `bad_sql`,
+    /// `query_not_allowed`, `query_timeout`, `query_memory`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -92,6 +93,12 @@ impl ApiError {
             "query_too_long",
             format!("the query string is longer than {limit} bytes"),
         )
+    }
+
+    /// Errors of the SQL surface: `query_not_allowed` (403), `query_timeout` and `query_memory`
+    /// (422), `bad_sql` (400).
+    pub fn custom(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, code, message)
     }
 
     /// 500, with the cause logged, not sent.

@@ -8,6 +8,7 @@ pub mod auth;
 mod error;
 pub mod findings;
 pub mod identities;
+pub mod query;
 mod stream;
 
 use std::sync::Arc;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Ready when at most this many records behind.
     pub ready_max_lag: i64,
+    /// SQL over the archive, when one is configured.
+    pub sql: Option<Arc<crate::replay::Sql>>,
 }
 
 impl AppState {
@@ -115,7 +118,14 @@ impl AppState {
             metrics,
             metrics_open: cfg.metrics_open,
             ready_max_lag: cfg.ready_max_lag,
+            sql: None,
         }
+    }
+
+    /// Serves SQL over `sql`'s archive too.
+    pub fn with_sql(mut self, sql: Arc<crate::replay::Sql>) -> AppState {
+        self.sql = Some(sql);
+        self
     }
 }
 
@@ -134,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/findings/{id}/status", post(findings::set_status))
         .route("/v1/identities", get(identities::list))
         .route("/v1/identities/{id}", get(identities::get))
+        .route("/v1/query", post(query::query))
+        .route("/v1/replay/queries", get(query::list))
+        .route("/v1/replay/queries/{name}", post(query::run_saved))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn(bound_query))
         .layer(DefaultBodyLimit::max(limits.max_body))
@@ -157,7 +170,7 @@ async fn bound_query(request: Request, next: Next) -> Response {
     info(title = "nhiwatch", description = "Findings about non-human identities in healthcare interoperability audit logs."),
     paths(
         findings::list, findings::get, findings::set_status, stream::stream,
-        identities::list, identities::get, metrics, healthz, readyz, dashboard, openapi
+        identities::list, identities::get, query::query, query::list, query::run_saved, metrics, healthz, readyz, dashboard, openapi
     ),
     modifiers(&BearerAuth)
 )]

@@ -10,6 +10,8 @@
 //! Functions besides DataFusion's own: `scope_contains(granted, used)` is true when the SMART
 //! scope `granted` covers `used` (`system/*.rs` covers `system/Observation.read`).
 
+pub mod saved;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -500,3 +500,102 @@ async fn saved_queries_give_the_answers_computed_from_the_events() {
     assert_eq!(got, granted);
     assert!(granted.values().any(|&n| n == 0) && granted.values().any(|&n| n > 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_queries_and_saved_queries() {
+    use crate::http::{READ, call, state};
+    use axum::http::StatusCode;
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, _, registry) = archive_scenario_with_registry(dir.path());
+    let db = sql(dir.path(), Limits::default()).await;
+    db.register_registry(&registry).expect("registry");
+    let store = std::sync::Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10));
+    let without = state(std::sync::Arc::clone(&store));
+    let (status, body) = call(
+        &without,
+        "POST",
+        "/v1/query",
+        Some(READ),
+        Some(json!({"sql": "SELECT 1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let app = state(store).with_sql(std::sync::Arc::new(db));
+
+    let (status, _) = call(&app, "POST", "/v1/query", None, Some(json!({"sql": "SELECT 1"}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/query",
+        Some(READ),
+        Some(json!({"sql": "SELECT count(*) AS n FROM events WHERE identity = $who", "params": {"who": events[0].identity}})),
+    )
+    .await;
+    let n = events.iter().filter(|e| e.identity == events[0].identity).count();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"columns": ["n"], "rows": [{"n": n}], "truncated": false}));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/query",
+        Some(READ),
+        Some(json!({"sql": "DROP TABLE events"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("query_not_allowed"))
+    );
+    let (status, body) = call(&app, "POST", "/v1/query", Some(READ), Some(json!({"sql": "SELEC 1"}))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_sql"))
+    );
+
+    let (status, list) = call(&app, "GET", "/v1/replay/queries", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 6);
+    assert!(names.contains(&"least_privilege"));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/replay/queries/top_phi_identities",
+        Some(READ),
+        Some(json!({"params": {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "limit": 2}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["columns"],
+        json!(["identity", "distinct_patients", "patient_references"])
+    );
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(2));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/replay/queries/top_phi_identities",
+        Some(READ),
+        Some(json!({"params": {"from": "2000-01-01T00:00:00Z"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs the parameter to")
+    );
+    let (status, _) = call(&app, "POST", "/v1/replay/queries/nope", Some(READ), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
