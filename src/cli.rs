@@ -62,6 +62,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run a read-only SQL query over the archive (tables `events` and `findings`).
     Query(QueryArgs),
+    /// Re-run the detectors over the archived events of a period; `--compare` checks the
+    /// findings against those archived live.
+    Replay(ReplayArgs),
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
         /// The configuration file.
@@ -110,6 +113,35 @@ pub struct DetectArgs {
     /// URL; overrides `archive.location`).
     #[arg(long)]
     pub archive: Option<String>,
+}
+
+/// `replay` options.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The archive: a directory or object-store URL (default: `archive.location`).
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// Start of the period (RFC 3339), included.
+    #[arg(long)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// End of the period (RFC 3339), excluded.
+    #[arg(long)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// Identity registry (overrides `engine.registry`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Directory of `<detector>.toml` settings (overrides `engine.detectors`).
+    #[arg(long)]
+    pub detectors: Option<PathBuf>,
+    /// Findings NDJSON, one per line in its final state (`-` for stdout).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Compare with the findings archived live for the period; exit 1 when they differ.
+    #[arg(long)]
+    pub compare: bool,
+    /// Configuration file (TOML), laid over the defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
 /// `query` options.
@@ -237,6 +269,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_service(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Query(args) => query(args),
+        Command::Replay(args) => replay(args),
     }
 }
 
@@ -658,6 +691,133 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     );
     eprint!("{}", findings_summary(detection.findings()));
     Ok(ExitCode::SUCCESS)
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let settings = load(args.config.as_deref())?;
+    crate::telemetry::init("warn", false);
+    let location = args
+        .archive
+        .clone()
+        .or_else(|| settings.archive_location())
+        .context("no archive: give --archive or set archive.location")?;
+    if args.from >= args.to {
+        bail!("--from must be before --to");
+    }
+    let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
+    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
+    let mut detection = Detection::new(engine, lateness, false);
+    let limits = crate::replay::Limits {
+        max_rows: 1 << 40,
+        ..query_limits(&settings)
+    };
+    let days = (args.to - args.from).num_days().max(0) as u64 + 1;
+    let bar = indicatif::ProgressBar::new(days).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (events, archived) = runtime.block_on(async {
+        let sql = crate::replay::Sql::open(&location, limits).await?;
+        let n = sql
+            .events_in(args.from, args.to, |day, events| {
+                for e in events {
+                    detection.push(e, &mut |_| {});
+                }
+                bar.inc(1);
+                bar.set_message(day.to_owned());
+                Ok(())
+            })
+            .await?;
+        let archived = if args.compare {
+            Some(archived_findings(&sql, args.from, args.to).await?)
+        } else {
+            None
+        };
+        anyhow::Ok((n, archived))
+    })?;
+    bar.finish_and_clear();
+    detection.finish(&mut |_| {});
+    let findings = detection.findings();
+    let mut out = event_sink(Some(&args.output))?;
+    let mut write_error = None;
+    for f in findings {
+        write_line(&mut out, f, &mut write_error);
+    }
+    if let Some(e) = write_error {
+        return Err(e).with_context(|| format!("writing {}", args.output.display()));
+    }
+    out.flush()?;
+    eprintln!(
+        "replayed {events} events from {} to {}: {} findings in {:.1} s",
+        args.from.to_rfc3339(),
+        args.to.to_rfc3339(),
+        findings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    eprint!("{}", findings_summary(findings));
+    let Some(archived) = archived else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Compare what identifies a finding and what it concluded; `detected_at` is the wall clock
+    // of the live run and differs by nature.
+    let key = |f: &Finding| (f.detector, f.severity, f.count, f.event_time, f.last_event_time);
+    let replayed: BTreeMap<&str, _> = findings.iter().map(|f| (f.id.as_str(), key(f))).collect();
+    let live: BTreeMap<&str, _> = archived.iter().map(|f| (f.id.as_str(), key(f))).collect();
+    let only_replay: Vec<&&str> = replayed.keys().filter(|k| !live.contains_key(*k)).collect();
+    let only_live: Vec<&&str> = live.keys().filter(|k| !replayed.contains_key(*k)).collect();
+    let differ: Vec<&&str> = replayed
+        .iter()
+        .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v))
+        .map(|(k, _)| k)
+        .collect();
+    eprintln!(
+        "compared with {} findings archived live: {} identical, {} only in the replay, {} only live, {} different",
+        live.len(),
+        replayed.len() - only_replay.len() - differ.len(),
+        only_replay.len(),
+        only_live.len(),
+        differ.len()
+    );
+    for (what, ids) in [
+        ("only in the replay", &only_replay),
+        ("only live", &only_live),
+        ("different", &differ),
+    ] {
+        for id in ids.iter().take(20) {
+            eprintln!("  {what}: {id}");
+        }
+    }
+    Ok(if only_replay.is_empty() && only_live.is_empty() && differ.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The findings archived for `[from, to)` (by first event), each in its latest archived state.
+async fn archived_findings(
+    sql: &crate::replay::Sql,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<Finding>> {
+    let rfc = |t: chrono::DateTime<chrono::Utc>| {
+        datafusion::common::ScalarValue::Utf8(Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+    };
+    let params = std::collections::HashMap::from([("from".to_owned(), rfc(from)), ("to".to_owned(), rfc(to))]);
+    let answer = sql
+        .query(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY count DESC, last_event_time DESC, detected_at DESC) AS rn \
+             FROM findings WHERE event_time >= $from AND event_time < $to) WHERE rn = 1",
+            &params,
+        )
+        .await?;
+    let mut out = Vec::new();
+    for b in &answer.batches {
+        out.extend(crate::archive::schema::findings_from_batch(b).map_err(|e| anyhow::anyhow!(e))?);
+    }
+    Ok(out)
 }
 
 /// Query limits from `[archive]`.

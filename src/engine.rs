@@ -161,9 +161,12 @@ struct Pending {
     event: Event,
 }
 
+// Events of the same instant are taken in event-id order, then arrival: the order no longer
+// depends on how partitions interleave, so a replay of the archive (sorted by time, event id)
+// sees exactly the order the live run saw.
 impl PartialEq for Pending {
     fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
+        self.cmp(other) == std::cmp::Ordering::Equal
     }
 }
 impl Eq for Pending {}
@@ -174,7 +177,7 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
+        (self.time, &self.event.event_id, self.seq).cmp(&(other.time, &other.event.event_id, other.seq))
     }
 }
 

@@ -412,6 +412,19 @@ mod tests {
     }
 
     #[test]
+    fn events_read_back_equal_what_was_written() {
+        let mut events: Vec<Event> = (0..6)
+            .map(|n| event(n, if n % 2 == 0 { "a" } else { "b" }, n))
+            .collect();
+        events[1].identity_name = Some("Lab feed".into());
+        events[1].interaction = Some(crate::event::Interaction::Search);
+        events[2].status = Some(403);
+        events[2].outcome = crate::event::Outcome::Failure;
+        let batch = schema::events_batch(&events).expect("batch");
+        assert_eq!(schema::events_from_batch(&batch).expect("back"), events);
+    }
+
+    #[test]
     fn the_event_schema_mirrors_the_json_schema() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/event.schema.json")).expect("schema");

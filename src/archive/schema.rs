@@ -232,3 +232,138 @@ pub fn findings_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError> {
     ];
     RecordBatch::try_new(finding_schema(), columns)
 }
+
+/// The events of a batch with the `events` schema (extra columns, such as the partition
+/// column `date`, are ignored), in row order.
+pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, String> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType, UInt16Type, UInt64Type};
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("no column {name}"));
+    let text = |name: &str| -> Result<&StringArray, String> { Ok(column(name)?.as_string::<i32>()) };
+    let get = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let parse = |what: &str, v: &str| format!("row has {what} {v:?}");
+    let u64_at = |name: &str, i: usize| -> Result<Option<u64>, String> {
+        let a = column(name)?.as_primitive::<UInt64Type>();
+        Ok((!a.is_null(i)).then(|| a.value(i)))
+    };
+    let list_at = |name: &str, i: usize| -> Result<Vec<String>, String> {
+        let a = column(name)?.as_list::<i32>();
+        if a.is_null(i) {
+            return Ok(Vec::new());
+        }
+        let v = a.value(i);
+        let s = v.as_string::<i32>();
+        Ok((0..s.len()).map(|j| s.value(j).to_owned()).collect())
+    };
+    let (event_id, format, kind, identity) = (text("event_id")?, text("format")?, text("kind")?, text("identity")?);
+    let times = column("time")?.as_primitive::<TimestampMicrosecondType>();
+    let status = column("status")?.as_primitive::<UInt16Type>();
+    let source = column("source")?.as_struct();
+    let (src_name, src_part, src_off) = (
+        source.column(0).as_string::<i32>(),
+        source.column(1).as_primitive::<Int32Type>(),
+        source.column(2).as_primitive::<Int64Type>(),
+    );
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let time =
+            chrono::DateTime::from_timestamp_micros(times.value(i)).ok_or_else(|| parse("time", "out of range"))?;
+        let mut e = Event::new(
+            event_id.value(i).to_owned(),
+            time,
+            format.value(i).parse().map_err(|()| parse("format", format.value(i)))?,
+            kind.value(i).parse().map_err(|()| parse("kind", kind.value(i)))?,
+            identity.value(i).to_owned(),
+        );
+        e.identity_name = get(text("identity_name")?, i);
+        let it = text("identity_type")?.value(i);
+        e.identity_type = it.parse().map_err(|()| parse("identity_type", it))?;
+        e.tenant = get(text("tenant")?, i);
+        e.on_behalf_of = get(text("on_behalf_of")?, i);
+        e.initiator = get(text("initiator")?, i);
+        e.scopes = list_at("scopes", i)?
+            .iter()
+            .map(|s| crate::scope::Scope::parse(s))
+            .collect();
+        e.interaction = match get(text("interaction")?, i) {
+            Some(v) => Some(v.parse().map_err(|()| parse("interaction", &v))?),
+            None => None,
+        };
+        e.operation = get(text("operation")?, i);
+        e.resource_type = get(text("resource_type")?, i);
+        e.patients = list_at("patients", i)?;
+        e.patient_count = u64_at("patient_count", i)?;
+        e.records = u64_at("records", i)?;
+        e.bytes = u64_at("bytes", i)?;
+        e.purpose_of_use = list_at("purpose_of_use", i)?;
+        e.src_ip = get(text("src_ip")?, i);
+        e.user_agent = get(text("user_agent")?, i);
+        let o = text("outcome")?.value(i);
+        e.outcome = o.parse().map_err(|()| parse("outcome", o))?;
+        e.status = (!status.is_null(i)).then(|| status.value(i));
+        e.error = get(text("error")?, i);
+        e.credential_id = get(text("credential_id")?, i);
+        e.token_id = get(text("token_id")?, i);
+        e.action = get(text("action")?, i);
+        e.source = (!source.is_null(i)).then(|| crate::event::Origin {
+            name: src_name.value(i).to_owned(),
+            partition: (!src_part.is_null(i)).then(|| src_part.value(i)),
+            offset: src_off.value(i),
+        });
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The findings of a batch with the `findings` schema (extra columns ignored), in row order.
+pub fn findings_from_batch(batch: &RecordBatch) -> Result<Vec<Finding>, String> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("no column {name}"));
+    let text = |name: &str| -> Result<&StringArray, String> { Ok(column(name)?.as_string::<i32>()) };
+    let time = |name: &str, i: usize| -> Result<chrono::DateTime<chrono::Utc>, String> {
+        let a = column(name)?.as_primitive::<TimestampMicrosecondType>();
+        chrono::DateTime::from_timestamp_micros(a.value(i)).ok_or_else(|| format!("{name} out of range"))
+    };
+    let wire = |name: &str, i: usize| -> Result<String, String> { Ok(text(name)?.value(i).to_owned()) };
+    let opt = |name: &str, i: usize| -> Result<Option<String>, String> {
+        let a = text(name)?;
+        Ok((!a.is_null(i)).then(|| a.value(i).to_owned()))
+    };
+    let bad = |what: &str, v: String| format!("row has {what} {v:?}");
+    let registered = column("registered")?.as_boolean();
+    let count = column("count")?.as_primitive::<UInt64Type>();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        out.push(Finding {
+            id: wire("id", i)?,
+            detector: wire("detector", i)?
+                .parse()
+                .map_err(|()| bad("detector", wire("detector", i).unwrap_or_default()))?,
+            severity: wire("severity", i)?
+                .parse()
+                .map_err(|()| bad("severity", wire("severity", i).unwrap_or_default()))?,
+            confidence: wire("confidence", i)?
+                .parse()
+                .map_err(|()| bad("confidence", wire("confidence", i).unwrap_or_default()))?,
+            status: wire("status", i)?
+                .parse()
+                .map_err(|()| bad("status", wire("status", i).unwrap_or_default()))?,
+            identity: crate::findings::IdentityRef {
+                id: wire("identity", i)?,
+                name: opt("identity_name", i)?,
+                owner: opt("identity_owner", i)?,
+                registered: registered.value(i),
+            },
+            event_time: time("event_time", i)?,
+            last_event_time: time("last_event_time", i)?,
+            detected_at: time("detected_at", i)?,
+            title: wire("title", i)?,
+            explanation: wire("explanation", i)?,
+            analysis: serde_json::from_str(text("analysis")?.value(i)).map_err(|e| e.to_string())?,
+            count: count.value(i),
+            evidence: serde_json::from_str(text("evidence")?.value(i)).map_err(|e| e.to_string())?,
+        });
+    }
+    Ok(out)
+}

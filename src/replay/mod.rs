@@ -282,6 +282,66 @@ impl Sql {
         Ok(())
     }
 
+    /// Hands the archived events of `[from, to)` to `each`, one event day at a time, in the
+    /// order the engine takes them live (time, then event id); returns how many there were.
+    /// Not row-capped or timed like a query (an operator's replay), but under the memory pool.
+    pub async fn events_in(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        mut each: impl FnMut(&str, Vec<crate::event::Event>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        use futures_util::StreamExt as _;
+        let rfc = |t: chrono::DateTime<chrono::Utc>| {
+            ScalarValue::Utf8(Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        };
+        let mut params = HashMap::from([("from".to_owned(), rfc(from)), ("to".to_owned(), rfc(to))]);
+        let read_only = || {
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+        };
+        let days = self
+            .ctx
+            .sql_with_options(
+                "SELECT DISTINCT date FROM events WHERE date >= substr($from, 1, 10) AND date <= substr($to, 1, 10) ORDER BY date",
+                read_only(),
+            )
+            .await?
+            .with_param_values(params.clone())?
+            .collect()
+            .await?;
+        let days: Vec<String> = days
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_string::<i32>();
+                (0..a.len()).map(|i| a.value(i).to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut n = 0;
+        for day in days {
+            params.insert("day".into(), ScalarValue::Utf8(Some(day.clone())));
+            let mut stream = self
+                .ctx
+                .sql_with_options(
+                    "SELECT * FROM events WHERE date = $day AND time >= $from AND time < $to ORDER BY time, event_id",
+                    read_only(),
+                )
+                .await?
+                .with_param_values(params.clone())?
+                .execute_stream()
+                .await?;
+            let mut events = Vec::new();
+            while let Some(batch) = stream.next().await {
+                events.extend(crate::archive::schema::events_from_batch(&batch?).map_err(QueryError::Invalid)?);
+            }
+            n += events.len() as u64;
+            each(&day, events)?;
+        }
+        Ok(n)
+    }
+
     /// Runs one read-only query with `$name` parameters bound to `params`.
     pub async fn query(&self, sql: &str, params: &HashMap<String, ScalarValue>) -> Result<Answer, QueryError> {
         let options = SQLOptions::new()

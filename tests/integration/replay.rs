@@ -599,3 +599,160 @@ async fn the_http_api_answers_queries_and_saved_queries() {
     let (status, _) = call(&app, "POST", "/v1/replay/queries/nope", Some(READ), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+// ---------------------------------------------------------------- live parity
+
+/// A generated scenario through the live path — the embedded Kafka broker, the pipeline, the
+/// engine in live mode, the archive — then replayed from the archive: the same findings, ids
+/// included.
+#[test]
+fn a_replay_of_the_archive_reproduces_the_live_findings() {
+    use nhiwatch::config::KafkaConfig;
+    use nhiwatch::ingest::dead_letter::FileDeadLetter;
+    use nhiwatch::ingest::kafka;
+    use nhiwatch::pipeline::Pipeline;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = generate(&Options {
+        identities: 16,
+        days: 20,
+        seed: 11,
+        ..Options::default()
+    });
+    let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("broker");
+    // One partition, every format on it: Kafka order is the generator's event-time order.
+    cluster.create_topic("audit", 1, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let total = scenario.records.len() as u64;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (brokers, consumed) = (brokers.clone(), Arc::clone(&consumed));
+        let lines: Vec<(String, String)> = scenario
+            .records
+            .iter()
+            .map(|r| (r.identity.clone(), r.line.clone()))
+            .collect();
+        std::thread::spawn(move || {
+            let p: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", "5")
+                .create()
+                .expect("producer");
+            for (n, (key, line)) in lines.iter().enumerate() {
+                // The mock broker keeps only the last megabytes: stay a window ahead.
+                while n as u64 >= consumed.load(Ordering::Acquire) + 2_000 {
+                    p.poll(Duration::from_millis(2));
+                }
+                let mut record = BaseRecord::to("audit").key(key.as_bytes()).payload(line.as_bytes());
+                while let Err((_, back)) = p.send(record) {
+                    p.poll(Duration::from_millis(5));
+                    record = back;
+                }
+                p.poll(Duration::ZERO);
+            }
+            p.flush(Duration::from_secs(30)).expect("flush");
+        })
+    };
+    let archive_dir = dir.path().join("archive");
+    let location = archive_dir.to_str().expect("utf-8").to_owned();
+    let mut archive = Archive::open(
+        &location,
+        ArchiveLimits {
+            max_rows: 10_000,
+            max_age: Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    let mut live = Detection::new(engine, chrono::Duration::minutes(5), true);
+    let mut pipeline = Pipeline::new(
+        normalizer(),
+        Box::new(FileDeadLetter::open(&dir.path().join("dead.ndjson")).expect("dead letter")),
+        nhiwatch::normalize::DEFAULT_MAX_RECORD_BYTES,
+    );
+    let cfg = KafkaConfig {
+        brokers,
+        group_id: "parity".into(),
+        topics: vec!["audit".into()],
+        auto_offset_reset: "earliest".into(),
+        properties: Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let archive_cell = std::cell::RefCell::new(&mut archive);
+    let n = runtime
+        .block_on(async {
+            let consumer = kafka::subscribe(&cfg, None).expect("consumer");
+            let mut sink = |event: Event| {
+                archive_cell.borrow_mut().append_event(&event).expect("archive event");
+                live.push(event, &mut |u| {
+                    archive_cell
+                        .borrow_mut()
+                        .append_finding(&u.finding)
+                        .expect("archive finding");
+                });
+            };
+            kafka::consume(
+                &consumer,
+                &mut pipeline,
+                &mut sink,
+                Some(total),
+                Some(&consumed),
+                None,
+                tokio::time::sleep(Duration::from_secs(300)),
+            )
+            .await
+        })
+        .expect("consumed");
+    producer.join().expect("producer");
+    assert_eq!(n, total);
+    live.finish(&mut |u| {
+        archive_cell
+            .borrow_mut()
+            .append_finding(&u.finding)
+            .expect("archive finding");
+    });
+    archive.flush().expect("flush");
+    assert_eq!(live.late(), 0);
+    let live_findings = live.findings().to_vec();
+    assert!(live_findings.len() >= 10, "{} findings", live_findings.len());
+
+    // Replay from the archive alone, offline.
+    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut replayed = Detection::new(engine, chrono::Duration::minutes(5), false);
+    let events = runtime.block_on(async {
+        let db = sql(&archive_dir, Limits::default()).await;
+        let from = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+        let to = chrono::DateTime::from_timestamp(4_000_000_000, 0).expect("far");
+        db.events_in(from, to, |_, events| {
+            for e in events {
+                replayed.push(e, &mut |_| {});
+            }
+            Ok(())
+        })
+        .await
+        .expect("replay")
+    });
+    replayed.finish(&mut |_| {});
+    assert_eq!(events, pipeline.stats().events);
+    let strip = |fs: &[nhiwatch::findings::Finding]| -> Vec<nhiwatch::findings::Finding> {
+        let mut v: Vec<_> = fs
+            .iter()
+            .map(|f| nhiwatch::findings::Finding {
+                // The live run stamps the wall clock; everything else must agree.
+                detected_at: chrono::DateTime::from_timestamp(0, 0).expect("epoch"),
+                ..f.clone()
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    assert_eq!(strip(replayed.findings()), strip(&live_findings));
+}

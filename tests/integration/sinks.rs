@@ -156,7 +156,18 @@ async fn serve_receiver(addr: SocketAddr, r: Receiver) -> (SocketAddr, tokio::sy
         .route("/services/collector/event", post(hec))
         .route("/hook", post(hook))
         .with_state(r);
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
+    // Restarting on the same address waits for the previous server to let go of it.
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("bind receiver {addr}: {e}"),
+        }
+    };
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
