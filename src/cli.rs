@@ -165,6 +165,10 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
     pub format: String,
+    /// Run the query this many times and print the fastest and median run time (benchmarks;
+    /// the archive is opened once, as a server does).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Configuration file (for `archive.*` and query limits).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
@@ -868,7 +872,23 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         if let Some(r) = &registry {
             sql_engine.register_registry(r)?;
         }
-        sql_engine.query(&sql, &params).await
+        let mut times = Vec::new();
+        let mut answer = None;
+        for _ in 0..args.repeat.max(1) {
+            let t = std::time::Instant::now();
+            answer = Some(sql_engine.query(&sql, &params).await?);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        if args.repeat > 1 {
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "timing: fastest {:.1} ms, median {:.1} ms over {} runs",
+                times[0],
+                times[times.len() / 2],
+                times.len()
+            );
+        }
+        answer.ok_or(crate::replay::QueryError::Invalid("no run".into()))
     });
     let answer = match answer {
         Ok(a) => a,
