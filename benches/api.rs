@@ -52,6 +52,7 @@ fn finding(n: u64) -> Finding {
         analysis: Vec::new(),
         count: 1,
         evidence: Vec::new(),
+        controls: nhiwatch::findings::controls::of(DetectorId::ALL[n as usize % DetectorId::ALL.len()]).to_vec(),
     }
 }
 

@@ -83,9 +83,10 @@ def main():
 
     rows = []
     for name, sql, params in queries:
-        cmd = [NHIWATCH, "query", "--archive", a.archive, "--registry", a.registry, "--format", "csv", "--repeat", str(a.repeat), sql]
+        cmd = [NHIWATCH, "query", "--archive", a.archive, "--registry", a.registry, "--format", "csv", "--repeat", str(a.repeat)]
         for k, v in params.items():
-            cmd[-1:-1] = ["-p", f"{k}={v}"]
+            cmd += ["-p", f"{k}={v}"]
+        cmd += ["--", sql]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{name}: nhiwatch failed: {out.stderr}")

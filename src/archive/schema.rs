@@ -196,6 +196,7 @@ pub fn finding_schema() -> SchemaRef {
         Field::new("count", DataType::UInt64, false),
         s("analysis", false),
         s("evidence", false),
+        Field::new("controls", list(), true),
     ]))
 }
 
@@ -229,6 +230,7 @@ pub fn findings_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError> {
         u64s(f.iter().map(|v| Some(v.count))),
         json(|v| serde_json::to_string(&v.analysis).unwrap_or_default()),
         json(|v| serde_json::to_string(&v.evidence).unwrap_or_default()),
+        lists(f.iter().map(|v| v.controls.iter().map(|c| c.id.clone()))),
     ];
     RecordBatch::try_new(finding_schema(), columns)
 }
@@ -335,11 +337,12 @@ pub fn findings_from_batch(batch: &RecordBatch) -> Result<Vec<Finding>, String> 
     let count = column("count")?.as_primitive::<UInt64Type>();
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
+        let detector: crate::findings::DetectorId = wire("detector", i)?
+            .parse()
+            .map_err(|()| bad("detector", wire("detector", i).unwrap_or_default()))?;
         out.push(Finding {
             id: wire("id", i)?,
-            detector: wire("detector", i)?
-                .parse()
-                .map_err(|()| bad("detector", wire("detector", i).unwrap_or_default()))?,
+            detector,
             severity: wire("severity", i)?
                 .parse()
                 .map_err(|()| bad("severity", wire("severity", i).unwrap_or_default()))?,
@@ -363,6 +366,8 @@ pub fn findings_from_batch(batch: &RecordBatch) -> Result<Vec<Finding>, String> 
             analysis: serde_json::from_str(text("analysis")?.value(i)).map_err(|e| e.to_string())?,
             count: count.value(i),
             evidence: serde_json::from_str(text("evidence")?.value(i)).map_err(|e| e.to_string())?,
+            // The archive keeps control ids for SQL; the controls come from the table.
+            controls: crate::findings::controls::of(detector).to_vec(),
         });
     }
     Ok(out)

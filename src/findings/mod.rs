@@ -6,8 +6,11 @@
 //! a hit. `schemas/finding.schema.json` mirrors the JSON form; [`ocsf`] encodes the same object
 //! as an OCSF Detection Finding for SIEMs.
 
+pub mod controls;
 pub mod ocsf;
 pub mod store;
+
+pub use controls::Control;
 
 use std::collections::HashMap;
 
@@ -229,6 +232,9 @@ pub struct Finding {
     pub count: u64,
     /// Supporting events: the first ones and the latest (at most [`Folder::MAX_EVIDENCE`]).
     pub evidence: Vec<Evidence>,
+    /// The controls it bears on (OWASP NHI Top 10, NIST CSF 2.0), from `controls.toml`.
+    #[serde(default)]
+    pub controls: Vec<Control>,
 }
 
 impl Finding {
@@ -272,6 +278,7 @@ pub(crate) fn test_finding(id: &str) -> Finding {
         analysis: Vec::new(),
         count: 1,
         evidence: Vec::new(),
+        controls: controls::of(DetectorId::BreakGlass).to_vec(),
     }
 }
 
@@ -349,6 +356,7 @@ impl Folder {
             analysis: hit.analysis,
             count: 1,
             evidence: vec![Evidence::of(event)],
+            controls: controls::of(hit.detector).to_vec(),
         };
         self.open.insert(key, (finding.clone(), hit.suppress_for));
         Update {

@@ -185,7 +185,11 @@ impl FindingStore {
                         continue;
                     }
                     match serde_json::from_str::<Entry>(&line) {
-                        Ok(Entry::Finding { finding }) => {
+                        Ok(Entry::Finding { mut finding }) => {
+                            // Journals written before findings carried controls.
+                            if finding.controls.is_empty() {
+                                finding.controls = super::controls::of(finding.detector).to_vec();
+                            }
                             store.apply_finding(finding);
                         }
                         Ok(Entry::Status { id, change }) => {

@@ -77,6 +77,11 @@ pub fn encode(finding: &Finding, activity: Activity) -> String {
     ext.push(("cs2", finding.status.as_str().into()));
     ext.push(("cs3Label", "confidence".into()));
     ext.push(("cs3", finding.confidence.as_str().into()));
+    if !finding.controls.is_empty() {
+        let ids: Vec<&str> = finding.controls.iter().map(|c| c.id.as_str()).collect();
+        ext.push(("cs4Label", "controls".into()));
+        ext.push(("cs4", ids.join(",")));
+    }
     ext.push(("act", activity.name().to_ascii_lowercase()));
     ext.push(("msg", finding.explanation.clone()));
     for (i, (key, v)) in ext.iter().enumerate() {
@@ -116,6 +121,7 @@ mod tests {
             analysis: Vec::new(),
             count: 2,
             evidence: Vec::new(),
+            controls: crate::findings::controls::of(DetectorId::ScopeDrift).to_vec(),
         }
     }
 
@@ -131,7 +137,7 @@ mod tests {
                  externalId=0123456789abcdef0123456789abcdef rt=1767571200000 start=1767571200000 \
                  end=1767571200000 cnt=2 cat=scope_drift suser=lab|feed suid=Lab feed cs1Label=owner \
                  cs1=lab@example.org cs2Label=status cs2=new cs3Label=confidence cs3=high \
-                 act=create msg=scope a\\=b is new\\nsecond line",
+                 cs4Label=controls cs4=NHI5:2025,PR.AA-05 act=create msg=scope a\\=b is new\\nsecond line",
                 env!("CARGO_PKG_VERSION")
             )
         );

@@ -122,5 +122,21 @@ fn findings_match_their_schema_and_encode_as_ocsf_detection_findings() {
         );
         assert_eq!(o["evidences"].as_array().map(Vec::len), Some(f.evidence.len()));
         assert_eq!(ocsf::encode(f, Change::Escalated)["type_uid"], 200_402);
+
+        // Every finding carries its detector's controls, natively and in OCSF.
+        let controls = nhiwatch::findings::controls::of(f.detector);
+        assert!(!controls.is_empty());
+        assert_eq!(f.controls, controls, "{}", f.detector);
+        let compliance = &o["unmapped"]["compliance"];
+        let requirements: Vec<String> = controls.iter().map(|c| format!("{} {}", c.framework, c.id)).collect();
+        assert_eq!(compliance["requirements"], serde_json::json!(requirements));
+        assert_eq!(
+            compliance["standards"].as_array().map(Vec::len),
+            Some(2),
+            "{compliance}"
+        );
     }
+    let drift = findings.iter().find(|f| f.detector.as_str() == "scope_drift").expect("a scope_drift finding");
+    let ids: Vec<&str> = drift.controls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["NHI5:2025", "PR.AA-05"]);
 }

@@ -49,6 +49,7 @@ fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
         analysis: Vec::new(),
         count: 1,
         evidence: Vec::new(),
+        controls: nhiwatch::findings::controls::of(detector).to_vec(),
     }
 }
 

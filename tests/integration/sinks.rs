@@ -50,6 +50,7 @@ fn finding(n: u32, identity: &str) -> Finding {
         analysis: Vec::new(),
         count: 1,
         evidence: Vec::new(),
+        controls: nhiwatch::findings::controls::of(DetectorId::ScopeDrift).to_vec(),
     }
 }
 
