@@ -40,9 +40,11 @@ def scope_contains(granted, used):
 def params_for(name, first, last):
     mid_from, mid_to = first, last
     p = {"from": mid_from, "to": mid_to}
-    if name == "dormant_inventory":
+    if name in ("dormant_inventory", "inventory_stale"):
         return {"as_of": last, "days": 7}
-    if name == "access_after_offboarding":
+    if name in ("inventory_unregistered", "inventory_retired_active"):
+        return {"as_of": last}
+    if name in ("access_after_offboarding", "inventory_incomplete"):
         return {}
     if name == "top_phi_identities":
         p["limit"] = 20
@@ -58,7 +60,9 @@ def main():
     a = ap.parse_args()
 
     con = duckdb.connect()
-    con.execute(f"SET threads TO 2")
+    # The same two threads and memory ceiling as nhiwatch's default query limit.
+    con.execute("SET threads TO 2")
+    con.execute("SET memory_limit = '4GiB'")
     con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{a.archive}/events/*/*.parquet', hive_partitioning = true, hive_types = {{'date': VARCHAR}})")
     con.execute(f"CREATE VIEW findings AS SELECT * FROM read_parquet('{a.archive}/findings/*/*.parquet', hive_partitioning = true, hive_types = {{'date': VARCHAR}})")
     reg = tomllib.load(open(a.registry, "rb"))

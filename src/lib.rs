@@ -35,6 +35,7 @@ pub mod findings;
 pub mod generate;
 pub mod http;
 pub mod ingest;
+pub mod inventory;
 pub mod normalize;
 pub mod pipeline;
 pub mod registry;

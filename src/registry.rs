@@ -41,6 +41,12 @@ pub struct Integration {
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was retired.
     pub offboarded_at: Option<DateTime<Utc>>,
+    /// Longest token lifetime (and token age at use) policy allows, in seconds; the
+    /// `stale_credential` detector's default when absent.
+    pub max_token_ttl: Option<i64>,
+    /// How often its secrets, keys and certificates must be rotated, in seconds; the
+    /// `stale_credential` detector's default when absent.
+    pub rotate_every: Option<i64>,
 }
 
 impl Integration {
@@ -129,6 +135,20 @@ impl Registry {
                 })
                 .transpose()
             };
+            let duration = |key: &str, v: &Option<String>| -> Result<Option<i64>, RegistryError> {
+                v.as_deref()
+                    .map(|text| match humantime::parse_duration(text) {
+                        Ok(d) if !d.is_zero() => {
+                            i64::try_from(d.as_secs()).map_err(|_| err(at(key), format!("{text:?} is too long")))
+                        }
+                        Ok(_) => Err(err(at(key), "must be longer than zero".into())),
+                        Err(e) => Err(err(
+                            at(key),
+                            format!("{text:?} is not a duration like \"1h\" or \"90days\": {e}"),
+                        )),
+                    })
+                    .transpose()
+            };
             let approved_scopes = Scope::collect(raw.approved_scopes.iter().map(String::as_str));
             let entry = Integration {
                 onboarded_at: date("onboarded_at", raw.onboarded_at)?,
@@ -142,6 +162,8 @@ impl Registry {
                 approved_scopes,
                 approved_networks,
                 max_patients_per_hour: raw.max_patients_per_hour,
+                max_token_ttl: duration("max_token_ttl", &raw.max_token_ttl)?,
+                rotate_every: duration("rotate_every", &raw.rotate_every)?,
             };
             let index = registry.entries.len();
             for key in std::iter::once(&entry.id).chain(&entry.aliases) {
@@ -228,6 +250,8 @@ struct RawIntegration {
     onboarded_at: Option<toml::value::Datetime>,
     expires_at: Option<toml::value::Datetime>,
     offboarded_at: Option<toml::value::Datetime>,
+    max_token_ttl: Option<String>,
+    rotate_every: Option<String>,
 }
 
 #[cfg(test)]
@@ -246,6 +270,8 @@ approved_networks = ["10.20.0.0/16"]
 max_patients_per_hour = 500
 expires_at = 2027-01-01T00:00:00Z
 offboarded_at = 2026-06-30T00:00:00Z
+max_token_ttl = "15m"
+rotate_every = "90days"
 "#;
 
     fn parse(text: &str) -> Result<Registry, RegistryError> {
@@ -259,6 +285,10 @@ offboarded_at = 2026-06-30T00:00:00Z
         assert_eq!(entry.id, "lab-results-feed");
         assert_eq!(entry.owner.as_deref(), Some("lab-it@example.org"));
         assert_eq!(entry.max_patients_per_hour, Some(500));
+        assert_eq!(
+            (entry.max_token_ttl, entry.rotate_every),
+            (Some(900), Some(90 * 86_400))
+        );
         let (at, key) = entry.retired_at().expect("has dates");
         assert_eq!(
             (at.to_rfc3339(), key),
@@ -295,6 +325,12 @@ offboarded_at = 2026-06-30T00:00:00Z
         let e = parse(unknown).expect_err("unknown key");
         assert!(e.to_string().contains("unknown field `ownr`"), "{e}");
         assert_eq!(e.key, "line 3");
+        let ttl = "[[integration]]\nid = \"a\"\nmax_token_ttl = \"an hour\"\n";
+        let e = parse(ttl).expect_err("bad duration").to_string();
+        assert!(
+            e.starts_with("registry.toml: integration[0].max_token_ttl: \"an hour\" is not a duration"),
+            "{e}"
+        );
         let empty = "[[integration]]\nid = \" \"\n";
         assert_eq!(
             parse(empty).expect_err("empty id").to_string(),

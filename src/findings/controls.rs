@@ -56,9 +56,10 @@ fn parse(text: &str) -> Result<BTreeMap<DetectorId, Vec<Control>>, String> {
                 .controls
                 .get(&control)
                 .ok_or_else(|| format!("detectors.{detector}: control {control:?} is not defined"))?;
-            let framework = table.frameworks.get(&raw.framework).ok_or_else(|| {
-                format!("controls.{control:?}.framework: {:?} is not a framework", raw.framework)
-            })?;
+            let framework = table
+                .frameworks
+                .get(&raw.framework)
+                .ok_or_else(|| format!("controls.{control:?}.framework: {:?} is not a framework", raw.framework))?;
             controls.push(Control {
                 framework: framework.clone(),
                 id: control,

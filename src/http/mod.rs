@@ -8,6 +8,7 @@ pub mod auth;
 mod error;
 pub mod findings;
 pub mod identities;
+pub mod inventory;
 pub mod query;
 mod stream;
 
@@ -144,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/findings/{id}/status", post(findings::set_status))
         .route("/v1/identities", get(identities::list))
         .route("/v1/identities/{id}", get(identities::get))
+        .route("/v1/inventory/gaps", get(inventory::gaps_handler))
         .route("/v1/query", post(query::query))
         .route("/v1/replay/queries", get(query::list))
         .route("/v1/replay/queries/{name}", post(query::run_saved))
@@ -170,7 +172,7 @@ async fn bound_query(request: Request, next: Next) -> Response {
     info(title = "nhiwatch", description = "Findings about non-human identities in healthcare interoperability audit logs."),
     paths(
         findings::list, findings::get, findings::set_status, stream::stream,
-        identities::list, identities::get, query::query, query::list, query::run_saved, metrics, healthz, readyz, dashboard, openapi
+        identities::list, identities::get, inventory::gaps_handler, query::query, query::list, query::run_saved, metrics, healthz, readyz, dashboard, openapi
     ),
     modifiers(&BearerAuth)
 )]

@@ -49,7 +49,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             timeout: Duration::from_secs(30),
-            memory_bytes: 1 << 30,
+            memory_bytes: 4 << 30,
             max_rows: 100_000,
         }
     }

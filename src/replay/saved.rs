@@ -16,7 +16,7 @@ pub struct Saved {
     pub sql: &'static str,
 }
 
-const FILES: [(&str, &str); 6] = [
+const FILES: [(&str, &str); 10] = [
     (
         "access_after_offboarding",
         include_str!("../../replay/access_after_offboarding.sql"),
@@ -25,6 +25,19 @@ const FILES: [(&str, &str); 6] = [
     (
         "findings_by_detector",
         include_str!("../../replay/findings_by_detector.sql"),
+    ),
+    (
+        "inventory_incomplete",
+        include_str!("../../replay/inventory_incomplete.sql"),
+    ),
+    (
+        "inventory_retired_active",
+        include_str!("../../replay/inventory_retired_active.sql"),
+    ),
+    ("inventory_stale", include_str!("../../replay/inventory_stale.sql")),
+    (
+        "inventory_unregistered",
+        include_str!("../../replay/inventory_unregistered.sql"),
     ),
     ("least_privilege", include_str!("../../replay/least_privilege.sql")),
     ("phi_access", include_str!("../../replay/phi_access.sql")),

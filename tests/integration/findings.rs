@@ -136,7 +136,10 @@ fn findings_match_their_schema_and_encode_as_ocsf_detection_findings() {
             "{compliance}"
         );
     }
-    let drift = findings.iter().find(|f| f.detector.as_str() == "scope_drift").expect("a scope_drift finding");
+    let drift = findings
+        .iter()
+        .find(|f| f.detector.as_str() == "scope_drift")
+        .expect("a scope_drift finding");
     let ids: Vec<&str> = drift.controls.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["NHI5:2025", "PR.AA-05"]);
 }

@@ -61,6 +61,11 @@ pub fn state(store: Arc<FindingStore>) -> AppState {
 }
 
 fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
+    state_of(store, &engine)
+}
+
+/// The API over `engine`'s identities, with small bounds so the tests can reach them.
+pub fn state_of(store: Arc<FindingStore>, engine: &Engine) -> AppState {
     let settings = Settings::load_with_env(None, &[]).expect("defaults");
     let auth = Auth::new(&settings.raw.http, Some(READ), Some(ADMIN));
     let metrics = Arc::new(Metrics::default());
@@ -74,7 +79,7 @@ fn state_with(store: Arc<FindingStore>, engine: Engine) -> AppState {
             max_body: 512,
             timeout: Duration::from_secs(5),
         },
-        ..AppState::new(&engine, store, auth, &settings.raw.http, metrics, ready)
+        ..AppState::new(engine, store, auth, &settings.raw.http, metrics, ready)
     }
 }
 
@@ -607,6 +612,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/findings/{id}/status"),
     ("get", "/v1/identities"),
     ("get", "/v1/identities/{id}"),
+    ("get", "/v1/inventory/gaps"),
     ("post", "/v1/query"),
     ("get", "/v1/replay/queries"),
     ("post", "/v1/replay/queries/{name}"),

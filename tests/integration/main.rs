@@ -5,6 +5,7 @@ mod dead_letter;
 mod e2e;
 mod findings;
 mod fixtures;
+mod governance;
 mod http;
 mod ocsf;
 mod replay;

@@ -301,7 +301,7 @@ fn rows(answer: &Answer) -> Vec<Vec<String>> {
     out
 }
 
-async fn saved(db: &Sql, name: &str, params: &[(&str, ScalarValue)]) -> Vec<Vec<String>> {
+pub async fn saved(db: &Sql, name: &str, params: &[(&str, ScalarValue)]) -> Vec<Vec<String>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("replay")
         .join(format!("{name}.sql"));
