@@ -338,6 +338,9 @@ impl Schema {
             "float_t" => v.is_number(),
             "boolean_t" => v.is_boolean(),
             "json_t" => true,
+            // The generic `object` carries any keys: the schema's own words, "a generic object to
+            // log objects that are not otherwise defined by the schema" (e.g. `unmapped`).
+            "object" => v.is_object(),
             object => {
                 match self.object(object) {
                     Some(shape) => self.check_object(v, &shape, &format!("{at}."), profiles, errors, &[]),
@@ -438,6 +441,10 @@ fn the_validator_catches_what_is_wrong() {
     );
     has(broken(&|e| e["type_uid"] = 200_402.into()), "type_uid must be");
     has(broken(&|e| e["patient"] = "x".into()), "patient: not an attribute");
+    has(
+        broken(&|e| e["unmapped"] = "x".into()),
+        "unmapped: \"x\" is not a object",
+    );
     has(
         broken(&|e| e["time"] = "2026-01-01".into()),
         "time: \"2026-01-01\" is not a timestamp_t",
