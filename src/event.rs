@@ -87,6 +87,12 @@ pub struct Event {
     /// Id of the access token (e.g. BALP `agent.policy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// When the access token was issued (a JWT's `iat`, or the grant's own time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_issued_at: Option<DateTime<Utc>>,
+    /// When the access token expires (a JWT's `exp`, Okta's access-token `expires`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<DateTime<Utc>>,
     /// Source-specific action name (Okta `eventType`, Keycloak `type`, Entra operation...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
@@ -338,6 +344,8 @@ impl Event {
             error: None,
             credential_id: None,
             token_id: None,
+            token_issued_at: None,
+            token_expires_at: None,
             action: None,
             source: None,
         }

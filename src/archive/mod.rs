@@ -407,7 +407,7 @@ mod tests {
         // Lists, optional numbers and the source struct survive.
         let patients = batch.column(14).as_list::<i32>();
         assert_eq!(patients.value(0).as_string::<i32>().len(), 2);
-        let source = batch.column(27).as_struct();
+        let source = batch.column_by_name("source").expect("source").as_struct();
         assert_eq!(source.null_count(), 2, "odd-numbered events have no source");
     }
 
@@ -420,6 +420,9 @@ mod tests {
         events[1].interaction = Some(crate::event::Interaction::Search);
         events[2].status = Some(403);
         events[2].outcome = crate::event::Outcome::Failure;
+        events[3].token_id = Some("AT.1".into());
+        events[3].token_issued_at = Some(events[3].time - chrono::Duration::minutes(50));
+        events[3].token_expires_at = Some(events[3].time + chrono::Duration::minutes(10));
         let batch = schema::events_batch(&events).expect("batch");
         assert_eq!(schema::events_from_batch(&batch).expect("back"), events);
     }

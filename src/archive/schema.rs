@@ -64,6 +64,8 @@ pub fn event_schema() -> SchemaRef {
         s("error", true),
         s("credential_id", true),
         s("token_id", true),
+        Field::new("token_issued_at", time_type(), true),
+        Field::new("token_expires_at", time_type(), true),
         s("action", true),
         Field::new("source", DataType::Struct(source_fields()), true),
     ]))
@@ -100,10 +102,10 @@ fn u64s(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
+fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     for v in values {
-        b.append_value(v);
+        b.append_option(v);
     }
     Arc::new(b.finish())
 }
@@ -144,7 +146,7 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
     )?;
     let columns: Vec<ArrayRef> = vec![
         opt(|v| Some(&v.event_id)),
-        times(e.iter().map(|v| v.time.timestamp_micros())),
+        times(e.iter().map(|v| Some(v.time.timestamp_micros()))),
         opt(|v| Some(v.format.as_str())),
         opt(|v| Some(v.kind.as_str())),
         opt(|v| Some(&v.identity)),
@@ -169,6 +171,8 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         opt(|v| v.error.as_deref()),
         opt(|v| v.credential_id.as_deref()),
         opt(|v| v.token_id.as_deref()),
+        times(e.iter().map(|v| v.token_issued_at.map(|t| t.timestamp_micros()))),
+        times(e.iter().map(|v| v.token_expires_at.map(|t| t.timestamp_micros()))),
         opt(|v| v.action.as_deref()),
         Arc::new(source),
     ];
@@ -222,9 +226,9 @@ pub fn findings_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError> {
         opt(|v| v.identity.name.as_deref()),
         opt(|v| v.identity.owner.as_deref()),
         Arc::new(registered.finish()),
-        times(f.iter().map(|v| v.event_time.timestamp_micros())),
-        times(f.iter().map(|v| v.last_event_time.timestamp_micros())),
-        times(f.iter().map(|v| v.detected_at.timestamp_micros())),
+        times(f.iter().map(|v| Some(v.event_time.timestamp_micros()))),
+        times(f.iter().map(|v| Some(v.last_event_time.timestamp_micros()))),
+        times(f.iter().map(|v| Some(v.detected_at.timestamp_micros()))),
         opt(|v| Some(&v.title)),
         opt(|v| Some(&v.explanation)),
         u64s(f.iter().map(|v| Some(v.count))),
@@ -247,6 +251,15 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, String> {
     let u64_at = |name: &str, i: usize| -> Result<Option<u64>, String> {
         let a = column(name)?.as_primitive::<UInt64Type>();
         Ok((!a.is_null(i)).then(|| a.value(i)))
+    };
+    let time_at = |name: &str, i: usize| -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        let a = column(name)?.as_primitive::<TimestampMicrosecondType>();
+        if a.is_null(i) {
+            return Ok(None);
+        }
+        chrono::DateTime::from_timestamp_micros(a.value(i))
+            .map(Some)
+            .ok_or_else(|| format!("row has {name} out of range"))
     };
     let list_at = |name: &str, i: usize| -> Result<Vec<String>, String> {
         let a = column(name)?.as_list::<i32>();
@@ -306,6 +319,8 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, String> {
         e.error = get(text("error")?, i);
         e.credential_id = get(text("credential_id")?, i);
         e.token_id = get(text("token_id")?, i);
+        e.token_issued_at = time_at("token_issued_at", i)?;
+        e.token_expires_at = time_at("token_expires_at", i)?;
         e.action = get(text("action")?, i);
         e.source = (!source.is_null(i)).then(|| crate::event::Origin {
             name: src_name.value(i).to_owned(),

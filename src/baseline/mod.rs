@@ -128,6 +128,11 @@ const MAX_AGENTS: usize = 8;
 const MAX_ACCESS: usize = 64;
 const MAX_SWITCHES: usize = 16;
 const MAX_REVOKED: usize = 8;
+/// Credentials remembered per identity: a secret or key pair rotates through two or three.
+const MAX_CREDENTIALS: usize = 8;
+/// Token grants remembered per identity, newest kept: enough to date a token used several
+/// grant intervals after its issue, which is what a lifetime policy is about.
+const MAX_TOKENS: usize = 16;
 /// Weight of a new window in the volume estimates (≈ the last 30 active windows count).
 const ALPHA: f64 = 1.0 / 30.0;
 
@@ -532,6 +537,19 @@ impl IdentityState {
         self.rare.as_ref().and_then(|r| r.credential_added_at)
     }
 
+    /// Since when the credential is known: its creation when an addition was seen, else its
+    /// first use.
+    pub fn credential(&self, credential_id: &str) -> Option<Credential> {
+        let key = net::fnv1a(credential_id.as_bytes());
+        self.rare.as_ref()?.credentials.iter().find(|c| c.key == key).copied()
+    }
+
+    /// The grant of the token, when it was seen.
+    pub fn token(&self, token_id: &str) -> Option<Token> {
+        let key = net::fnv1a(token_id.as_bytes());
+        self.rare.as_ref()?.tokens.iter().find(|t| t.key == key).copied()
+    }
+
     fn rare(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
     }
@@ -557,11 +575,7 @@ impl IdentityState {
         if let Some(ip) = &event.src_ip {
             let key = net::network_key(ip);
             if self.last_network != 0 && key != self.last_network {
-                let switches = &mut self.rare().switches;
-                if switches.len() == MAX_SWITCHES {
-                    switches.remove(0);
-                }
-                push_exact(switches, t);
+                bounded_push(&mut self.rare().switches, MAX_SWITCHES, t);
             }
             self.last_network = key;
         }
@@ -577,17 +591,60 @@ impl IdentityState {
             self.name = Some(name.as_str().into());
         }
         match CredentialChange::of(event) {
-            Some(CredentialChange::Added) => self.rare().credential_added_at = Some(t),
+            Some(CredentialChange::Added) => {
+                let rare = self.rare();
+                rare.credential_added_at = Some(t);
+                if let Some(id) = &event.credential_id {
+                    let key = net::fnv1a(id.as_bytes());
+                    rare.credentials.retain(|c| c.key != key);
+                    bounded_push(
+                        &mut rare.credentials,
+                        MAX_CREDENTIALS,
+                        Credential {
+                            key,
+                            since: t,
+                            created: true,
+                        },
+                    );
+                }
+            }
             Some(CredentialChange::Removed) => {
                 if let Some(id) = &event.credential_id {
-                    let revoked = &mut self.rare().revoked;
-                    if revoked.len() == MAX_REVOKED {
-                        revoked.remove(0);
-                    }
-                    push_exact(revoked, net::fnv1a(id.as_bytes()));
+                    let key = net::fnv1a(id.as_bytes());
+                    let rare = self.rare();
+                    rare.credentials.retain(|c| c.key != key);
+                    bounded_push(&mut rare.revoked, MAX_REVOKED, key);
                 }
             }
             None => {}
+        }
+        if event.kind == EventKind::TokenIssued
+            && event.outcome != Outcome::Failure
+            && let Some(id) = &event.token_id
+        {
+            let token = Token {
+                key: net::fnv1a(id.as_bytes()),
+                issued: event.token_issued_at.map_or(t, secs),
+                expires: event.token_expires_at.map(secs),
+            };
+            bounded_push(&mut self.rare().tokens, MAX_TOKENS, token);
+        }
+        if is_activity(event)
+            && let Some(id) = &event.credential_id
+        {
+            let key = net::fnv1a(id.as_bytes());
+            if !self
+                .rare
+                .as_ref()
+                .is_some_and(|r| r.credentials.iter().any(|c| c.key == key))
+            {
+                let credential = Credential {
+                    key,
+                    since: t,
+                    created: false,
+                };
+                bounded_push(&mut self.rare().credentials, MAX_CREDENTIALS, credential);
+            }
         }
         match retires_app(event) {
             Some(true) => self.rare().deactivated_at = Some(t),
@@ -671,13 +728,44 @@ impl IdentityState {
     }
 }
 
-/// Lifecycle facts and network switches: most identities never have any.
+/// Lifecycle facts, credentials, token grants and network switches: most identities never have
+/// any.
 #[derive(Debug, Clone, Default)]
 struct Rare {
     switches: Vec<i64>,
     deactivated_at: Option<i64>,
     credential_added_at: Option<i64>,
     revoked: Vec<u64>,
+    credentials: Vec<Credential>,
+    tokens: Vec<Token>,
+}
+
+/// A credential (secret, key, certificate) of an identity, by hash of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential {
+    key: u64,
+    /// Its creation (when `created`) or its first use seen (Unix seconds).
+    pub since: i64,
+    /// Whether `since` is its creation; else the credential is at least that old.
+    pub created: bool,
+}
+
+/// An access token granted to an identity, by hash of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    key: u64,
+    /// When it was issued (Unix seconds).
+    pub issued: i64,
+    /// When it expires, if the grant said.
+    pub expires: Option<i64>,
+}
+
+/// Pushes onto a list kept at most `max` long, dropping the oldest entry (the first).
+fn bounded_push<T>(v: &mut Vec<T>, max: usize, item: T) {
+    if v.len() >= max {
+        v.remove(0);
+    }
+    push_exact(v, item);
 }
 
 /// Pushes without the doubling growth: these sets are small, change rarely, and there is one

@@ -15,6 +15,7 @@ mod new_network;
 mod off_hours;
 mod phi_volume;
 mod scope_drift;
+mod stale_credential;
 mod unregistered_identity;
 
 use std::fmt;
@@ -37,6 +38,7 @@ pub use new_network::NewNetwork;
 pub use off_hours::OffHours;
 pub use phi_volume::PhiVolume;
 pub use scope_drift::ScopeDrift;
+pub use stale_credential::StaleCredential;
 pub use unregistered_identity::UnregisteredIdentity;
 
 /// What a detector sees for one event.
@@ -258,6 +260,7 @@ impl Detectors {
                 DetectorId::BreakGlass => make::<BreakGlass>(src)?,
                 DetectorId::CredentialAdded => make::<CredentialAdded>(src)?,
                 DetectorId::OffHours => make::<OffHours>(src)?,
+                DetectorId::StaleCredential => make::<StaleCredential>(src)?,
             };
             list.push(detector);
         }

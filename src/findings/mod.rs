@@ -46,6 +46,8 @@ wire_enum! {
         CredentialAdded => "credential_added",
         /// Activity at hours of the week the identity has never been active.
         OffHours => "off_hours",
+        /// A credential older than its rotation policy in use, or tokens living past policy.
+        StaleCredential => "stale_credential",
     }
 }
 

@@ -48,8 +48,17 @@ pub(super) fn okta_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, sco
     };
     let mut debug =
         json!({"grantType": "client_credentials", "requestedScopes": scope, "requestUri": "/oauth2/default/v1/token"});
+    let mut target = vec![
+        json!({"id": "aus1default", "type": "AuthorizationServer", "alternateId": "default", "displayName": "default"}),
+    ];
     if ok {
         debug["grantedScopes"] = json!(scope);
+        // The token granted, as Okta names it: its id (derived from the event, so the generator
+        // draws nothing more from its random stream) and a one-hour lifetime.
+        target.push(json!({
+            "id": format!("AT.{}", uuid.replace('-', "")), "type": "access_token", "displayName": "Access Token",
+            "detailEntry": {"expires": ts(at + chrono::Duration::hours(1)), "subject": client},
+        }));
     }
     to_line(&json!({
         "uuid": uuid, "published": ts(at), "eventType": "app.oauth2.as.token.grant.access_token",
@@ -59,7 +68,7 @@ pub(super) fn okta_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, sco
         "client": {"ipAddress": ip, "userAgent": {"rawUserAgent": ua}},
         "outcome": outcome,
         "debugContext": {"debugData": debug},
-        "target": [{"id": "aus1default", "type": "AuthorizationServer", "alternateId": "default", "displayName": "default"}],
+        "target": target,
     }))
 }
 

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
@@ -54,6 +55,30 @@ struct Line<'a> {
     user_agent: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     purpose_of_use: Words<'a>,
+    #[serde(borrow, default)]
+    token_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    token_issued_at: Option<Instant<'a>>,
+    #[serde(borrow, default)]
+    token_expires_at: Option<Instant<'a>>,
+}
+
+/// A JWT NumericDate (Unix seconds) or an RFC 3339 string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Instant<'a> {
+    Seconds(i64),
+    Text(#[serde(borrow)] Cow<'a, str>),
+}
+
+impl Instant<'_> {
+    fn at(&self, field: &'static str) -> Result<DateTime<Utc>, ParseError> {
+        match self {
+            Instant::Seconds(s) => DateTime::from_timestamp(*s, 0),
+            Instant::Text(t) => parse_time(t),
+        }
+        .ok_or(ParseError::bad_time(FORMAT, field))
+    }
 }
 
 /// A space-separated string or an array of strings.
@@ -194,6 +219,9 @@ pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
         None => Outcome::Unknown,
     };
     event.action = Some(method.to_ascii_uppercase());
+    event.token_id = line.token_id.filter(|t| !t.is_empty()).map(Cow::into_owned);
+    event.token_issued_at = line.token_issued_at.map(|t| t.at("token_issued_at")).transpose()?;
+    event.token_expires_at = line.token_expires_at.map(|t| t.at("token_expires_at")).transpose()?;
     Ok(event)
 }
 

@@ -317,6 +317,54 @@ pub(crate) fn resource_type_from_path(path: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    use crate::event::EventKind;
+
+    fn one(raw: &str) -> Result<Event, ParseError> {
+        let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
+        n.normalize(raw.as_bytes(), &RecordMeta::default()).map(|mut v| v.remove(0))
+    }
+
+    fn time(s: &str) -> Option<DateTime<Utc>> {
+        parse_time(s)
+    }
+
+    #[test]
+    fn okta_access_token_grants_name_the_token_and_its_expiry() {
+        let grant = r#"{"uuid": "u-1", "published": "2026-01-05T09:00:00.000Z",
+            "eventType": "app.oauth2.as.token.grant.access_token",
+            "actor": {"id": "0oa-etl", "type": "PublicClientApp", "displayName": "ETL"},
+            "outcome": {"result": "SUCCESS"},
+            "target": [{"id": "aus1", "type": "AuthorizationServer"},
+                       {"id": "AT.abc", "type": "access_token", "displayName": "Access Token",
+                        "detailEntry": {"expires": "2026-01-05T10:00:00.000Z", "subject": "0oa-etl"}}]}"#;
+        let e = one(grant).expect("normalizes");
+        assert_eq!(e.kind, EventKind::TokenIssued);
+        assert_eq!(e.token_id.as_deref(), Some("AT.abc"));
+        assert_eq!(e.token_issued_at, time("2026-01-05T09:00:00Z"));
+        assert_eq!(e.token_expires_at, time("2026-01-05T10:00:00Z"));
+        let bad = grant.replace("2026-01-05T10:00:00.000Z", "in an hour");
+        assert_eq!(
+            one(&bad).expect_err("bad expiry").to_string(),
+            ParseError::bad_time(SourceFormat::Okta, "target.detailEntry.expires").to_string()
+        );
+    }
+
+    #[test]
+    fn gateway_lines_carry_the_token_id_and_its_iat_and_exp_as_seconds_or_text() {
+        let line = r#"{"ts": "2026-01-05T09:50:00Z", "client_id": "etl", "method": "GET",
+            "path": "/fhir/Patient/1", "status": 200, "token_id": "AT.abc",
+            "token_issued_at": 1767603600, "token_expires_at": "2026-01-05T10:00:00Z"}"#;
+        let e = one(line).expect("normalizes");
+        assert_eq!(e.token_id.as_deref(), Some("AT.abc"));
+        assert_eq!(e.token_issued_at, time("2026-01-05T09:00:00Z"));
+        assert_eq!(e.token_expires_at, time("2026-01-05T10:00:00Z"));
+        let bad = line.replace("1767603600", "\"yesterday\"");
+        assert_eq!(
+            one(&bad).expect_err("bad iat").to_string(),
+            ParseError::bad_time(SourceFormat::GatewayAccess, "token_issued_at").to_string()
+        );
+    }
+
     #[test]
     fn derives_resource_type_from_paths() {
         assert_eq!(resource_type_from_path("/r4/Observation/_search"), Some("Observation"));

@@ -5,6 +5,10 @@
 //! `requestedScopes`). Application lifecycle and credential events (`application.lifecycle.*`,
 //! client secret and key changes, `system.api_token.*`) are about the target app, so the target is
 //! the identity and the actor is the initiator. Person sign-ins are kept as `sign_in`.
+//!
+//! An access-token grant names the token it issued as a target of type `access_token`: its id
+//! (the token's `jti`, which a FHIR server's audit repeats) and `detailEntry.expires`. Those make
+//! the token's lifetime and, when the token is seen again, its age at use.
 
 use serde_json::Value;
 
@@ -66,6 +70,18 @@ pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
     if let Some(debug) = debug {
         let scopes = str_at(debug, &["grantedScopes"]).or_else(|| str_at(debug, &["requestedScopes"]));
         event.scopes = scopes.map(Scope::parse_list).unwrap_or_default();
+    }
+    if kind == EventKind::TokenIssued
+        && let Some(token) = items(v.get("target")).find(|t| str_at(t, &["type"]) == Some("access_token"))
+    {
+        event.token_id = string_at(token, &["id"]);
+        event.token_issued_at = Some(time);
+        event.token_expires_at = match str_at(token, &["detailEntry", "expires"]) {
+            Some(expires) => {
+                Some(parse_time(expires).ok_or(ParseError::bad_time(FORMAT, "target.detailEntry.expires"))?)
+            }
+            None => None,
+        };
     }
     Ok(event)
 }

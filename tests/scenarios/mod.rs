@@ -9,7 +9,7 @@ use nhiwatch::baseline;
 use nhiwatch::detect::Detectors;
 use nhiwatch::engine::{Detection, Engine};
 use nhiwatch::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
-use nhiwatch::findings::{DetectorId, Finding, Severity};
+use nhiwatch::findings::{Confidence, DetectorId, Finding, Severity};
 use nhiwatch::registry::Registry;
 use nhiwatch::scope::Scope;
 
@@ -461,5 +461,223 @@ fn findings_are_reproducible() {
     assert_eq!(
         a[0].detected_at, a[0].event_time,
         "offline runs stamp findings with event time"
+    );
+}
+
+// ------------------------------------------------------------------ stale_credential
+
+/// An Okta-style grant to `identity` of token `token_id`, valid for `minutes`.
+fn grant(identity: &str, time: DateTime<Utc>, token_id: &str, minutes: i64) -> Event {
+    let mut e = token(identity, time, "10.20.1.15", "system/Patient.rs");
+    e.event_id = format!("{identity}-grant-{token_id}");
+    e.token_id = Some(token_id.into());
+    e.token_issued_at = Some(time);
+    e.token_expires_at = Some(time + Duration::minutes(minutes));
+    e
+}
+
+/// A FHIR read presenting token `token_id` (BALP `agent.policy`, a gateway's `token_id`).
+fn read_with_token(identity: &str, time: DateTime<Utc>, token_id: &str) -> Event {
+    let mut e = read(identity, time, "10.20.1.15");
+    e.token_id = Some(token_id.into());
+    e
+}
+
+/// An Entra-style service-principal sign-in with secret `key`.
+fn sign_in_with(identity: &str, time: DateTime<Utc>, key: &str) -> Event {
+    let mut e = token(identity, time, "10.20.1.15", "https://fhir.example.org/.default");
+    e.format = SourceFormat::EntraSignIn;
+    e.credential_id = Some(key.into());
+    e
+}
+
+/// A credential change naming the key added or removed.
+fn key_change(identity: &str, time: DateTime<Utc>, action: &str, key: &str) -> Event {
+    let mut e = credential_change(identity, time, action);
+    e.event_id = format!("{identity}-{action}-{key}");
+    e.credential_id = Some(key.into());
+    e
+}
+
+fn stale(findings: &[Finding]) -> Vec<&Finding> {
+    findings
+        .iter()
+        .filter(|f| f.detector == DetectorId::StaleCredential)
+        .collect()
+}
+
+#[test]
+fn a_one_hour_token_used_at_fifty_minutes_is_within_policy() {
+    let events = vec![
+        grant("etl-app", at(0, 9, 0), "AT.1", 60),
+        read_with_token("etl-app", at(0, 9, 50), "AT.1"),
+    ];
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+#[test]
+fn a_one_hour_token_used_at_three_hours_fires_high_for_being_accepted_expired() {
+    let events = vec![
+        grant("etl-app", at(0, 9, 0), "AT.1", 60),
+        read_with_token("etl-app", at(0, 9, 50), "AT.1"),
+        read_with_token("etl-app", at(0, 12, 0), "AT.1"),
+    ];
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::StaleCredential, "etl-app".into(), at(0, 12, 0))]
+    );
+    let f = &findings[0];
+    assert_eq!((f.severity, f.count), (Severity::High, 1));
+    assert_eq!(f.title, "Token of etl-app used 3 hours after issue");
+    assert!(
+        f.explanation.contains("expired at 2026-01-05T10:00:00Z"),
+        "{}",
+        f.explanation
+    );
+    assert_eq!(f.analysis[0].metric, "token_age_minutes");
+    assert_eq!(
+        (f.analysis[0].observed.as_i64(), f.analysis[0].threshold.as_i64()),
+        (Some(180), Some(60))
+    );
+}
+
+#[test]
+fn a_token_within_its_lifetime_but_older_than_policy_fires_medium() {
+    // Issued for 4 hours (itself past the 1-hour policy: the grant fires), used at 3 hours.
+    let events = vec![
+        grant("etl-app", at(0, 9, 0), "AT.2", 240),
+        read_with_token("etl-app", at(0, 12, 0), "AT.2"),
+    ];
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::StaleCredential, "etl-app".into(), at(0, 9, 0))]
+    );
+    let f = &findings[0];
+    // The grant and the late use fold into one finding; the token had not expired.
+    assert_eq!((f.severity, f.count), (Severity::Medium, 2));
+    assert_eq!(f.title, "Token of etl-app lives 4 hours, beyond policy");
+    assert_eq!(f.analysis[0].metric, "token_lifetime_minutes");
+    assert_eq!(f.analysis[0].observed.as_i64(), Some(240));
+}
+
+#[test]
+fn the_registry_token_policy_overrides_the_default() {
+    let registry = Registry::parse(
+        "[[integration]]\nid = \"etl-app\"\nowner = \"etl@example.org\"\nmax_token_ttl = \"4h\"\n",
+        std::path::Path::new("r.toml"),
+    )
+    .expect("registry");
+    let events = vec![
+        grant("etl-app", at(0, 9, 0), "AT.3", 240),
+        read_with_token("etl-app", at(0, 12, 0), "AT.3"),
+    ];
+    assert_eq!(summary(&detect(events.clone(), Some(registry))), []);
+    // A gateway that logs the token's own iat needs no grant to date it.
+    let mut late = read_with_token("etl-app", at(0, 12, 0), "AT.unseen");
+    late.token_issued_at = Some(at(0, 6, 0));
+    assert_eq!(
+        summary(&detect(vec![late], None)),
+        [(DetectorId::StaleCredential, "etl-app".into(), at(0, 12, 0))]
+    );
+}
+
+#[test]
+fn a_secret_rotated_on_schedule_does_not_fire_over_four_hundred_days() {
+    let mut events = Vec::new();
+    // A new secret every 80 days, the old one removed a day later, sign-ins every day.
+    for day in 0..=400 {
+        let key = format!("k{}", day / 80);
+        if day % 80 == 0 {
+            events.push(key_change(
+                "lab-feed",
+                at(day, 8, 0),
+                "Add service principal credentials",
+                &key,
+            ));
+        }
+        if day % 80 == 1 && day > 1 {
+            let old = format!("k{}", day / 80 - 1);
+            events.push(key_change(
+                "lab-feed",
+                at(day, 8, 0),
+                "Remove service principal credentials",
+                &old,
+            ));
+        }
+        events.push(sign_in_with("lab-feed", at(day, 9, 0), &key));
+    }
+    assert!(stale(&detect(events, None)).is_empty());
+}
+
+#[test]
+fn a_secret_used_four_hundred_days_after_its_creation_fires() {
+    let mut events = vec![key_change(
+        "lab-feed",
+        at(0, 8, 0),
+        "Add service principal credentials",
+        "k0",
+    )];
+    for day in 0..5 {
+        events.push(sign_in_with("lab-feed", at(day, 9, 0), "k0"));
+    }
+    events.push(sign_in_with("lab-feed", at(400, 9, 0), "k0"));
+    let findings = detect(events, None);
+    let stale = stale(&findings);
+    assert_eq!(stale.len(), 1, "{findings:#?}");
+    let f = stale[0];
+    assert_eq!((f.event_time, f.confidence), (at(400, 9, 0), Confidence::High));
+    assert_eq!(f.analysis[0].metric, "credential_age_days");
+    assert_eq!(
+        (f.analysis[0].observed.as_i64(), f.analysis[0].threshold.as_i64()),
+        (Some(400), Some(90))
+    );
+    assert!(
+        f.explanation
+            .contains("credential k0 was created at 2026-01-05T08:00:00Z"),
+        "{}",
+        f.explanation
+    );
+}
+
+#[test]
+fn a_credential_dated_only_by_its_first_use_is_at_least_that_old() {
+    let events = vec![
+        sign_in_with("lab-feed", at(0, 9, 0), "k9"),
+        sign_in_with("lab-feed", at(90, 8, 0), "k9"), // 89 days 23 hours: within 90 days
+        sign_in_with("lab-feed", at(120, 9, 0), "k9"),
+    ];
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::StaleCredential, "lab-feed".into(), at(120, 9, 0))]
+    );
+    assert_eq!(findings[0].confidence, Confidence::Medium);
+    assert!(
+        findings[0]
+            .explanation
+            .contains("first seen in use at 2026-01-05T09:00:00Z"),
+        "{}",
+        findings[0].explanation
+    );
+}
+
+#[test]
+fn without_key_ids_the_newest_credential_bounds_the_age_of_the_one_in_use() {
+    // Okta-style: the secret rotation is logged, the grants do not say which secret was used.
+    let mut events = vec![credential_change(
+        "etl-app",
+        at(0, 8, 0),
+        "app.oauth2.client_secret.rotate",
+    )];
+    events.push(token("etl-app", at(60, 9, 0), "10.20.1.15", "system/Patient.rs"));
+    events.push(token("etl-app", at(100, 9, 0), "10.20.1.15", "system/Patient.rs"));
+    let findings = detect(events, None);
+    let stale = stale(&findings);
+    assert_eq!(stale.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (stale[0].event_time, stale[0].confidence),
+        (at(100, 9, 0), Confidence::Medium)
     );
 }
