@@ -187,13 +187,14 @@ pub fn normalize_audit(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
         .or_else(|| user.and_then(|u| str_at(u, &["ipAddress"])))
         .and_then(network_address);
     if kind == EventKind::CredentialChange {
-        event.credential_id = target.and_then(added_key_id);
+        event.credential_id = target.and_then(changed_key_id);
     }
     Ok(event)
 }
 
-/// The key id present in `KeyDescription.newValue` and absent from `oldValue`.
-fn added_key_id(target: &Value) -> Option<String> {
+/// The key id present in `KeyDescription.newValue` and absent from `oldValue` (added), else the
+/// one present in `oldValue` and absent from `newValue` (removed).
+fn changed_key_id(target: &Value) -> Option<String> {
     let change =
         items(target.get("modifiedProperties")).find(|m| str_at(m, &["displayName"]) == Some("KeyDescription"))?;
     let ids = |field: &str| -> Vec<String> {
@@ -204,6 +205,32 @@ fn added_key_id(target: &Value) -> Option<String> {
             .map(str::to_owned)
             .collect()
     };
-    let old = ids("oldValue");
-    ids("newValue").into_iter().find(|id| !old.contains(id))
+    let (old, new) = (ids("oldValue"), ids("newValue"));
+    let added = new.iter().find(|id| !old.contains(id));
+    added.or_else(|| old.iter().find(|id| !new.contains(id))).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(old: &[&str], new: &[&str]) -> Value {
+        let describe = |ids: &[&str]| {
+            let keys: Vec<String> = ids
+                .iter()
+                .map(|id| format!("[KeyIdentifier={id},KeyType=Password,KeyUsage=Verify,DisplayName=secret]"))
+                .collect();
+            serde_json::to_string(&keys).expect("strings serialize")
+        };
+        serde_json::json!({"modifiedProperties": [
+            {"displayName": "KeyDescription", "oldValue": describe(old), "newValue": describe(new)}
+        ]})
+    }
+
+    #[test]
+    fn the_changed_key_is_the_one_added_else_the_one_removed() {
+        assert_eq!(changed_key_id(&change(&["k1"], &["k1", "k2"])).as_deref(), Some("k2"));
+        assert_eq!(changed_key_id(&change(&["k1", "k2"], &["k2"])).as_deref(), Some("k1"));
+        assert_eq!(changed_key_id(&change(&["k1"], &["k1"])), None);
+    }
 }
