@@ -65,6 +65,9 @@ pub enum Command {
     /// Re-run the detectors over the archived events of a period; `--compare` checks the
     /// findings against those archived live.
     Replay(ReplayArgs),
+    /// Write the attestation report of a period: per registered integration, approved against
+    /// used scopes, resource types, patients per week, last use and findings, for sign-off.
+    Attest(AttestArgs),
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
         /// The configuration file.
@@ -174,6 +177,45 @@ pub struct QueryArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `attest` options.
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// Identity registry: the integrations to attest (default: `engine.registry`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// The archive: a directory or object-store URL (default: `archive.location`).
+    #[arg(long)]
+    pub archive: Option<String>,
+    /// Length of the period, ending at `--to` (`90d`, `4weeks`, `1month`).
+    #[arg(long, default_value = "90d", value_parser = parse_period)]
+    pub period: chrono::Duration,
+    /// End of the period (RFC 3339), excluded; default: the end of the newest archived day.
+    #[arg(long)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// The findings journal (`http.findings_journal` of the service), read only: finding status
+    /// as analysts left it. Without it, status is as archived at detection.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, default_value = "html", value_parser = ["html", "csv", "json"])]
+    pub format: String,
+    /// The report file (`-` for stdout).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Configuration file (for `archive.*`, `engine.registry` and query limits).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_period(s: &str) -> Result<chrono::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    if d < chrono::Duration::days(1) {
+        return Err("the period must be at least one day".into());
+    }
+    Ok(d)
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or("expected name=value")?;
     let k = k.trim_start_matches('$');
@@ -274,6 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => crate::demo::run(args),
         Command::Query(args) => query(args),
         Command::Replay(args) => replay(args),
+        Command::Attest(args) => attest(args),
     }
 }
 
@@ -735,7 +778,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             })
             .await?;
         let archived = if args.compare {
-            Some(archived_findings(&sql, args.from, args.to).await?)
+            Some(sql.findings_in(args.from, args.to).await?)
         } else {
             None
         };
@@ -800,28 +843,80 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The findings archived for `[from, to)` (by first event), each in its latest archived state.
-async fn archived_findings(
-    sql: &crate::replay::Sql,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Vec<Finding>> {
-    let rfc = |t: chrono::DateTime<chrono::Utc>| {
-        datafusion::common::ScalarValue::Utf8(Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
+    let settings = load(args.config.as_deref())?;
+    crate::telemetry::init("warn", false);
+    let location = args
+        .archive
+        .clone()
+        .or_else(|| settings.archive_location())
+        .context("no archive: give --archive or set archive.location")?;
+    let cfg = &settings.raw.engine.registry;
+    let registry_path = args
+        .registry
+        .clone()
+        .or((!cfg.as_os_str().is_empty()).then(|| cfg.clone()))
+        .context("no registry: give --registry or set engine.registry")?;
+    let registry = Registry::load(&registry_path)?;
+    let journal = args
+        .journal
+        .as_deref()
+        .map(|p| {
+            FindingStore::read(p, usize::MAX).with_context(|| format!("reading the findings journal {}", p.display()))
+        })
+        .transpose()?;
+    let limits = crate::replay::Limits {
+        max_rows: 1 << 40,
+        ..query_limits(&settings)
     };
-    let params = std::collections::HashMap::from([("from".to_owned(), rfc(from)), ("to".to_owned(), rfc(to))]);
-    let answer = sql
-        .query(
-            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY count DESC, last_event_time DESC, detected_at DESC) AS rn \
-             FROM findings WHERE event_time >= $from AND event_time < $to) WHERE rn = 1",
-            &params,
-        )
-        .await?;
-    let mut out = Vec::new();
-    for b in &answer.batches {
-        out.extend(crate::archive::schema::findings_from_batch(b).map_err(|e| anyhow::anyhow!(e))?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let sql = crate::replay::Sql::open(&location, limits).await?;
+        let to = match args.to {
+            Some(to) => to,
+            None => {
+                let newest = sql
+                    .query("SELECT max(date) FROM events", &Default::default())
+                    .await?
+                    .batches
+                    .iter()
+                    .find_map(|b| {
+                        use datafusion::arrow::array::{Array, AsArray};
+                        let a = b.column(0).as_string::<i32>();
+                        (!a.is_empty() && !a.is_null(0)).then(|| a.value(0).to_owned())
+                    })
+                    .context("the archive holds no events: give --to, or archive some first")?;
+                let day = chrono::NaiveDate::parse_from_str(&newest, "%Y-%m-%d")
+                    .with_context(|| format!("archive partition date={newest}"))?;
+                (day + chrono::Duration::days(1))
+                    .and_hms_opt(0, 0, 0)
+                    .context("date out of range")?
+                    .and_utc()
+            }
+        };
+        let from = to - args.period;
+        anyhow::Ok(crate::attest::build(&sql, &registry, journal.as_ref(), from, to, chrono::Utc::now()).await?)
+    })?;
+    let bytes = match args.format.as_str() {
+        "csv" => crate::attest::csv(&report)?,
+        "json" => serde_json::to_vec_pretty(&report)?,
+        _ => crate::attest::html(&report).into_bytes(),
+    };
+    if args.out.as_os_str() == "-" {
+        std::io::stdout().write_all(&bytes)?;
+    } else {
+        std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     }
-    Ok(out)
+    eprintln!(
+        "attestation of {} integrations from {} to {}: {} need attention, {} unregistered identities active; written to {}",
+        report.integrations.len(),
+        report.from,
+        report.to,
+        report.needing_attention(),
+        report.unregistered.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Query limits from `[archive]`.

@@ -24,6 +24,7 @@
 //! traffic), [`demo`] (the embedded Kafka broker), [`cli`] (the command line).
 
 pub mod archive;
+pub mod attest;
 pub mod baseline;
 pub mod cli;
 pub mod config;

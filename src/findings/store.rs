@@ -170,13 +170,42 @@ impl FindingStore {
         }
     }
 
+    /// The findings and status history a journal holds, read only (for reports): the journal
+    /// must exist, and nothing is written to it.
+    pub fn read(path: &Path, capacity: usize) -> Result<FindingStore, StoreError> {
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(StoreError::Journal {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        FindingStore::replay(path, capacity)
+    }
+
     /// A store journaled to `path`, replaying what is there.
     pub fn open(path: &Path, capacity: usize) -> Result<FindingStore, StoreError> {
         let err = |source| StoreError::Journal {
             path: path.to_owned(),
             source,
         };
-        let mut store = FindingStore::in_memory(capacity);
+        let mut store = FindingStore::replay(path, capacity)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        // After a torn last line, start the next entry on a line of its own.
+        let len = file.metadata().map_err(err)?.len();
+        if len > 0 && std::fs::read(path).map_err(err)?.last() != Some(&b'\n') {
+            file.write_all(b"\n").map_err(err)?;
+        }
+        store.journal = Some((path.to_owned(), Mutex::new(BufWriter::new(file))));
+        Ok(store)
+    }
+
+    /// An in-memory store with what the journal at `path` holds (nothing when it is absent).
+    fn replay(path: &Path, capacity: usize) -> Result<FindingStore, StoreError> {
+        let err = |source| StoreError::Journal {
+            path: path.to_owned(),
+            source,
+        };
+        let store = FindingStore::in_memory(capacity);
         match File::open(path) {
             Ok(file) => {
                 for (n, line) in BufReader::new(file).lines().enumerate() {
@@ -205,13 +234,6 @@ impl FindingStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e)),
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
-        // After a torn last line, start the next entry on a line of its own.
-        let len = file.metadata().map_err(err)?.len();
-        if len > 0 && std::fs::read(path).map_err(err)?.last() != Some(&b'\n') {
-            file.write_all(b"\n").map_err(err)?;
-        }
-        store.journal = Some((path.to_owned(), Mutex::new(BufWriter::new(file))));
         Ok(store)
     }
 

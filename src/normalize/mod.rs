@@ -321,7 +321,8 @@ mod tests {
 
     fn one(raw: &str) -> Result<Event, ParseError> {
         let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
-        n.normalize(raw.as_bytes(), &RecordMeta::default()).map(|mut v| v.remove(0))
+        n.normalize(raw.as_bytes(), &RecordMeta::default())
+            .map(|mut v| v.remove(0))
     }
 
     fn time(s: &str) -> Option<DateTime<Utc>> {

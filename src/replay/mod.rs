@@ -212,6 +212,14 @@ fn scope_contains() -> ScalarUDF {
     )
 }
 
+/// `$from` and `$to` bound to the bounds of a period, as RFC 3339 text.
+pub fn period(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> HashMap<String, ScalarValue> {
+    let rfc = |t: chrono::DateTime<chrono::Utc>| {
+        ScalarValue::Utf8(Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+    };
+    HashMap::from([("from".to_owned(), rfc(from)), ("to".to_owned(), rfc(to))])
+}
+
 impl Sql {
     /// Opens the archive at `location` (a directory or object-store URL) for queries.
     pub async fn open(location: &str, limits: Limits) -> Result<Sql, QueryError> {
@@ -292,10 +300,7 @@ impl Sql {
         mut each: impl FnMut(&str, Vec<crate::event::Event>) -> Result<(), QueryError>,
     ) -> Result<u64, QueryError> {
         use futures_util::StreamExt as _;
-        let rfc = |t: chrono::DateTime<chrono::Utc>| {
-            ScalarValue::Utf8(Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
-        };
-        let mut params = HashMap::from([("from".to_owned(), rfc(from)), ("to".to_owned(), rfc(to))]);
+        let mut params = period(from, to);
         let read_only = || {
             SQLOptions::new()
                 .with_allow_ddl(false)
@@ -340,6 +345,27 @@ impl Sql {
             each(&day, events)?;
         }
         Ok(n)
+    }
+
+    /// The findings archived for `[from, to)` (by first event), each in its latest archived
+    /// state (highest count, then latest event, then latest detection).
+    pub async fn findings_in(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::findings::Finding>, QueryError> {
+        let answer = self
+            .query(
+                "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY count DESC, last_event_time DESC, detected_at DESC) AS rn \
+                 FROM findings WHERE event_time >= $from AND event_time < $to) WHERE rn = 1 ORDER BY event_time, id",
+                &period(from, to),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &answer.batches {
+            out.extend(crate::archive::schema::findings_from_batch(b).map_err(QueryError::Invalid)?);
+        }
+        Ok(out)
     }
 
     /// Runs one read-only query with `$name` parameters bound to `params`.
