@@ -149,51 +149,12 @@ fn the_demo_streams_new_findings_over_sse_while_it_runs() {
 
 #[test]
 fn the_dashboard_renders_findings_and_the_inventory_in_chromium() {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("Debian's chromium is installed (.ci/run installs it)");
     let demo = Demo::start(&["--identities", "12", "--days", "45", "--serve-for", "120"]);
     demo.wait_for_line("Serving http://", Duration::from_secs(120));
     let url = format!("http://{}/#token={}", demo.addr, demo.token);
-    let profile = tempfile::tempdir().expect("profile dir");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-dashboard.png");
-    let run = |extra: &[&str]| {
-        let out = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--virtual-time-budget=8000",
-                "--window-size=1400,1800",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("chromium runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out
-    };
-    let out = run(&["--dump-dom"]);
+    let out = crate::support::chromium(&url, &["--dump-dom"]);
     let dom = String::from_utf8_lossy(&out.stdout);
-    let console = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains(":CONSOLE") && (l.contains("Uncaught") || l.contains("rror")))
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:#?}");
     let finding_rows = dom.matches("class=\"clickable finding\"").count();
     assert!(finding_rows >= 11, "findings table rows: {finding_rows}\n{dom}");
     for detector in [
@@ -213,7 +174,7 @@ fn the_dashboard_renders_findings_and_the_inventory_in_chromium() {
         dom.contains("data-severity=\"critical\">1<"),
         "one critical finding in the summary"
     );
-    run(&[&format!("--screenshot={}", shot.display())]);
+    crate::support::chromium(&url, &[&format!("--screenshot={}", shot.display())]);
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
         "screenshot written"

@@ -343,3 +343,267 @@ async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events(
         .collect();
     assert_eq!(got, want.retired_active);
 }
+
+/// The Monday starting the week of `t`, `YYYY-MM-DD`.
+fn monday(t: DateTime<Utc>) -> String {
+    use chrono::Datelike;
+    (t.date_naive() - chrono::Duration::days(i64::from(t.weekday().num_days_from_monday()))).to_string()
+}
+
+/// `nhiwatch attest` over the planted scenario's archive: its JSON equals what the test computes
+/// from the events and the registry; its HTML renders in headless Chromium with a section, a
+/// chart and the right numbers per integration; its CSV has a row per integration.
+#[test]
+fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
+    use std::collections::BTreeSet;
+    use std::process::Command;
+
+    let (text, [ghost, unpurposed, expired], events) = planted();
+    let registry = Registry::parse(&text, Path::new("registry.toml")).expect("edited registry");
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive_dir = dir.path().join("archive");
+    let mut archive = Archive::open(
+        archive_dir.to_str().expect("utf-8"),
+        ArchiveLimits {
+            max_rows: 50_000,
+            max_age: Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    for e in &events {
+        archive.append_event(e).expect("append");
+        detection.push(e.clone(), &mut |_| {});
+    }
+    detection.finish(&mut |_| {});
+    for f in detection.findings() {
+        archive.append_finding(f).expect("append finding");
+    }
+    archive.flush().expect("flush");
+    let registry_file = dir.path().join("registry.toml");
+    std::fs::write(&registry_file, &text).expect("registry file");
+
+    // The default end is the end of the newest archived day; the period is the 14 days before.
+    let newest = events.iter().map(|e| e.time).max().expect("events");
+    let to = newest.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc() + chrono::Duration::days(1);
+    let from = to - chrono::Duration::days(14);
+    let attest = |format: &str, out: &Path| {
+        let run = Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+            .args(["attest", "--period", "14d", "--format", format, "--registry"])
+            .arg(&registry_file)
+            .arg("--archive")
+            .arg(&archive_dir)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("runs");
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    };
+    let json_file = dir.path().join("report.json");
+    attest("json", &json_file);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_file).expect("report")).expect("JSON");
+    assert_eq!(secs(report["from"].as_str().expect("from")), from.timestamp());
+    assert_eq!(secs(report["to"].as_str().expect("to")), to.timestamp());
+
+    // Expectations from the events, the plain way.
+    let in_period = |e: &&Event| e.time >= from && e.time < to;
+    let canonical = |e: &Event| registry.resolve(&e.identity).map(|r| r.id.clone());
+    #[derive(Default, Debug, PartialEq)]
+    struct Want {
+        events: u64,
+        last_use: Option<i64>,
+        patients: BTreeSet<String>,
+        weekly: BTreeMap<String, BTreeSet<String>>,
+        granted: BTreeSet<String>,
+        findings: BTreeSet<String>,
+    }
+    let mut want: BTreeMap<String, Want> = registry
+        .entries()
+        .iter()
+        .map(|e| (e.id.clone(), Want::default()))
+        .collect();
+    let mut strangers: BTreeMap<String, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| is_activity(e)) {
+        let Some(id) = canonical(e) else {
+            if in_period(&e) && e.identity_type.is_non_human() {
+                *strangers.entry(e.identity.clone()).or_default() += 1;
+            }
+            continue;
+        };
+        let w = want.get_mut(&id).expect("registered");
+        if e.time < to {
+            w.last_use = w.last_use.max(Some(e.time.timestamp()));
+        }
+        if !in_period(&e) {
+            continue;
+        }
+        w.events += 1;
+        w.granted.extend(e.scopes.iter().map(|s| s.to_string()));
+        if e.kind.as_str() == "data_access" {
+            w.patients.extend(e.patients.iter().cloned());
+            w.weekly
+                .entry(monday(e.time))
+                .or_default()
+                .extend(e.patients.iter().cloned());
+        }
+    }
+    for f in detection.findings() {
+        if f.event_time >= from && f.event_time < to {
+            want.get_mut(&f.identity.id).map(|w| w.findings.insert(f.id.clone()));
+        }
+    }
+    let weeks: Vec<String> = {
+        let mut w = vec![monday(from)];
+        while let Some(next) = chrono::NaiveDate::parse_from_str(w.last().expect("week"), "%Y-%m-%d")
+            .ok()
+            .map(|d| d + chrono::Duration::days(7))
+            .filter(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc() < to)
+        {
+            w.push(next.to_string());
+        }
+        w
+    };
+
+    let integrations = report["integrations"].as_array().expect("integrations");
+    assert_eq!(integrations.len(), registry.entries().len());
+    let mut busiest = (0, String::new());
+    for a in integrations {
+        let id = a["id"].as_str().expect("id");
+        let w = &want[id];
+        let entry = registry.resolve(id).expect("entry");
+        assert_eq!(a["events"].as_u64(), Some(w.events), "{id} events");
+        assert_eq!(a["last_use"].as_str().map(secs), w.last_use, "{id} last use");
+        assert_eq!(a["patients"].as_u64(), Some(w.patients.len() as u64), "{id} patients");
+        let weekly: Vec<(String, u64)> = a["weekly_patients"]
+            .as_array()
+            .expect("weeks")
+            .iter()
+            .map(|x| {
+                (
+                    x["week"].as_str().expect("week").to_owned(),
+                    x["patients"].as_u64().expect("n"),
+                )
+            })
+            .collect();
+        let expected_weeks: Vec<(String, u64)> = weeks
+            .iter()
+            .map(|wk| (wk.clone(), w.weekly.get(wk).map_or(0, |s| s.len() as u64)))
+            .collect();
+        assert_eq!(weekly, expected_weeks, "{id} patients per week");
+        let scopes = a["scopes"].as_array().expect("scopes");
+        let approved: Vec<&str> = scopes
+            .iter()
+            .filter(|s| s["approved"] == true)
+            .map(|s| s["scope"].as_str().expect("scope"))
+            .collect();
+        let registered: Vec<String> = entry.approved_scopes.iter().map(|s| s.to_string()).collect();
+        assert_eq!(approved, registered, "{id} approved scopes");
+        let outside: BTreeSet<&str> = scopes
+            .iter()
+            .filter(|s| s["approved"] == false)
+            .map(|s| s["scope"].as_str().expect("scope"))
+            .collect();
+        let want_outside: BTreeSet<&str> = w
+            .granted
+            .iter()
+            .filter(|g| {
+                let g = nhiwatch::scope::Scope::parse(g);
+                !entry.approved_scopes.iter().any(|s| s.contains(&g))
+            })
+            .map(String::as_str)
+            .collect();
+        assert_eq!(outside, want_outside, "{id} scopes outside approval");
+        let findings: BTreeSet<String> = a["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| f["id"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(findings, w.findings, "{id} findings");
+        if w.patients.len() > busiest.0 {
+            busiest = (w.patients.len(), id.to_owned());
+        }
+    }
+    let attention = |id: &str| -> Vec<(String, bool)> {
+        let a = integrations.iter().find(|a| a["id"] == id).expect("integration");
+        a["attention"]
+            .as_array()
+            .expect("attention")
+            .iter()
+            .map(|t| (t["text"].as_str().expect("text").to_owned(), t["serious"] == true))
+            .collect()
+    };
+    assert!(attention(&ghost).contains(&("no activity in the period".into(), false)));
+    assert!(attention(&unpurposed).contains(&("no purpose on record".into(), false)));
+    assert!(
+        attention(&expired)
+            .iter()
+            .any(|(t, serious)| *serious && t.starts_with("active after its expires_at")),
+        "{:?}",
+        attention(&expired)
+    );
+    let got_strangers: BTreeMap<String, u64> = report["unregistered"]
+        .as_array()
+        .expect("unregistered")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("id").to_owned(),
+                s["events"].as_u64().expect("events"),
+            )
+        })
+        .collect();
+    assert_eq!(got_strangers, strangers);
+    assert!(!strangers.is_empty(), "the scenario has unregistered identities");
+
+    // CSV: a header and one row per integration, with the same numbers.
+    let csv_file = dir.path().join("report.csv");
+    attest("csv", &csv_file);
+    let csv = std::fs::read_to_string(&csv_file).expect("csv");
+    let mut lines = csv.lines();
+    assert!(lines.next().expect("header").starts_with("id,name,owner,purpose,"));
+    assert_eq!(lines.count(), registry.entries().len());
+
+    // HTML in a real browser: no script, no fetch; a section and a chart per integration.
+    let html_file = dir.path().join("report.html");
+    attest("html", &html_file);
+    let html = std::fs::read_to_string(&html_file).expect("html");
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("url("));
+    let url = format!("file://{}", html_file.display());
+    let dom = String::from_utf8_lossy(&crate::support::chromium(&url, &["--dump-dom"]).stdout).into_owned();
+    let n = registry.entries().len();
+    assert_eq!(dom.matches("<section class=\"integration\"").count(), n);
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), n);
+    assert!(dom.contains(&format!("id=\"count-integrations\">{n}<")));
+    assert!(dom.contains(&format!("id=\"count-unregistered\">{}<", strangers.len())));
+    // The busiest integration's chart has a bar per week with its distinct patients.
+    let section = {
+        let start = dom.find(&format!("id=\"i-{}\"", busiest.1)).expect("busiest section");
+        let end = dom[start..].find("</section>").expect("section end") + start;
+        &dom[start..end]
+    };
+    for wk in &weeks {
+        let p = want[&busiest.1].weekly.get(wk).map_or(0, |s| s.len());
+        assert!(
+            section.contains(&format!("data-week=\"{wk}\" data-patients=\"{p}\"")),
+            "week {wk}: {p} patients"
+        );
+    }
+    assert!(
+        dom.contains("class=\"tag serious\">active after its expires_at"),
+        "the expired-but-active integration is flagged"
+    );
+    assert!(dom.contains("Reviewed by") && dom.contains("Signature"));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-attest.png");
+    crate::support::chromium(&url, &[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "screenshot written"
+    );
+    eprintln!("attestation report screenshot: {}", shot.display());
+}

@@ -80,3 +80,47 @@ pub fn generated_inputs(dir: &Path) -> Vec<PathBuf> {
     .map(|f| dir.join(format!("{f}.ndjson")))
     .collect()
 }
+
+/// Debian's `chromium` (installed by `.ci/run`), headless, on `url` with `extra` flags (e.g.
+/// `--dump-dom`, `--screenshot=PATH`); panics when it fails, with its log. Console errors in its
+/// log fail the call too.
+pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
+    use std::process::Command;
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Debian's chromium is installed (.ci/run installs it)");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=8000",
+            "--window-size=1400,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let console = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains(":CONSOLE") && (l.contains("Uncaught") || l.contains("rror")))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    out
+}
