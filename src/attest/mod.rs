@@ -666,10 +666,11 @@ mod tests {
             .collect();
         assert_eq!(
             uses,
+            // Approved scopes in the registry's (sorted) order, then those outside approval.
             [
+                ("system/Condition.r".to_owned(), true, 0),
                 ("system/Observation.rs".to_owned(), true, 7),
                 ("system/Patient.r".to_owned(), true, 3),
-                ("system/Condition.r".to_owned(), true, 0),
                 ("system/Observation.cruds".to_owned(), false, 2),
             ]
         );
