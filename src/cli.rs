@@ -744,11 +744,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let settings = load(args.config.as_deref())?;
     crate::telemetry::init("warn", false);
-    let location = args
-        .archive
-        .clone()
-        .or_else(|| settings.archive_location())
-        .context("no archive: give --archive or set archive.location")?;
+    let location = archive_location(args.archive.as_deref(), &settings)?;
     if args.from >= args.to {
         bail!("--from must be before --to");
     }
@@ -846,18 +842,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
     let settings = load(args.config.as_deref())?;
     crate::telemetry::init("warn", false);
-    let location = args
-        .archive
-        .clone()
-        .or_else(|| settings.archive_location())
-        .context("no archive: give --archive or set archive.location")?;
-    let cfg = &settings.raw.engine.registry;
-    let registry_path = args
-        .registry
-        .clone()
-        .or((!cfg.as_os_str().is_empty()).then(|| cfg.clone()))
-        .context("no registry: give --registry or set engine.registry")?;
-    let registry = Registry::load(&registry_path)?;
+    let location = archive_location(args.archive.as_deref(), &settings)?;
+    let registry = registry_of(args.registry.as_deref(), &settings)
+        .context("no registry: give --registry or set engine.registry")??;
     let journal = args
         .journal
         .as_deref()
@@ -919,6 +906,20 @@ fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The archive named by `--archive`, else by `archive.location`.
+fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<String> {
+    flag.map(str::to_owned)
+        .or_else(|| settings.archive_location())
+        .context("no archive: give --archive or set archive.location")
+}
+
+/// The registry named by `--registry`, else by `engine.registry`, loaded; `None` when neither.
+fn registry_of(flag: Option<&std::path::Path>, settings: &Settings) -> Option<anyhow::Result<Registry>> {
+    let cfg = &settings.raw.engine.registry;
+    let path = flag.or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))?;
+    Some(Registry::load(path).map_err(anyhow::Error::from))
+}
+
 /// Query limits from `[archive]`.
 fn query_limits(settings: &Settings) -> crate::replay::Limits {
     let a = &settings.raw.archive;
@@ -932,11 +933,7 @@ fn query_limits(settings: &Settings) -> crate::replay::Limits {
 fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     use datafusion::arrow::util::pretty::pretty_format_batches;
     let settings = load(args.config.as_deref())?;
-    let location = args
-        .archive
-        .clone()
-        .or_else(|| settings.archive_location())
-        .context("no archive: give --archive or set archive.location")?;
+    let location = archive_location(args.archive.as_deref(), &settings)?;
     let sql = match (&args.sql, &args.file) {
         (Some(s), _) => s.clone(),
         (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
@@ -955,13 +952,7 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let limits = query_limits(&settings);
     let runtime = tokio::runtime::Runtime::new()?;
-    let cfg = &settings.raw.engine.registry;
-    let registry = args
-        .registry
-        .as_deref()
-        .or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))
-        .map(Registry::load)
-        .transpose()?;
+    let registry = registry_of(args.registry.as_deref(), &settings).transpose()?;
     let answer = runtime.block_on(async {
         let sql_engine = crate::replay::Sql::open(&location, limits).await?;
         if let Some(r) = &registry {

@@ -196,6 +196,34 @@ fn expected(registry: &Registry, events: &[Event]) -> Expected {
     out
 }
 
+/// Runs the engine over `events` and archives them and the findings under `dir`.
+fn detect_and_archive(registry: &Registry, events: &[Event], dir: &Path) -> Detection {
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
+    let mut archive = Archive::open(
+        dir.to_str().expect("utf-8"),
+        ArchiveLimits {
+            max_rows: 50_000,
+            max_age: Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    for e in events {
+        archive.append_event(e).expect("append");
+        detection.push(e.clone(), &mut |_| {});
+    }
+    detection.finish(&mut |_| {});
+    for f in detection.findings() {
+        archive.append_finding(f).expect("append finding");
+    }
+    archive.flush().expect("flush");
+    detection
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events() {
     use crate::http::{READ, call, state_of};
@@ -218,27 +246,8 @@ async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events(
         "the scenario has unregistered identities"
     );
 
-    let engine = Engine::new(
-        Detectors::default(),
-        Some(registry.clone()),
-        baseline::Settings::default(),
-    );
-    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut archive = Archive::open(
-        dir.path().to_str().expect("utf-8"),
-        ArchiveLimits {
-            max_rows: 50_000,
-            max_age: Duration::from_secs(3600),
-        },
-    )
-    .expect("archive");
-    for e in &events {
-        archive.append_event(e).expect("append");
-        detection.push(e.clone(), &mut |_| {});
-    }
-    detection.finish(&mut |_| {});
-    archive.flush().expect("flush");
+    let detection = detect_and_archive(&registry, &events, dir.path());
 
     // Over HTTP, from the engine's state.
     let store = Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10));
@@ -360,31 +369,9 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
 
     let (text, [ghost, unpurposed, expired], events) = planted();
     let registry = Registry::parse(&text, Path::new("registry.toml")).expect("edited registry");
-    let engine = Engine::new(
-        Detectors::default(),
-        Some(registry.clone()),
-        baseline::Settings::default(),
-    );
-    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
     let dir = tempfile::tempdir().expect("tempdir");
     let archive_dir = dir.path().join("archive");
-    let mut archive = Archive::open(
-        archive_dir.to_str().expect("utf-8"),
-        ArchiveLimits {
-            max_rows: 50_000,
-            max_age: Duration::from_secs(3600),
-        },
-    )
-    .expect("archive");
-    for e in &events {
-        archive.append_event(e).expect("append");
-        detection.push(e.clone(), &mut |_| {});
-    }
-    detection.finish(&mut |_| {});
-    for f in detection.findings() {
-        archive.append_finding(f).expect("append finding");
-    }
-    archive.flush().expect("flush");
+    let detection = detect_and_archive(&registry, &events, &archive_dir);
     let registry_file = dir.path().join("registry.toml");
     std::fs::write(&registry_file, &text).expect("registry file");
 
