@@ -5,14 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use datafusion::common::ScalarValue;
-use nhiwatch::archive::{Archive, Limits as ArchiveLimits};
-use nhiwatch::baseline;
-use nhiwatch::detect::Detectors;
-use nhiwatch::engine::{Detection, Engine};
 use nhiwatch::event::Event;
 use nhiwatch::generate::{Options, generate};
 use nhiwatch::registry::Registry;
@@ -196,34 +191,6 @@ fn expected(registry: &Registry, events: &[Event]) -> Expected {
     out
 }
 
-/// Runs the engine over `events` and archives them and the findings under `dir`.
-fn detect_and_archive(registry: &Registry, events: &[Event], dir: &Path) -> Detection {
-    let engine = Engine::new(
-        Detectors::default(),
-        Some(registry.clone()),
-        baseline::Settings::default(),
-    );
-    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
-    let mut archive = Archive::open(
-        dir.to_str().expect("utf-8"),
-        ArchiveLimits {
-            max_rows: 50_000,
-            max_age: Duration::from_secs(3600),
-        },
-    )
-    .expect("archive");
-    for e in events {
-        archive.append_event(e).expect("append");
-        detection.push(e.clone(), &mut |_| {});
-    }
-    detection.finish(&mut |_| {});
-    for f in detection.findings() {
-        archive.append_finding(f).expect("append finding");
-    }
-    archive.flush().expect("flush");
-    detection
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events() {
     use crate::http::{READ, call, state_of};
@@ -247,7 +214,7 @@ async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events(
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let detection = detect_and_archive(&registry, &events, dir.path());
+    let detection = detect_and_archive(&registry, &events, dir.path(), 50_000);
 
     // Over HTTP, from the engine's state.
     let store = Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10));
@@ -371,7 +338,7 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
     let registry = Registry::parse(&text, Path::new("registry.toml")).expect("edited registry");
     let dir = tempfile::tempdir().expect("tempdir");
     let archive_dir = dir.path().join("archive");
-    let detection = detect_and_archive(&registry, &events, &archive_dir);
+    let detection = detect_and_archive(&registry, &events, &archive_dir, 50_000);
     let registry_file = dir.path().join("registry.toml");
     std::fs::write(&registry_file, &text).expect("registry file");
 

@@ -35,38 +35,18 @@ fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::find
         ..Options::default()
     });
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
-    let engine = Engine::new(
-        Detectors::default(),
-        Some(registry.clone()),
-        baseline::Settings::default(),
-    );
-    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
-    // Small flushes: several files per day partition, as a live run writes them.
-    let mut archive = Archive::open(
-        dir.to_str().expect("utf-8"),
-        ArchiveLimits {
-            max_rows: 20_000,
-            max_age: Duration::from_secs(3600),
-        },
-    )
-    .expect("archive");
     let normalizer = normalizer();
-    let mut events = Vec::new();
-    for record in &scenario.records {
-        for event in normalizer
-            .normalize(record.line.as_bytes(), &Default::default())
-            .expect("normalizes")
-        {
-            archive.append_event(&event).expect("append");
-            events.push(event.clone());
-            detection.push(event, &mut |_| {});
-        }
-    }
-    detection.finish(&mut |_| {});
-    for f in detection.findings() {
-        archive.append_finding(f).expect("append finding");
-    }
-    archive.flush().expect("flush");
+    let events: Vec<Event> = scenario
+        .records
+        .iter()
+        .flat_map(|r| {
+            normalizer
+                .normalize(r.line.as_bytes(), &Default::default())
+                .expect("normalizes")
+        })
+        .collect();
+    // Small flushes: several files per day partition, as a live run writes them.
+    let detection = detect_and_archive(&registry, &events, dir, 20_000);
     (events, detection.findings().to_vec(), registry)
 }
 

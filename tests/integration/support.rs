@@ -124,3 +124,39 @@ pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     out
 }
+
+/// Runs the engine (default detectors, `registry`) over `events` in order, archiving them and
+/// then the findings under `dir` in files of at most `max_rows` rows; returns the detection.
+pub fn detect_and_archive(
+    registry: &nhiwatch::registry::Registry,
+    events: &[Event],
+    dir: &Path,
+    max_rows: usize,
+) -> nhiwatch::engine::Detection {
+    use nhiwatch::archive::{Archive, Limits};
+    use nhiwatch::engine::{Detection, Engine};
+    let engine = Engine::new(
+        nhiwatch::detect::Detectors::default(),
+        Some(registry.clone()),
+        nhiwatch::baseline::Settings::default(),
+    );
+    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
+    let mut archive = Archive::open(
+        dir.to_str().expect("utf-8"),
+        Limits {
+            max_rows,
+            max_age: std::time::Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    for e in events {
+        archive.append_event(e).expect("append");
+        detection.push(e.clone(), &mut |_| {});
+    }
+    detection.finish(&mut |_| {});
+    for f in detection.findings() {
+        archive.append_finding(f).expect("append finding");
+    }
+    archive.flush().expect("flush");
+    detection
+}
