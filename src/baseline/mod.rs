@@ -131,8 +131,9 @@ const MAX_REVOKED: usize = 8;
 /// Credentials remembered per identity: a secret or key pair rotates through two or three.
 const MAX_CREDENTIALS: usize = 8;
 /// Token grants remembered per identity, newest kept: enough to date a token used several
-/// grant intervals after its issue, which is what a lifetime policy is about.
-const MAX_TOKENS: usize = 16;
+/// grant intervals after its issue (8 hours of hourly grants), which is what a lifetime policy
+/// is about. Every identity whose IdP logs token ids has them, so they are kept compact.
+const MAX_TOKENS: usize = 8;
 /// Weight of a new window in the volume estimates (≈ the last 30 active windows count).
 const ALPHA: f64 = 1.0 / 30.0;
 
@@ -546,8 +547,13 @@ impl IdentityState {
 
     /// The grant of the token, when it was seen.
     pub fn token(&self, token_id: &str) -> Option<Token> {
-        let key = net::fnv1a(token_id.as_bytes());
-        self.rare.as_ref()?.tokens.iter().find(|t| t.key == key).copied()
+        let key = Grant::key(token_id);
+        let g = self.rare.as_ref()?.tokens.iter().find(|t| t.key == key)?;
+        let issued = i64::from(g.issued);
+        Some(Token {
+            issued,
+            expires: (g.lifetime > 0).then(|| issued + i64::from(g.lifetime)),
+        })
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -622,12 +628,16 @@ impl IdentityState {
             && event.outcome != Outcome::Failure
             && let Some(id) = &event.token_id
         {
-            let token = Token {
-                key: net::fnv1a(id.as_bytes()),
-                issued: event.token_issued_at.map_or(t, secs),
-                expires: event.token_expires_at.map(secs),
+            let issued = event.token_issued_at.map_or(t, secs);
+            let grant = Grant {
+                key: Grant::key(id),
+                issued: u32::try_from(issued).unwrap_or(0),
+                lifetime: event
+                    .token_expires_at
+                    .and_then(|x| u32::try_from(secs(x) - issued).ok())
+                    .unwrap_or(0),
             };
-            bounded_push(&mut self.rare().tokens, MAX_TOKENS, token);
+            bounded_push(&mut self.rare().tokens, MAX_TOKENS, grant);
         }
         if is_activity(event)
             && let Some(id) = &event.credential_id
@@ -737,7 +747,24 @@ struct Rare {
     credential_added_at: Option<i64>,
     revoked: Vec<u64>,
     credentials: Vec<Credential>,
-    tokens: Vec<Token>,
+    tokens: Vec<Grant>,
+}
+
+/// A token grant as kept: 12 bytes. A 32-bit hash of the id is enough among eight tokens of one
+/// identity; Unix seconds fit 32 bits until 2106.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    key: u32,
+    issued: u32,
+    /// Seconds from issue to expiry; 0 when the grant did not say.
+    lifetime: u32,
+}
+
+impl Grant {
+    fn key(token_id: &str) -> u32 {
+        let h = net::fnv1a(token_id.as_bytes());
+        (h ^ (h >> 32)) as u32
+    }
 }
 
 /// A credential (secret, key, certificate) of an identity, by hash of its id.
@@ -750,10 +777,9 @@ pub struct Credential {
     pub created: bool,
 }
 
-/// An access token granted to an identity, by hash of its id.
+/// An access token granted to an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token {
-    key: u64,
     /// When it was issued (Unix seconds).
     pub issued: i64,
     /// When it expires, if the grant said.
@@ -866,6 +892,31 @@ mod tests {
         assert_eq!(f.recent(), 15);
         f.add(14, false);
         assert_eq!(f.recent(), 0);
+    }
+
+    #[test]
+    fn token_grants_are_kept_compact_and_newest_first_out_last() {
+        assert_eq!(std::mem::size_of::<Grant>(), 12);
+        let baseline = Baseline::new(Settings::default());
+        let mut s = IdentityState::new(0);
+        for n in 0..=MAX_TOKENS as i64 {
+            let mut e = Event::new(
+                format!("g{n}"),
+                at(n),
+                SourceFormat::Okta,
+                EventKind::TokenIssued,
+                "app".into(),
+            );
+            e.outcome = Outcome::Success;
+            e.token_id = Some(format!("AT.{n}"));
+            e.token_expires_at = Some(at(n + 1));
+            s.learn(&e, &baseline);
+        }
+        assert_eq!(s.token("AT.0"), None, "the oldest grant is forgotten");
+        let newest = s.token(&format!("AT.{MAX_TOKENS}")).expect("newest kept");
+        assert_eq!(newest.issued, secs(at(MAX_TOKENS as i64)));
+        assert_eq!(newest.expires, Some(secs(at(MAX_TOKENS as i64 + 1))));
+        assert_eq!(s.token("AT.unknown"), None);
     }
 
     #[test]
