@@ -895,11 +895,13 @@ fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     }
     eprintln!(
-        "attestation of {} integrations from {} to {}: {} need attention, {} unregistered identities active; written to {}",
+        "attestation of {} integrations from {} to {}: {} need attention ({} with access beyond approval or open findings), \
+         {} unregistered identities active; written to {}",
         report.integrations.len(),
         report.from,
         report.to,
         report.needing_attention(),
+        report.serious(),
         report.unregistered.len(),
         args.out.display()
     );

@@ -91,11 +91,13 @@ fn summary(h: &mut String, report: &Report) {
         h,
         "<section id=\"summary\"><h2>Summary</h2>\
          <p><b id=\"count-integrations\">{total}</b> registered integrations, <b id=\"count-active\">{active}</b> active in the period, \
-         <b id=\"count-attention\">{attention}</b> needing attention, <b id=\"count-open\">{open}</b> open findings, \
+         <b id=\"count-attention\">{attention}</b> needing attention \
+         (<b id=\"count-serious\">{serious}</b> with access beyond approval or open findings), <b id=\"count-open\">{open}</b> open findings, \
          <b id=\"count-unregistered\">{strangers}</b> unregistered identities active.</p>\
          <table id=\"summary-table\"><thead><tr><th>Integration</th><th>Owner</th><th>Last use</th>\
          <th class=\"num\">Events</th><th class=\"num\">Patients</th><th>Needs attention</th></tr></thead><tbody>",
         attention = report.needing_attention(),
+        serious = report.serious(),
         strangers = report.unregistered.len(),
     );
     for a in &report.integrations {

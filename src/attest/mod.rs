@@ -169,6 +169,14 @@ impl Report {
     pub fn needing_attention(&self) -> usize {
         self.integrations.iter().filter(|i| !i.attention.is_empty()).count()
     }
+
+    /// Integrations with a serious item: access beyond approval or open findings.
+    pub fn serious(&self) -> usize {
+        self.integrations
+            .iter()
+            .filter(|i| i.attention.iter().any(|a| a.serious))
+            .count()
+    }
 }
 
 /// Rows of an answer as text cells (`None` for null), every column cast to text.
@@ -398,7 +406,7 @@ pub async fn build(
                 findings: rows,
                 attention: Vec::new(),
             };
-            attested.attention = attention(entry, &attested, to);
+            attested.attention = attention(entry, &attested, from, to);
             attested
         })
         .collect();
@@ -504,7 +512,7 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
 }
 
 /// The attention items of one integration, serious ones first.
-fn attention(entry: &Integration, a: &Attested, to: DateTime<Utc>) -> Vec<Attention> {
+fn attention(entry: &Integration, a: &Attested, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Attention> {
     let mut out = Vec::new();
     let mut push = |text: String, serious: bool| out.push(Attention { text, serious });
     if let Some((retired, key)) = entry.retired_at()
@@ -534,7 +542,11 @@ fn attention(entry: &Integration, a: &Attested, to: DateTime<Utc>) -> Vec<Attent
         push(format!("{open} open finding{}", plural(open)), true);
     }
     if a.events == 0 && entry.retired_at().is_none_or(|(t, _)| t > to) {
-        push("no activity in the period".to_owned(), false);
+        match entry.onboarded_at.filter(|o| *o > from) {
+            // Onboarded during the period: not yet in use is not yet stale.
+            Some(o) => push(format!("not used since onboarding ({})", rfc3339(o.timestamp())), false),
+            None => push("no activity in the period".to_owned(), false),
+        }
     }
     let unused = a.scopes.iter().filter(|s| s.approved && s.uses == 0).count();
     if unused > 0 && a.events > 0 {

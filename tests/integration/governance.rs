@@ -493,6 +493,13 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
             .collect()
     };
     assert!(attention(&ghost).contains(&("no activity in the period".into(), false)));
+    assert!(
+        attention("fresh-feed")
+            .iter()
+            .any(|(t, serious)| !serious && t.starts_with("not used since onboarding")),
+        "{:?}",
+        attention("fresh-feed")
+    );
     assert!(attention(&unpurposed).contains(&("no purpose on record".into(), false)));
     assert!(
         attention(&expired)
@@ -535,6 +542,16 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
     assert_eq!(dom.matches("<svg class=\"chart\"").count(), n);
     assert!(dom.contains(&format!("id=\"count-integrations\">{n}<")));
     assert!(dom.contains(&format!("id=\"count-unregistered\">{}<", strangers.len())));
+    let serious = integrations
+        .iter()
+        .filter(|a| {
+            a["attention"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x["serious"] == true))
+        })
+        .count();
+    assert!(serious >= 1, "the expired-but-active integration is serious");
+    assert!(dom.contains(&format!("id=\"count-serious\">{serious}<")));
     // The busiest integration's chart has a bar per week with its distinct patients.
     let section = {
         let start = dom.find(&format!("id=\"i-{}\"", busiest.1)).expect("busiest section");
