@@ -68,6 +68,9 @@ pub enum Command {
     /// Write the attestation report of a period: per registered integration, approved against
     /// used scopes, resource types, patients per week, last use and findings, for sign-off.
     Attest(AttestArgs),
+    /// The end-to-end benchmark on a Kafka broker, side by side with kcat: throughput, latency
+    /// at half of peak, state memory; one table, and JSON with `--json`.
+    Bench(crate::bench::BenchArgs),
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
         /// The configuration file.
@@ -317,6 +320,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Query(args) => query(args),
         Command::Replay(args) => replay(args),
         Command::Attest(args) => attest(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

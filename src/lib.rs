@@ -26,6 +26,7 @@
 pub mod archive;
 pub mod attest;
 pub mod baseline;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

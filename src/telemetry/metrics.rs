@@ -99,6 +99,12 @@ impl Metrics {
         h.saturating_record(micros.max(1));
     }
 
+    /// The latency at quantiles `qs` (0..1), in milliseconds.
+    pub fn latency_quantiles(&self, qs: &[f64]) -> Vec<f64> {
+        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        qs.iter().map(|&q| h.value_at_quantile(q) as f64 / 1000.0).collect()
+    }
+
     /// Reports the SIEM sinks and their outbox.
     pub fn set_sinks(&self, outbox: Arc<Outbox>, stats: Vec<Arc<SinkStats>>) {
         *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = Some((outbox, stats));

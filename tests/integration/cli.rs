@@ -169,3 +169,62 @@ fn generate_detect_score_is_exact_and_reproducible() {
         "{table}"
     );
 }
+
+/// `nhiwatch bench` in a small configuration, so it keeps working: every phase ran and
+/// reported what it measured (no assertion on time).
+#[test]
+fn the_benchmark_runs_every_phase_on_the_embedded_broker_against_kcat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = nhiwatch()
+        .args([
+            "bench",
+            "--events",
+            "5000",
+            "--identities",
+            "50",
+            "--state-identities",
+            "2000",
+            "--latency-seconds",
+            "1",
+            "--partitions",
+            "4",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| nhiwatch / kcat |"), "{stdout}");
+    let f: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("JSON");
+    assert_eq!(f["events"], 5000);
+    assert_eq!(f["identities"], 50);
+    assert_eq!(f["broker"], "embedded");
+    assert_eq!(f["state_identities"], 2000);
+    for key in [
+        "produce_events_per_s",
+        "kcat_events_per_s",
+        "nhiwatch_events_per_s",
+        "ratio_to_kcat",
+        "paced_events_per_s",
+        "state_bytes_per_identity",
+    ] {
+        assert!(f[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {}", f[key]);
+    }
+    assert!(f["paced_events"].as_u64().is_some_and(|n| n > 0));
+    let latency: Vec<f64> = f["latency_ms"]
+        .as_array()
+        .expect("latency")
+        .iter()
+        .map(|v| v.as_f64().expect("ms"))
+        .collect();
+    assert!(
+        latency[0] > 0.0 && latency[0] <= latency[1] && latency[1] <= latency[2],
+        "{latency:?}"
+    );
+}

@@ -1,0 +1,528 @@
+//! `nhiwatch bench`: the end-to-end benchmark on a real Kafka broker, side by side with kcat.
+//!
+//! In one run, on one broker (the embedded mock cluster, or `--brokers`):
+//! 1. the state of `--state-identities` identities of the common case, as resident-set growth
+//!    per identity (first, on a fresh heap);
+//! 2. a fixed generated event set (`--events`, `--identities`, seed 1) produced to one topic
+//!    (lz4, large batches: the mock cluster keeps 5 MB per partition, so the topic has
+//!    `--partitions` partitions, and the run checks that nothing was dropped);
+//! 3. Debian's `kcat -C -o beginning -e -q` reading the whole topic to `/dev/null`: the reference
+//!    rate of raw consumption on this broker and machine;
+//! 4. nhiwatch consuming the same topic through the whole pipeline (normalize, state, detectors,
+//!    findings, archive to a temporary directory) to the end;
+//! 5. nhiwatch at half of the rate it just reached, fed by a paced producer on a second topic,
+//!    with the latency from producer append to processed (HdrHistogram p50/p99/p99.9).
+//!
+//! It prints one table and, with `--json`, writes the same figures for tracking. Nothing in it
+//! asserts on time.
+// A command: its report is its standard output.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use serde::Serialize;
+
+use crate::baseline;
+use crate::config::KafkaConfig;
+use crate::detect::Detectors;
+use crate::engine::{Detection, Engine};
+use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
+use crate::ingest::dead_letter::FileDeadLetter;
+use crate::ingest::kafka;
+use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+use crate::scope::Scope;
+use crate::telemetry::metrics::Metrics;
+
+/// `bench` options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Events in the fixed set.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub events: usize,
+    /// Identities they come from.
+    #[arg(long, default_value_t = 10_000)]
+    pub identities: usize,
+    /// A Kafka bootstrap address (e.g. a `tansu` broker); default: the embedded mock cluster.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 64)]
+    pub partitions: i32,
+    /// Identities of state for the memory figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub state_identities: usize,
+    /// Seconds of the paced latency run.
+    #[arg(long, default_value_t = 20)]
+    pub latency_seconds: u64,
+    /// The reference consumer.
+    #[arg(long, default_value = "kcat")]
+    pub kcat: String,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Events in the set.
+    pub events: u64,
+    /// Identities in the set.
+    pub identities: usize,
+    /// Bytes of the raw records.
+    pub bytes: u64,
+    /// The broker: `embedded` or the bootstrap address.
+    pub broker: String,
+    /// Producing the set, events/s.
+    pub produce_events_per_s: f64,
+    /// kcat reading the topic, events/s (`None` when kcat is not installed).
+    pub kcat_events_per_s: Option<f64>,
+    /// nhiwatch's whole pipeline, events/s.
+    pub nhiwatch_events_per_s: f64,
+    /// nhiwatch / kcat.
+    pub ratio_to_kcat: Option<f64>,
+    /// Findings raised by the pipeline run.
+    pub findings: usize,
+    /// The paced rate of the latency run, events/s.
+    pub paced_events_per_s: f64,
+    /// Events of the latency run.
+    pub paced_events: u64,
+    /// Append-to-processed latency, milliseconds: p50, p99, p99.9.
+    pub latency_ms: [f64; 3],
+    /// Identities of state measured.
+    pub state_identities: usize,
+    /// Resident-set growth per identity, bytes.
+    pub state_bytes_per_identity: f64,
+}
+
+/// Resident set size of this process, bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// The events one identity of the common case shows: a token with three scopes, then reads
+/// and searches, from one address, hourly, for six hours.
+pub fn common_case(identity: &str, start: DateTime<Utc>, out: &mut Vec<Event>) {
+    for h in 0..6 {
+        let t = start + chrono::Duration::hours(h);
+        let mut token = Event::new(
+            format!("{identity}-t{h}"),
+            t,
+            SourceFormat::Okta,
+            EventKind::TokenIssued,
+            identity.into(),
+        );
+        token.identity_type = IdentityType::Application;
+        token.outcome = Outcome::Success;
+        token.src_ip = Some("10.20.1.15".into());
+        token.user_agent = Some("Mirth Connect/4.4.1".into());
+        token.scopes = Scope::parse_list("system/Patient.rs system/Observation.rs system/Encounter.rs");
+        out.push(token);
+        for (n, (interaction, resource)) in [
+            (Interaction::Read, "Patient"),
+            (Interaction::Search, "Observation"),
+            (Interaction::Search, "Encounter"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = Event::new(
+                format!("{identity}-{h}-{n}"),
+                t + chrono::Duration::minutes(10 + n as i64),
+                SourceFormat::FhirAuditEvent,
+                EventKind::DataAccess,
+                identity.into(),
+            );
+            e.identity_type = IdentityType::Application;
+            e.outcome = Outcome::Success;
+            e.interaction = Some(interaction);
+            e.resource_type = Some(resource.into());
+            e.patient_count = Some(2);
+            e.src_ip = Some("10.20.1.15".into());
+            e.user_agent = Some("Mirth Connect/4.4.1".into());
+            out.push(e);
+        }
+    }
+}
+
+/// Resident-set growth per identity after `n` identities of the common case went through the
+/// engine; returns (identities held, bytes per identity).
+pub fn state_memory(n: usize) -> (usize, f64) {
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_767_571_200, 0).unwrap_or_default();
+    let mut engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let mut updates = Vec::new();
+    let mut events = Vec::with_capacity(32);
+    let before = rss_bytes();
+    for i in 0..n {
+        events.clear();
+        common_case(&format!("integration-{i:07}"), start, &mut events);
+        for e in &events {
+            engine.process(e, e.time, &mut updates);
+        }
+        updates.clear();
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    (engine.baseline().len(), grown as f64 / n.max(1) as f64)
+}
+
+/// Produces `records` to `topic` as fast as the broker takes them, or at `rate` records/s.
+fn produce(brokers: &str, topic: &str, records: &[String], rate: Option<f64>) -> anyhow::Result<Duration> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    if rate.is_some() {
+        // Latency run: small batches, no compression delay to speak of.
+        config.set("linger.ms", "1");
+    } else {
+        config
+            .set("linger.ms", "50")
+            .set("batch.size", "1000000")
+            .set("compression.type", "lz4");
+    }
+    let producer: BaseProducer = config.create()?;
+    let started = Instant::now();
+    for (n, line) in records.iter().enumerate() {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = back;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if let Some(rate) = rate
+            && n % 100 == 99
+        {
+            let due = Duration::from_secs_f64((n + 1) as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(started.elapsed())
+}
+
+/// Checks that every one of `expected` messages is still in `topic` (the mock cluster drops
+/// the oldest beyond 5 MB per partition).
+fn check_kept(brokers: &str, topic: &str, partitions: i32, expected: u64) -> anyhow::Result<()> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "nhiwatch-bench-watermarks")
+        .create()?;
+    let (mut kept, mut dropped) = (0i64, 0i64);
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        kept += high - low;
+        dropped += low;
+    }
+    if dropped > 0 || kept as u64 != expected {
+        bail!(
+            "the broker holds {kept} of {expected} messages of {topic} ({dropped} dropped): the embedded broker keeps \
+             5 MB per partition; give more --partitions"
+        );
+    }
+    Ok(())
+}
+
+/// Times the reference consumer reading the whole topic; `None` when it is not installed.
+fn time_kcat(kcat: &str, brokers: &str, topic: &str) -> anyhow::Result<Option<Duration>> {
+    let installed = Command::new(kcat)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !installed {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let status = Command::new(kcat)
+        .args(["-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q"])
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {kcat}"))?;
+    let took = started.elapsed();
+    if !status.success() {
+        bail!("{kcat} failed: {status}");
+    }
+    Ok(Some(took))
+}
+
+/// nhiwatch's pipeline over `limit` records of `topic`: normalize, engine, findings, archive.
+/// Returns (time from the first record to the last processed and the archive flushed — the
+/// consumer group's join, which kcat's simple consumer does not make, is left out — findings,
+/// the append-to-processed latency's p50/p99/p99.9 in ms).
+fn pipeline_run(
+    brokers: &str,
+    topic: &str,
+    limit: u64,
+    registry: &Registry,
+    archive_dir: &std::path::Path,
+) -> anyhow::Result<(Duration, usize, [f64; 3])> {
+    let metrics = Arc::new(Metrics::default());
+    let dead_letter = FileDeadLetter::open(&archive_dir.join("dead-letter.ndjson"))?;
+    let mut pipeline = Pipeline::new(
+        Normalizer::new(Pseudonymizer::random(), DEFAULT_MAX_RECORD_BYTES),
+        Box::new(dead_letter),
+        DEFAULT_MAX_RECORD_BYTES,
+    )
+    .with_metrics(Arc::clone(&metrics));
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    // The service's default reorder bound.
+    let lateness = crate::config::Settings::load_with_env(None, &[])?
+        .raw
+        .engine
+        .lateness_seconds;
+    let mut detection = Detection::new(engine, chrono::Duration::seconds(i64::from(lateness)), false);
+    let mut archive = crate::archive::Archive::open(
+        archive_dir.join(topic).to_str().context("archive path")?,
+        crate::archive::Limits::default(),
+    )?;
+    let cfg = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: format!("nhiwatch-bench-{topic}"),
+        topics: vec![topic.to_owned()],
+        auto_offset_reset: "earliest".into(),
+        properties: Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut first: Option<Instant> = None;
+    let mut findings = Vec::new();
+    let mut failed = None;
+    runtime.block_on(async {
+        let consumer = kafka::subscribe(&cfg, None)?;
+        let mut sink = |event: Event| {
+            first.get_or_insert_with(Instant::now);
+            if let Err(e) = archive.append_event(&event) {
+                failed.get_or_insert(e);
+            }
+            detection.push(event, &mut |u| findings.push(u.finding.clone()));
+        };
+        let n = kafka::consume(
+            &consumer,
+            &mut pipeline,
+            &mut sink,
+            Some(limit),
+            None,
+            Some(&metrics),
+            tokio::time::sleep(Duration::from_secs(3600)),
+        )
+        .await?;
+        if n < limit {
+            bail!("consumed {n} of {limit} records within an hour");
+        }
+        anyhow::Ok(())
+    })?;
+    detection.finish(&mut |u| findings.push(u.finding.clone()));
+    for f in &findings {
+        archive.append_finding(f)?;
+    }
+    archive.flush()?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let took = first.map_or(Duration::ZERO, |t| t.elapsed());
+    let q = metrics.latency_quantiles(&[0.5, 0.99, 0.999]);
+    Ok((took, detection.findings().len(), [q[0], q[1], q[2]]))
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    crate::telemetry::init("warn", false);
+    println!(
+        "nhiwatch bench: {} events from {} identities; state of {} identities",
+        args.events, args.identities, args.state_identities
+    );
+    let (held, per_identity) = state_memory(args.state_identities);
+    println!("  state: {held} identities, {per_identity:.0} bytes each (resident-set growth)");
+
+    // A fixed set: the generator at scale, seed 1, cut to the requested count.
+    let per_identity_day = 60.0;
+    let days = ((args.events as f64 / (args.identities as f64 * per_identity_day)).ceil() as u32).max(1) + 1;
+    let scenario = crate::generate::generate(&crate::generate::Options {
+        identities: args.identities,
+        days,
+        seed: 1,
+        ..Default::default()
+    });
+    let registry = Registry::parse(&scenario.registry, std::path::Path::new("generated registry.toml"))?;
+    let mut lines: Vec<String> = scenario.records.into_iter().map(|r| r.line).collect();
+    if lines.len() < args.events {
+        bail!(
+            "the generator made {} records for {} identities over {days} days, fewer than --events {}",
+            lines.len(),
+            args.identities,
+            args.events
+        );
+    }
+    lines.truncate(args.events);
+    let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    println!("  generated {} records, {:.1} MB", lines.len(), bytes as f64 / 1e6);
+
+    let cluster = match &args.brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1).context("starting the embedded Kafka broker")?),
+    };
+    let brokers = match (&args.brokers, &cluster) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) => c.bootstrap_servers(),
+        (None, None) => unreachable!("a cluster is started when no brokers are given"),
+    };
+    let suffix = std::process::id();
+    let (topic, paced_topic) = (format!("bench-{suffix}"), format!("bench-paced-{suffix}"));
+    if let Some(c) = &cluster {
+        c.create_topic(&topic, args.partitions, 1)?;
+        c.create_topic(&paced_topic, args.partitions, 1)?;
+    } else {
+        create_topics(&brokers, &[&topic, &paced_topic], args.partitions)?;
+    }
+
+    let produced = produce(&brokers, &topic, &lines, None)?;
+    check_kept(&brokers, &topic, args.partitions, lines.len() as u64)?;
+    let n = lines.len() as f64;
+    println!("  produced in {:.1} s", produced.as_secs_f64());
+    let kcat = time_kcat(&args.kcat, &brokers, &topic)?;
+    match kcat {
+        Some(d) => println!("  {} read the topic in {:.1} s", args.kcat, d.as_secs_f64()),
+        None => println!("  {} is not installed: no reference rate", args.kcat),
+    }
+    let work = std::env::temp_dir().join(format!("nhiwatch-bench-{suffix}"));
+    std::fs::create_dir_all(&work)?;
+    let (took, findings, _) = pipeline_run(&brokers, &topic, lines.len() as u64, &registry, &work)?;
+    let rate = n / took.as_secs_f64();
+    println!("  nhiwatch processed the topic in {:.1} s", took.as_secs_f64());
+
+    // Latency at half the rate just reached, on a fresh topic and engine.
+    let paced_rate = rate / 2.0;
+    let paced_n = ((paced_rate * args.latency_seconds as f64) as usize).clamp(1, lines.len());
+    let paced_lines: Vec<String> = lines[..paced_n].to_vec();
+    drop(lines);
+    let producer_brokers = brokers.clone();
+    let producer_topic = paced_topic.clone();
+    let started = Arc::new(AtomicU64::new(0));
+    let started_flag = Arc::clone(&started);
+    let producer = std::thread::spawn(move || {
+        // Let the consumer join its group first.
+        while started_flag.load(Ordering::Acquire) == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        produce(&producer_brokers, &producer_topic, &paced_lines, Some(paced_rate))
+    });
+    started.store(1, Ordering::Release);
+    let (_, _, latency) = pipeline_run(&brokers, &paced_topic, paced_n as u64, &registry, &work)?;
+    let _ = std::fs::remove_dir_all(&work);
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the paced producer panicked"))??;
+
+    let figures = Figures {
+        events: n as u64,
+        identities: args.identities,
+        bytes,
+        broker: args.brokers.clone().unwrap_or_else(|| "embedded".into()),
+        produce_events_per_s: n / produced.as_secs_f64(),
+        kcat_events_per_s: kcat.map(|d| n / d.as_secs_f64()),
+        nhiwatch_events_per_s: rate,
+        ratio_to_kcat: kcat.map(|d| rate / (n / d.as_secs_f64())),
+        findings,
+        paced_events_per_s: paced_rate,
+        paced_events: paced_n as u64,
+        latency_ms: latency,
+        state_identities: held,
+        state_bytes_per_identity: per_identity,
+    };
+    print!("{}", table(&figures));
+    if let Some(path) = &args.json {
+        let mut f = std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+        serde_json::to_writer_pretty(&mut f, &figures)?;
+        f.write_all(b"\n")?;
+    }
+    drop(cluster);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Creates the topics on an external broker (ignoring ones that exist).
+fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let results = runtime.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for r in results {
+        if let Err((topic, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            bail!("creating topic {topic}: {code}");
+        }
+    }
+    Ok(())
+}
+
+/// The one table.
+pub fn table(f: &Figures) -> String {
+    let rate = |r: Option<f64>| r.map_or_else(|| "—".to_owned(), |r| format!("{:.0}", r));
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n{} events ({:.1} MB) from {} identities on the {} broker\n",
+        f.events,
+        f.bytes as f64 / 1e6,
+        f.identities,
+        f.broker
+    ));
+    out.push_str("| measure | value |\n|---|---:|\n");
+    out.push_str(&format!("| produce, events/s | {:.0} |\n", f.produce_events_per_s));
+    out.push_str(&format!("| kcat read, events/s | {} |\n", rate(f.kcat_events_per_s)));
+    out.push_str(&format!(
+        "| nhiwatch full pipeline, events/s | {:.0} |\n",
+        f.nhiwatch_events_per_s
+    ));
+    out.push_str(&format!(
+        "| nhiwatch / kcat | {} |\n",
+        f.ratio_to_kcat.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}"))
+    ));
+    out.push_str(&format!("| findings | {} |\n", f.findings));
+    out.push_str(&format!(
+        "| latency at {:.0} events/s ({} events), p50 / p99 / p99.9 ms | {:.1} / {:.1} / {:.1} |\n",
+        f.paced_events_per_s, f.paced_events, f.latency_ms[0], f.latency_ms[1], f.latency_ms[2]
+    ));
+    out.push_str(&format!(
+        "| state, bytes per identity ({} identities) | {:.0} |\n",
+        f.state_identities, f.state_bytes_per_identity
+    ));
+    out
+}
