@@ -58,9 +58,10 @@ pub struct BenchArgs {
     /// A Kafka bootstrap address (e.g. a `tansu` broker); default: the embedded mock cluster.
     #[arg(long)]
     pub brokers: Option<String>,
-    /// Partitions of the benchmark topics.
-    #[arg(long, default_value_t = 64)]
-    pub partitions: i32,
+    /// Partitions of the benchmark topics; default: one per 10,000 events (at least 4), which
+    /// the embedded broker's 5 MB per partition holds.
+    #[arg(long)]
+    pub partitions: Option<i32>,
     /// Identities of state for the memory figure.
     #[arg(long, default_value_t = 1_000_000)]
     pub state_identities: usize,
@@ -86,6 +87,8 @@ pub struct Figures {
     pub bytes: u64,
     /// The broker: `embedded` or the bootstrap address.
     pub broker: String,
+    /// Partitions of the topics.
+    pub partitions: i32,
     /// Producing the set, events/s.
     pub produce_events_per_s: f64,
     /// kcat reading the topic, events/s (`None` when kcat is not installed).
@@ -181,8 +184,16 @@ pub fn state_memory(n: usize) -> (usize, f64) {
     (engine.baseline().len(), grown as f64 / n.max(1) as f64)
 }
 
-/// Produces `records` to `topic` as fast as the broker takes them, or at `rate` records/s.
-fn produce(brokers: &str, topic: &str, records: &[String], rate: Option<f64>) -> anyhow::Result<Duration> {
+/// Produces `records` to `topic`, round-robin over its `partitions` (even, so that no partition
+/// of the embedded broker overflows first), as fast as the broker takes them or at `rate`
+/// records/s.
+fn produce(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    records: &[String],
+    rate: Option<f64>,
+) -> anyhow::Result<Duration> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -200,7 +211,9 @@ fn produce(brokers: &str, topic: &str, records: &[String], rate: Option<f64>) ->
     let producer: BaseProducer = config.create()?;
     let started = Instant::now();
     for (n, line) in records.iter().enumerate() {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line.as_bytes());
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .partition((n % partitions.max(1) as usize) as i32)
+            .payload(line.as_bytes());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -313,7 +326,12 @@ fn pipeline_run(
         group_id: format!("nhiwatch-bench-{topic}"),
         topics: vec![topic.to_owned()],
         auto_offset_reset: "earliest".into(),
-        properties: Default::default(),
+        // librdkafka's mock broker answers a fetch that finds no data only after the whole
+        // `fetch.wait.max.ms` (default 500), where Kafka answers as soon as data arrives: left
+        // at the default, the latency figure would measure that wait.
+        properties: [("fetch.wait.max.ms".to_owned(), "10".to_owned())]
+            .into_iter()
+            .collect(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let mut first: Option<Instant> = None;
@@ -398,17 +416,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         (None, Some(c)) => c.bootstrap_servers(),
         (None, None) => unreachable!("a cluster is started when no brokers are given"),
     };
+    let partitions = args
+        .partitions
+        .unwrap_or_else(|| i32::try_from(args.events.div_ceil(10_000)).unwrap_or(i32::MAX).max(4));
     let suffix = std::process::id();
     let (topic, paced_topic) = (format!("bench-{suffix}"), format!("bench-paced-{suffix}"));
     if let Some(c) = &cluster {
-        c.create_topic(&topic, args.partitions, 1)?;
-        c.create_topic(&paced_topic, args.partitions, 1)?;
+        c.create_topic(&topic, partitions, 1)?;
+        c.create_topic(&paced_topic, partitions, 1)?;
     } else {
-        create_topics(&brokers, &[&topic, &paced_topic], args.partitions)?;
+        create_topics(&brokers, &[&topic, &paced_topic], partitions)?;
     }
 
-    let produced = produce(&brokers, &topic, &lines, None)?;
-    check_kept(&brokers, &topic, args.partitions, lines.len() as u64)?;
+    let produced = produce(&brokers, &topic, partitions, &lines, None)?;
+    check_kept(&brokers, &topic, partitions, lines.len() as u64)?;
     let n = lines.len() as f64;
     println!("  produced in {:.1} s", produced.as_secs_f64());
     let kcat = time_kcat(&args.kcat, &brokers, &topic)?;
@@ -437,7 +458,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_secs(3));
-        produce(&producer_brokers, &producer_topic, &paced_lines, Some(paced_rate))
+        produce(
+            &producer_brokers,
+            &producer_topic,
+            partitions,
+            &paced_lines,
+            Some(paced_rate),
+        )
     });
     started.store(1, Ordering::Release);
     let (_, _, latency) = pipeline_run(&brokers, &paced_topic, paced_n as u64, &registry, &work)?;
@@ -451,6 +478,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         identities: args.identities,
         bytes,
         broker: args.brokers.clone().unwrap_or_else(|| "embedded".into()),
+        partitions,
         produce_events_per_s: n / produced.as_secs_f64(),
         kcat_events_per_s: kcat.map(|d| n / d.as_secs_f64()),
         nhiwatch_events_per_s: rate,
@@ -498,11 +526,12 @@ pub fn table(f: &Figures) -> String {
     let rate = |r: Option<f64>| r.map_or_else(|| "—".to_owned(), |r| format!("{:.0}", r));
     let mut out = String::new();
     out.push_str(&format!(
-        "\n{} events ({:.1} MB) from {} identities on the {} broker\n",
+        "\n{} events ({:.1} MB) from {} identities on the {} broker, {} partitions\n",
         f.events,
         f.bytes as f64 / 1e6,
         f.identities,
-        f.broker
+        f.broker,
+        f.partitions
     ));
     out.push_str("| measure | value |\n|---|---:|\n");
     out.push_str(&format!("| produce, events/s | {:.0} |\n", f.produce_events_per_s));
