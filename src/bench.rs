@@ -211,22 +211,10 @@ fn produce(
     let producer: BaseProducer = config.create()?;
     let started = Instant::now();
     for (n, line) in records.iter().enumerate() {
-        let mut record = BaseRecord::<(), [u8]>::to(topic)
+        let record = BaseRecord::<(), [u8]>::to(topic)
             .partition((n % partitions.max(1) as usize) as i32)
             .payload(line.as_bytes());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    producer.poll(Duration::from_millis(5));
-                    record = back;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        kafka::send_waiting(&producer, record)?;
         producer.poll(Duration::ZERO);
         if let Some(rate) = rate
             && n % 100 == 99

@@ -264,22 +264,10 @@ fn produce(brokers: &str, records: &[GenRecord], rate: u64, consumed: &AtomicU64
         .create()?;
     let started = Instant::now();
     for (n, r) in records.iter().enumerate() {
-        let mut record = BaseRecord::to(r.stream.topic())
+        let record = BaseRecord::to(r.stream.topic())
             .key(r.identity.as_bytes())
             .payload(r.line.as_bytes());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        kafka::send_waiting(&producer, record)?;
         producer.poll(Duration::ZERO);
         let waited = Instant::now();
         while n as u64 >= consumed.load(Ordering::Acquire) + WINDOW {

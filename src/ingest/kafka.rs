@@ -84,6 +84,27 @@ pub fn subscribe(cfg: &KafkaConfig, metrics: Option<Arc<Metrics>>) -> Result<Con
     Ok(consumer)
 }
 
+/// Sends `record`, polling while librdkafka's local queue is full.
+pub fn send_waiting<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(std::time::Duration::from_millis(5));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// Consumes until `shutdown` completes or `limit` records were processed; returns the count.
 /// `progress`, if given, is kept equal to the number of records processed so far.
 pub async fn consume(

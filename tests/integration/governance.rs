@@ -40,16 +40,7 @@ fn planted() -> (String, [String; 3], Vec<Event>) {
         seed: 11,
         ..Options::default()
     });
-    let normalizer = normalizer();
-    let events: Vec<Event> = scenario
-        .records
-        .iter()
-        .flat_map(|r| {
-            normalizer
-                .normalize(r.line.as_bytes(), &Default::default())
-                .expect("normalizes")
-        })
-        .collect();
+    let events = normalized(&scenario.records);
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
     // The busiest registered identity with no retirement date expires in the middle of its use.
     let mut activity: BTreeMap<String, Vec<i64>> = BTreeMap::new();

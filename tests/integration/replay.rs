@@ -35,16 +35,7 @@ fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::find
         ..Options::default()
     });
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
-    let normalizer = normalizer();
-    let events: Vec<Event> = scenario
-        .records
-        .iter()
-        .flat_map(|r| {
-            normalizer
-                .normalize(r.line.as_bytes(), &Default::default())
-                .expect("normalizes")
-        })
-        .collect();
+    let events = normalized(&scenario.records);
     // Small flushes: several files per day partition, as a live run writes them.
     let detection = detect_and_archive(&registry, &events, dir, 20_000);
     (events, detection.findings().to_vec(), registry)

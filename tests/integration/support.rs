@@ -160,3 +160,16 @@ pub fn detect_and_archive(
     archive.flush().expect("flush");
     detection
 }
+
+/// Generated records normalized with the test key, in order.
+pub fn normalized(records: &[nhiwatch::generate::GenRecord]) -> Vec<Event> {
+    let normalizer = normalizer();
+    records
+        .iter()
+        .flat_map(|r| {
+            normalizer
+                .normalize(r.line.as_bytes(), &Default::default())
+                .expect("normalizes")
+        })
+        .collect()
+}
