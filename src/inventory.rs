@@ -111,7 +111,11 @@ pub fn gaps(registry: Option<&Registry>, seen: &[Seen], unseen_days: u32) -> Gap
     const DAY: i64 = 86_400;
     let as_of = seen.iter().map(|s| s.last_event).max();
     let now = as_of.unwrap_or(0);
-    let activity = |id: &str| seen.iter().find(|s| s.id == id).and_then(|s| s.last_seen);
+    let last_seen: std::collections::HashMap<&str, i64> = seen
+        .iter()
+        .filter_map(|s| Some((s.id.as_str(), s.last_seen?)))
+        .collect();
+    let activity = |id: &str| last_seen.get(id).copied();
 
     let mut unregistered: Vec<Unregistered> = seen
         .iter()
@@ -143,14 +147,7 @@ pub fn gaps(registry: Option<&Registry>, seen: &[Seen], unseen_days: u32) -> Gap
                 silent_days: last.map(|l| (now - l) / DAY),
             });
         }
-        let missing: Vec<&'static str> = [
-            ("owner", e.owner.is_none()),
-            ("purpose", e.purpose.is_none()),
-            ("expires_at", e.expires_at.is_none()),
-        ]
-        .into_iter()
-        .filter_map(|(key, absent)| absent.then_some(key))
-        .collect();
+        let missing = e.missing();
         if !missing.is_empty() {
             incomplete.push(Incomplete {
                 id: e.id.clone(),

@@ -50,6 +50,18 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// The keys governance needs that this entry lacks, of `owner`, `purpose`, `expires_at`.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            ("owner", self.owner.is_none()),
+            ("purpose", self.purpose.is_none()),
+            ("expires_at", self.expires_at.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(key, absent)| absent.then_some(key))
+        .collect()
+    }
+
     /// The earlier of `expires_at` and `offboarded_at`: after it, any activity is unauthorised.
     pub fn retired_at(&self) -> Option<(DateTime<Utc>, &'static str)> {
         match (self.offboarded_at, self.expires_at) {

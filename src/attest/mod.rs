@@ -266,10 +266,10 @@ pub async fn build(
          WHERE e.date <= substr($to, 1, 10) AND e.time < $to AND {ACTIVITY} GROUP BY i.id"
     ))
     .await?;
-    let last: HashMap<String, Option<String>> = text_rows(&a.batches)?
+    let last: HashMap<String, i64> = text_rows(&a.batches)?
         .into_iter()
         .zip(int_column(&a.batches, 1)?)
-        .filter_map(|(row, t)| Some((row[0].clone()?, micros_rfc3339(t))))
+        .filter_map(|(row, t)| Some((row[0].clone()?, t?.div_euclid(1_000_000))))
         .collect();
 
     // Scopes granted or presented on activity.
@@ -386,7 +386,7 @@ pub async fn build(
                 onboarded_at: entry.onboarded_at.map(|t| rfc3339(t.timestamp())),
                 expires_at: entry.expires_at.map(|t| rfc3339(t.timestamp())),
                 offboarded_at: entry.offboarded_at.map(|t| rfc3339(t.timestamp())),
-                last_use: last.get(id).cloned().flatten(),
+                last_use: last.get(id).map(|&t| rfc3339(t)),
                 events,
                 records,
                 patients: patients.get(id).copied().unwrap_or(0),
@@ -406,7 +406,7 @@ pub async fn build(
                 findings: rows,
                 attention: Vec::new(),
             };
-            attested.attention = attention(entry, &attested, from, to);
+            attested.attention = attention(entry, &attested, last.get(id).copied(), from, to);
             attested
         })
         .collect();
@@ -511,13 +511,19 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
     out
 }
 
-/// The attention items of one integration, serious ones first.
-fn attention(entry: &Integration, a: &Attested, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Attention> {
+/// The attention items of one integration (last used at `last_use`, Unix seconds), serious
+/// ones first.
+fn attention(
+    entry: &Integration,
+    a: &Attested,
+    last_use: Option<i64>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Attention> {
     let mut out = Vec::new();
     let mut push = |text: String, serious: bool| out.push(Attention { text, serious });
     if let Some((retired, key)) = entry.retired_at()
-        && let Some(last) = a.last_use.as_deref()
-        && DateTime::parse_from_rfc3339(last).is_ok_and(|t| t > retired)
+        && last_use.is_some_and(|t| t > retired.timestamp())
     {
         push(
             format!("active after its {key} ({})", rfc3339(retired.timestamp())),
@@ -552,14 +558,9 @@ fn attention(entry: &Integration, a: &Attested, from: DateTime<Utc>, to: DateTim
     if unused > 0 && a.events > 0 {
         push(format!("{unused} approved scope{} unused", plural(unused)), false);
     }
-    for (missing, what) in [
-        (entry.owner.is_none(), "no owner on record"),
-        (entry.purpose.is_none(), "no purpose on record"),
-        (entry.expires_at.is_none(), "no expiry on record"),
-    ] {
-        if missing {
-            push(what.to_owned(), false);
-        }
+    for key in entry.missing() {
+        let what = if key == "expires_at" { "expiry" } else { key };
+        push(format!("no {what} on record"), false);
     }
     out
 }

@@ -177,8 +177,12 @@ pub fn encode_delivery(finding: &Finding, activity: Activity, sequence: Option<u
     if !finding.controls.is_empty() {
         // OCSF puts `compliance` on the Compliance Finding class (2003); Detection Finding has
         // no such attribute, so the same object rides in `unmapped`, where receivers can map it.
-        let mut standards: Vec<&str> = finding.controls.iter().map(|c| c.framework.as_str()).collect();
-        standards.dedup();
+        let mut standards: Vec<&str> = Vec::new();
+        for c in &finding.controls {
+            if !standards.contains(&c.framework.as_str()) {
+                standards.push(&c.framework);
+            }
+        }
         event["unmapped"] = json!({"compliance": {
             "standards": standards,
             "requirements": finding.controls.iter().map(|c| format!("{} {}", c.framework, c.id)).collect::<Vec<_>>(),
