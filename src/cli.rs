@@ -486,15 +486,14 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))?
         .map(std::cell::RefCell::new);
+    // The writer thread logs a refused write and keeps the file; what arrives here is a
+    // writer that stopped, reported once (detection goes on).
     let archive_error = std::cell::Cell::new(false);
-    let archived = |result: Result<Option<crate::archive::Flushed>, crate::archive::ArchiveError>| {
-        if let Err(error) = result {
-            // Detection goes on; the error is loud, once per failing flush.
-            if !archive_error.replace(true) {
-                tracing::error!(%error, "Archive write failed; events stay buffered until a later flush succeeds.");
-            }
-        } else if let Ok(Some(_)) = result {
-            archive_error.set(false);
+    let archived = |result: Result<(), crate::archive::ArchiveError>| {
+        if let Err(error) = result
+            && !archive_error.replace(true)
+        {
+            tracing::error!(%error, "The archive stopped taking rows.");
         }
     };
     let keep = |update: &Update| {

@@ -7,8 +7,11 @@
 //! sorted by identity, then time, and Parquet statistics are kept per page, so a query for one
 //! identity and one day reads one partition and skips most pages. Each file is written whole by
 //! the object store's `put`, which is atomic (the local store writes a temporary file and
-//! renames it): a crash never leaves a torn file visible. Buffers are flushed when they hold
-//! `max_rows` rows or are `max_age` old, and on [`Archive::flush`].
+//! renames it): a crash never leaves a torn file visible. Rows are copied into per-day column
+//! builders as they arrive and handed to a writer thread when they reach `max_rows` or are
+//! `max_age` old, and on [`Archive::flush`]; that thread sorts, encodes and writes, so the
+//! detection thread never waits for Parquet or the store unless the writer is
+//! [`QUEUED_BATCHES`] batches behind.
 //!
 //! A finding is archived each time it changes (its state then); its latest row is the one with
 //! the highest `count`, then `last_event_time`.
@@ -32,6 +35,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 
 use crate::event::Event;
 use crate::findings::Finding;
+use schema::EventRows;
 
 /// What went wrong writing the archive.
 #[derive(Debug, thiserror::Error)]
@@ -93,20 +97,29 @@ pub struct Flushed {
     pub bytes: u64,
 }
 
-type Put = (ObjectPath, Vec<u8>, mpsc::Sender<Result<(), String>>);
+/// A batch for the writer thread, or a request to report.
+enum Job {
+    Write { table: Table, day: NaiveDate, batch: RecordBatch },
+    Sync(mpsc::Sender<Result<Flushed, ArchiveError>>),
+}
+
+/// How many full batches may wait for the writer before appends block: the archive's
+/// backpressure (a slow store slows intake instead of growing memory).
+const QUEUED_BATCHES: usize = 2;
 
 /// An archive being written.
+///
+/// Appends copy each row into per-day column builders on the caller's thread; everything else —
+/// sorting, Parquet encoding, the store's `put` — happens on a writer thread, so a flush costs
+/// the caller only the hand-over.
 pub struct Archive {
     location: String,
-    prefix: ObjectPath,
-    writer_id: String,
-    seq: u64,
-    events: BTreeMap<NaiveDate, Vec<Event>>,
+    events: BTreeMap<NaiveDate, EventRows>,
     findings: BTreeMap<NaiveDate, Vec<Finding>>,
     buffered: usize,
     oldest: Option<Instant>,
     limits: Limits,
-    puts: mpsc::Sender<Put>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -141,58 +154,67 @@ impl Archive {
     /// so the caller may be inside or outside an async runtime.
     pub fn open(location: &str, limits: Limits) -> Result<Archive, ArchiveError> {
         let (store, prefix) = store(location)?;
-        let (puts, rx) = mpsc::channel::<Put>();
+        let failed = |e: std::io::Error| ArchiveError::Location {
+            location: location.to_owned(),
+            message: e.to_string(),
+        };
+        let (jobs, rx) = mpsc::sync_channel::<Job>(QUEUED_BATCHES);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ArchiveError::Location {
-                location: location.to_owned(),
-                message: e.to_string(),
-            })?;
-        std::thread::Builder::new()
-            .name("archive-writer".into())
-            .spawn(move || {
-                for (path, bytes, reply) in rx {
-                    let result = runtime
-                        .block_on(store.put(&path, PutPayload::from(bytes)))
-                        .map(|_| ())
-                        .map_err(|e| e.to_string());
-                    let _ = reply.send(result);
-                }
-            })
-            .map_err(|e| ArchiveError::Location {
-                location: location.to_owned(),
-                message: e.to_string(),
-            })?;
+            .map_err(failed)?;
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        Ok(Archive {
-            location: location.to_owned(),
+        let mut writer = Writer {
+            store,
             prefix,
             writer_id: format!("{started}-{}", std::process::id()),
             seq: 0,
+            pending: Vec::new(),
+            written: Flushed::default(),
+            failing: false,
+            lost: None,
+            runtime,
+        };
+        std::thread::Builder::new()
+            .name("archive-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Write { table, day, batch } => {
+                            writer.encode(table, day, &batch);
+                            writer.put_pending();
+                        }
+                        Job::Sync(reply) => {
+                            writer.put_pending();
+                            let _ = reply.send(writer.report());
+                        }
+                    }
+                }
+            })
+            .map_err(failed)?;
+        Ok(Archive {
+            location: location.to_owned(),
             events: BTreeMap::new(),
             findings: BTreeMap::new(),
             buffered: 0,
             oldest: None,
             limits,
-            puts,
+            jobs,
         })
     }
 
-    /// Buffers an event; flushes when the buffers are full or old.
-    pub fn append_event(&mut self, event: &Event) -> Result<Option<Flushed>, ArchiveError> {
-        self.events
-            .entry(event.time.date_naive())
-            .or_default()
-            .push(event.clone());
+    /// Buffers an event; hands the buffers to the writer when they are full or old. Fails only
+    /// when the writer thread is gone.
+    pub fn append_event(&mut self, event: &Event) -> Result<(), ArchiveError> {
+        self.events.entry(event.time.date_naive()).or_default().push(event);
         self.appended()
     }
 
-    /// Buffers a finding's current state; flushes when the buffers are full or old.
-    pub fn append_finding(&mut self, finding: &Finding) -> Result<Option<Flushed>, ArchiveError> {
+    /// Buffers a finding's current state, as [`Archive::append_event`].
+    pub fn append_finding(&mut self, finding: &Finding) -> Result<(), ArchiveError> {
         self.findings
             .entry(finding.event_time.date_naive())
             .or_default()
@@ -200,19 +222,94 @@ impl Archive {
         self.appended()
     }
 
-    fn appended(&mut self) -> Result<Option<Flushed>, ArchiveError> {
+    fn appended(&mut self) -> Result<(), ArchiveError> {
         self.buffered += 1;
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
         if self.buffered >= self.limits.max_rows || oldest.elapsed() >= self.limits.max_age {
-            return self.flush().map(Some);
+            self.hand_over()?;
         }
-        Ok(None)
+        Ok(())
     }
 
-    fn path(&mut self, table: &str, day: NaiveDate) -> ObjectPath {
+    /// Gives every buffered row to the writer thread.
+    fn hand_over(&mut self) -> Result<(), ArchiveError> {
+        let mut jobs = Vec::new();
+        for (day, mut rows) in std::mem::take(&mut self.events) {
+            let batch = rows.finish().map_err(|e| encode_error(&format!("events of {day}"), e))?;
+            jobs.push(Job::Write {
+                table: Table::Events,
+                day,
+                batch,
+            });
+        }
+        for (day, findings) in std::mem::take(&mut self.findings) {
+            let batch = schema::findings_batch(&findings).map_err(|e| encode_error(&format!("findings of {day}"), e))?;
+            jobs.push(Job::Write {
+                table: Table::Findings,
+                day,
+                batch,
+            });
+        }
+        self.buffered = 0;
+        self.oldest = None;
+        for job in jobs {
+            self.send(job)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, job: Job) -> Result<(), ArchiveError> {
+        self.jobs.send(job).map_err(|_| ArchiveError::Write {
+            path: self.location.clone(),
+            message: "the archive writer stopped".into(),
+        })
+    }
+
+    /// Writes everything buffered and returns what was written since the previous flush, once
+    /// the store has every file. A file the store refused is kept, and tried again (under the
+    /// same name, so a write that did land is not duplicated) at every later hand-over; the
+    /// error names it.
+    pub fn flush(&mut self) -> Result<Flushed, ArchiveError> {
+        self.hand_over()?;
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Sync(tx))?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(ArchiveError::Write {
+                path: self.location.clone(),
+                message: "the archive writer stopped".into(),
+            })
+        })
+    }
+}
+
+/// A Parquet file waiting for the store.
+struct Encoded {
+    path: ObjectPath,
+    payload: PutPayload,
+    table: Table,
+    rows: usize,
+}
+
+/// The writer thread's side: sorts and encodes batches, puts files, keeps refused ones.
+struct Writer {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    writer_id: String,
+    seq: u64,
+    pending: Vec<Encoded>,
+    written: Flushed,
+    failing: bool,
+    /// A batch that could not be encoded (a defect, not a store outage), reported at the next sync.
+    lost: Option<ArchiveError>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Writer {
+    fn path(&mut self, table: Table, day: NaiveDate) -> ObjectPath {
         self.seq += 1;
         let name = format!(
-            "{table}/date={}/part-{}-{:06}.parquet",
+            "{}/date={}/part-{}-{:06}.parquet",
+            table.name(),
             day.format("%Y-%m-%d"),
             self.writer_id,
             self.seq
@@ -220,65 +317,73 @@ impl Archive {
         ObjectPath::from_iter(self.prefix.parts().chain(ObjectPath::from(name.as_str()).parts()))
     }
 
-    /// Writes everything buffered; returns when the store has every file. What a failed write
-    /// held stays buffered and is tried again at the next flush (under a new file name).
-    pub fn flush(&mut self) -> Result<Flushed, ArchiveError> {
-        let mut files = Vec::new();
-        let days: Vec<NaiveDate> = self.events.keys().copied().collect();
-        for day in days {
-            let path = self.path("events", day);
-            let events = self.events.get_mut(&day).expect("listed above");
-            events.sort_by(|a, b| (&a.identity, a.time).cmp(&(&b.identity, b.time)));
-            let batch = schema::events_batch(events).map_err(|e| encode_error(&path, e))?;
-            files.push((Table::Events, day, encode(&path, &batch, &[4, 1])?, path));
-        }
-        let days: Vec<NaiveDate> = self.findings.keys().copied().collect();
-        for day in days {
-            let path = self.path("findings", day);
-            let findings = self.findings.get_mut(&day).expect("listed above");
-            findings.sort_by(|a, b| (&a.identity.id, a.event_time).cmp(&(&b.identity.id, b.event_time)));
-            let batch = schema::findings_batch(findings).map_err(|e| encode_error(&path, e))?;
-            files.push((Table::Findings, day, encode(&path, &batch, &[5, 9])?, path));
-        }
-        let mut replies = Vec::new();
-        for (table, day, bytes, path) in files {
-            let (tx, rx) = mpsc::channel();
-            let size = bytes.len() as u64;
-            if self.puts.send((path.clone(), bytes, tx)).is_err() {
-                return Err(ArchiveError::Write {
-                    path: path.to_string(),
-                    message: "the archive writer stopped".into(),
-                });
+    /// Sorts `batch` by identity, time and id, and encodes it as the next file.
+    fn encode(&mut self, table: Table, day: NaiveDate, batch: &RecordBatch) {
+        let path = self.path(table, day);
+        let sorted_by = table.sorted_by();
+        let encoded = sort(batch, &sorted_by)
+            .map_err(|e| encode_error(path.as_ref(), e))
+            .and_then(|sorted| encode(&path, &sorted, &sorted_by[..2]));
+        match encoded {
+            Ok(bytes) => self.pending.push(Encoded {
+                path,
+                payload: PutPayload::from(bytes),
+                table,
+                rows: batch.num_rows(),
+            }),
+            Err(error) => {
+                tracing::error!(%error, rows = batch.num_rows(), "Archive batch could not be encoded.");
+                self.lost.get_or_insert(error);
             }
-            replies.push((table, day, size, path, rx));
         }
-        let mut flushed = Flushed::default();
-        let mut failure = None;
-        for (table, day, size, path, rx) in replies {
-            match rx.recv().unwrap_or_else(|_| Err("the archive writer stopped".into())) {
-                Ok(()) => {
-                    flushed.files += 1;
-                    flushed.bytes += size;
-                    match table {
-                        Table::Events => flushed.events += self.events.remove(&day).map_or(0, |v| v.len()),
-                        Table::Findings => flushed.findings += self.findings.remove(&day).map_or(0, |v| v.len()),
+    }
+
+    /// Puts every pending file, oldest first; stops at the first refusal (the store is likely
+    /// down, and order of days is kept).
+    fn put_pending(&mut self) {
+        while let Some(file) = self.pending.first() {
+            let result = self
+                .runtime
+                .block_on(self.store.put(&file.path, file.payload.clone()));
+            match result {
+                Ok(_) => {
+                    let file = self.pending.remove(0);
+                    self.written.files += 1;
+                    self.written.bytes += file.payload.content_length() as u64;
+                    match file.table {
+                        Table::Events => self.written.events += file.rows,
+                        Table::Findings => self.written.findings += file.rows,
+                    }
+                    if std::mem::replace(&mut self.failing, false) {
+                        tracing::info!(waiting = self.pending.len(), "Archive writes succeed again.");
                     }
                 }
-                Err(message) => {
-                    failure.get_or_insert(ArchiveError::Write {
-                        path: path.to_string(),
-                        message,
-                    });
+                Err(error) => {
+                    // Loud once per outage; the files wait and are tried at every hand-over.
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::error!(%error, path = %file.path, "Archive write failed; the file is kept and tried again.");
+                    }
+                    return;
                 }
             }
         }
-        self.buffered =
-            self.events.values().map(Vec::len).sum::<usize>() + self.findings.values().map(Vec::len).sum::<usize>();
-        self.oldest = (self.buffered > 0).then(Instant::now);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(flushed),
+    }
+
+    /// What was written since the last report, or why something was not.
+    fn report(&mut self) -> Result<Flushed, ArchiveError> {
+        if let Some(e) = self.lost.take() {
+            return Err(e);
         }
+        if let Some(file) = self.pending.first() {
+            return Err(ArchiveError::Write {
+                path: file.path.to_string(),
+                message: format!(
+                    "the store refused it; {} file(s) are kept and tried again at the next flush",
+                    self.pending.len()
+                ),
+            });
+        }
+        Ok(std::mem::take(&mut self.written))
     }
 }
 
@@ -288,15 +393,47 @@ enum Table {
     Findings,
 }
 
-fn encode_error(path: &ObjectPath, e: impl std::fmt::Display) -> ArchiveError {
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Findings => "findings",
+        }
+    }
+
+    /// The columns a file is sorted by: identity, time, then the id for a stable order.
+    fn sorted_by(self) -> [usize; 3] {
+        match self {
+            Table::Events => [4, 1, 0],
+            Table::Findings => [5, 9, 0],
+        }
+    }
+}
+
+fn encode_error(path: &str, e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Encode {
-        path: path.to_string(),
+        path: path.to_owned(),
         message: e.to_string(),
     }
 }
 
+/// `batch` with its rows ordered by the columns `by`.
+fn sort(batch: &RecordBatch, by: &[usize]) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+    let columns: Vec<SortColumn> = by
+        .iter()
+        .map(|&i| SortColumn {
+            values: Arc::clone(batch.column(i)),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &indices)
+}
+
 /// One Parquet file of `batch`, declared sorted by the columns `sorted_by` (indices).
-fn encode(path: &ObjectPath, batch: &RecordBatch, sorted_by: &[i32]) -> Result<Vec<u8>, ArchiveError> {
+fn encode(path: &ObjectPath, batch: &RecordBatch, sorted_by: &[usize]) -> Result<Vec<u8>, ArchiveError> {
+    let path = path.as_ref();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -305,7 +442,7 @@ fn encode(path: &ObjectPath, batch: &RecordBatch, sorted_by: &[i32]) -> Result<V
             sorted_by
                 .iter()
                 .map(|&column_idx| SortingColumn {
-                    column_idx,
+                    column_idx: column_idx as i32,
                     descending: false,
                     nulls_first: false,
                 })
@@ -409,6 +546,63 @@ mod tests {
         assert_eq!(patients.value(0).as_string::<i32>().len(), 2);
         let source = batch.column_by_name("source").expect("source").as_struct();
         assert_eq!(source.null_count(), 2, "odd-numbered events have no source");
+    }
+
+    #[test]
+    fn full_buffers_go_to_the_writer_and_flush_reports_all_they_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            max_rows: 4,
+            max_age: Duration::from_secs(3600),
+        };
+        let mut archive = Archive::open(dir.path().to_str().expect("utf-8"), limits).expect("open");
+        for n in 0..10 {
+            archive.append_event(&event(n, "a", n)).expect("append");
+        }
+        let flushed = archive.flush().expect("flush");
+        assert_eq!((flushed.files, flushed.events, flushed.findings), (3, 10, 0));
+        let mut ids = Vec::new();
+        for path in files(dir.path()) {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).expect("file"))
+                .expect("parquet")
+                .build()
+                .expect("reader");
+            for batch in reader {
+                let batch = batch.expect("batch");
+                ids.extend(schema::events_from_batch(&batch).expect("events").into_iter().map(|e| e.event_id));
+            }
+        }
+        ids.sort_by_key(|id| id[1..].parse::<u32>().expect("number"));
+        assert_eq!(ids, (0..10).map(|n| format!("e{n}")).collect::<Vec<_>>());
+        assert_eq!(archive.flush().expect("nothing more"), Flushed::default());
+    }
+
+    #[test]
+    fn a_refused_file_is_kept_and_written_under_its_name_once_the_store_takes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A plain file where the `events` directory must go: every put under it fails.
+        std::fs::write(dir.path().join("events"), b"in the way").expect("blocker");
+        let mut archive = Archive::open(dir.path().to_str().expect("utf-8"), Limits::default()).expect("open");
+        for n in 0..3 {
+            archive.append_event(&event(n, "a", n)).expect("append");
+        }
+        let error = archive.flush().expect_err("the store refuses").to_string();
+        assert!(
+            error.starts_with("writing events/date=2026-01-05/part-") && error.contains("kept and tried again"),
+            "{error}"
+        );
+        let refused = error
+            .trim_start_matches("writing ")
+            .split(':')
+            .next()
+            .expect("path")
+            .to_owned();
+        std::fs::remove_file(dir.path().join("events")).expect("unblock");
+        archive.append_event(&event(3, "b", 3)).expect("append");
+        let flushed = archive.flush().expect("the store takes both files");
+        assert_eq!((flushed.files, flushed.events), (2, 4));
+        let written = files(dir.path());
+        assert!(written.iter().any(|p| p.ends_with(&refused)), "{refused} in {written:?}");
     }
 
     #[test]

@@ -112,71 +112,225 @@ fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
 
 /// `events` as one record batch, in the order given.
 pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
-    let e = events;
-    let opt = |f: fn(&Event) -> Option<&str>| strings(e.iter().map(f));
-    let mut status = UInt16Builder::new();
-    let (mut src_name, mut src_partition, mut src_offset) =
-        (StringBuilder::new(), Int32Builder::new(), Int64Builder::new());
-    let mut src_valid = Vec::with_capacity(e.len());
-    for ev in e {
-        status.append_option(ev.status);
-        match &ev.source {
+    let mut rows = EventRows::default();
+    for e in events {
+        rows.push(e);
+    }
+    rows.finish()
+}
+
+type StringList = ListBuilder<StringBuilder>;
+
+/// Events appended column by column as they arrive: an event's text is copied once into the
+/// columns' buffers (no clone of the event, no allocation per field), and [`EventRows::finish`]
+/// hands the buffers over as a batch without copying them again.
+pub struct EventRows {
+    len: usize,
+    event_id: StringBuilder,
+    time: TimestampMicrosecondBuilder,
+    format: StringBuilder,
+    kind: StringBuilder,
+    identity: StringBuilder,
+    identity_name: StringBuilder,
+    identity_type: StringBuilder,
+    tenant: StringBuilder,
+    on_behalf_of: StringBuilder,
+    initiator: StringBuilder,
+    scopes: StringList,
+    interaction: StringBuilder,
+    operation: StringBuilder,
+    resource_type: StringBuilder,
+    patients: StringList,
+    patient_count: UInt64Builder,
+    records: UInt64Builder,
+    bytes: UInt64Builder,
+    purpose_of_use: StringList,
+    src_ip: StringBuilder,
+    user_agent: StringBuilder,
+    outcome: StringBuilder,
+    status: UInt16Builder,
+    error: StringBuilder,
+    credential_id: StringBuilder,
+    token_id: StringBuilder,
+    token_issued_at: TimestampMicrosecondBuilder,
+    token_expires_at: TimestampMicrosecondBuilder,
+    action: StringBuilder,
+    src_name: StringBuilder,
+    src_partition: Int32Builder,
+    src_offset: Int64Builder,
+    src_valid: Vec<bool>,
+    scratch: String,
+}
+
+impl Default for EventRows {
+    fn default() -> EventRows {
+        let utc = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let list = || ListBuilder::new(StringBuilder::new());
+        EventRows {
+            len: 0,
+            event_id: StringBuilder::new(),
+            time: utc(),
+            format: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            identity: StringBuilder::new(),
+            identity_name: StringBuilder::new(),
+            identity_type: StringBuilder::new(),
+            tenant: StringBuilder::new(),
+            on_behalf_of: StringBuilder::new(),
+            initiator: StringBuilder::new(),
+            scopes: list(),
+            interaction: StringBuilder::new(),
+            operation: StringBuilder::new(),
+            resource_type: StringBuilder::new(),
+            patients: list(),
+            patient_count: UInt64Builder::new(),
+            records: UInt64Builder::new(),
+            bytes: UInt64Builder::new(),
+            purpose_of_use: list(),
+            src_ip: StringBuilder::new(),
+            user_agent: StringBuilder::new(),
+            outcome: StringBuilder::new(),
+            status: UInt16Builder::new(),
+            error: StringBuilder::new(),
+            credential_id: StringBuilder::new(),
+            token_id: StringBuilder::new(),
+            token_issued_at: utc(),
+            token_expires_at: utc(),
+            action: StringBuilder::new(),
+            src_name: StringBuilder::new(),
+            src_partition: Int32Builder::new(),
+            src_offset: Int64Builder::new(),
+            src_valid: Vec::new(),
+            scratch: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EventRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRows").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl EventRows {
+    /// Rows appended since the last [`EventRows::finish`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one event as a row.
+    pub fn push(&mut self, e: &Event) {
+        use std::fmt::Write as _;
+        self.len += 1;
+        self.event_id.append_value(&e.event_id);
+        self.time.append_value(e.time.timestamp_micros());
+        self.format.append_value(e.format.as_str());
+        self.kind.append_value(e.kind.as_str());
+        self.identity.append_value(&e.identity);
+        self.identity_name.append_option(e.identity_name.as_deref());
+        self.identity_type.append_value(e.identity_type.as_str());
+        self.tenant.append_option(e.tenant.as_deref());
+        self.on_behalf_of.append_option(e.on_behalf_of.as_deref());
+        self.initiator.append_option(e.initiator.as_deref());
+        for scope in &e.scopes {
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{scope}");
+            self.scopes.values().append_value(&self.scratch);
+        }
+        self.scopes.append(true);
+        self.interaction.append_option(e.interaction.map(|i| i.as_str()));
+        self.operation.append_option(e.operation.as_deref());
+        self.resource_type.append_option(e.resource_type.as_deref());
+        for p in &e.patients {
+            self.patients.values().append_value(p);
+        }
+        self.patients.append(true);
+        self.patient_count.append_option(e.patient_count);
+        self.records.append_option(e.records);
+        self.bytes.append_option(e.bytes);
+        for p in &e.purpose_of_use {
+            self.purpose_of_use.values().append_value(p);
+        }
+        self.purpose_of_use.append(true);
+        self.src_ip.append_option(e.src_ip.as_deref());
+        self.user_agent.append_option(e.user_agent.as_deref());
+        self.outcome.append_value(e.outcome.as_str());
+        self.status.append_option(e.status);
+        self.error.append_option(e.error.as_deref());
+        self.credential_id.append_option(e.credential_id.as_deref());
+        self.token_id.append_option(e.token_id.as_deref());
+        self.token_issued_at
+            .append_option(e.token_issued_at.map(|t| t.timestamp_micros()));
+        self.token_expires_at
+            .append_option(e.token_expires_at.map(|t| t.timestamp_micros()));
+        self.action.append_option(e.action.as_deref());
+        match &e.source {
             Some(o) => {
-                src_name.append_value(&o.name);
-                src_partition.append_option(o.partition);
-                src_offset.append_value(o.offset);
-                src_valid.push(true);
+                self.src_name.append_value(&o.name);
+                self.src_partition.append_option(o.partition);
+                self.src_offset.append_value(o.offset);
+                self.src_valid.push(true);
             }
             None => {
-                src_name.append_value("");
-                src_partition.append_null();
-                src_offset.append_value(0);
-                src_valid.push(false);
+                self.src_name.append_value("");
+                self.src_partition.append_null();
+                self.src_offset.append_value(0);
+                self.src_valid.push(false);
             }
         }
     }
-    let source = StructArray::try_new(
-        source_fields(),
-        vec![
-            Arc::new(src_name.finish()),
-            Arc::new(src_partition.finish()),
-            Arc::new(src_offset.finish()),
-        ],
-        Some(src_valid.into()),
-    )?;
-    let columns: Vec<ArrayRef> = vec![
-        opt(|v| Some(&v.event_id)),
-        times(e.iter().map(|v| Some(v.time.timestamp_micros()))),
-        opt(|v| Some(v.format.as_str())),
-        opt(|v| Some(v.kind.as_str())),
-        opt(|v| Some(&v.identity)),
-        opt(|v| v.identity_name.as_deref()),
-        opt(|v| Some(v.identity_type.as_str())),
-        opt(|v| v.tenant.as_deref()),
-        opt(|v| v.on_behalf_of.as_deref()),
-        opt(|v| v.initiator.as_deref()),
-        lists(e.iter().map(|v| v.scopes.iter().map(|s| s.to_string()))),
-        opt(|v| v.interaction.map(|i| i.as_str())),
-        opt(|v| v.operation.as_deref()),
-        opt(|v| v.resource_type.as_deref()),
-        lists(e.iter().map(|v| v.patients.iter())),
-        u64s(e.iter().map(|v| v.patient_count)),
-        u64s(e.iter().map(|v| v.records)),
-        u64s(e.iter().map(|v| v.bytes)),
-        lists(e.iter().map(|v| v.purpose_of_use.iter())),
-        opt(|v| v.src_ip.as_deref()),
-        opt(|v| v.user_agent.as_deref()),
-        opt(|v| Some(v.outcome.as_str())),
-        Arc::new(status.finish()),
-        opt(|v| v.error.as_deref()),
-        opt(|v| v.credential_id.as_deref()),
-        opt(|v| v.token_id.as_deref()),
-        times(e.iter().map(|v| v.token_issued_at.map(|t| t.timestamp_micros()))),
-        times(e.iter().map(|v| v.token_expires_at.map(|t| t.timestamp_micros()))),
-        opt(|v| v.action.as_deref()),
-        Arc::new(source),
-    ];
-    RecordBatch::try_new(event_schema(), columns)
+
+    /// The rows so far as one batch, in the order appended; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.len = 0;
+        let source = StructArray::try_new(
+            source_fields(),
+            vec![
+                Arc::new(self.src_name.finish()),
+                Arc::new(self.src_partition.finish()),
+                Arc::new(self.src_offset.finish()),
+            ],
+            Some(std::mem::take(&mut self.src_valid).into()),
+        )?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.time.finish()),
+            Arc::new(self.format.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.identity.finish()),
+            Arc::new(self.identity_name.finish()),
+            Arc::new(self.identity_type.finish()),
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.on_behalf_of.finish()),
+            Arc::new(self.initiator.finish()),
+            Arc::new(self.scopes.finish()),
+            Arc::new(self.interaction.finish()),
+            Arc::new(self.operation.finish()),
+            Arc::new(self.resource_type.finish()),
+            Arc::new(self.patients.finish()),
+            Arc::new(self.patient_count.finish()),
+            Arc::new(self.records.finish()),
+            Arc::new(self.bytes.finish()),
+            Arc::new(self.purpose_of_use.finish()),
+            Arc::new(self.src_ip.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.outcome.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.error.finish()),
+            Arc::new(self.credential_id.finish()),
+            Arc::new(self.token_id.finish()),
+            Arc::new(self.token_issued_at.finish()),
+            Arc::new(self.token_expires_at.finish()),
+            Arc::new(self.action.finish()),
+            Arc::new(source),
+        ];
+        RecordBatch::try_new(event_schema(), columns)
+    }
 }
 
 /// The schema of the `findings` table.
