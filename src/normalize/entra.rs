@@ -112,7 +112,7 @@ pub fn normalize_audit(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
         .or_else(|| user.and_then(|u| string_at(u, &["userPrincipalName"]).or_else(|| string_at(u, &["id"]))));
 
     let target = items(p.get("targetResources"))
-        .find(|t| matches!(str_at(t, &["type"]), Some("ServicePrincipal" | "Application")));
+        .find(|&t| matches!(str_at(t, &["type"]), Some("ServicePrincipal" | "Application")));
     let lower = operation.to_ascii_lowercase();
     let about_app = lower.contains("service principal") || lower.contains("application");
     let kind = if lower.contains("credential") || lower.contains("certificates and secrets") {
@@ -196,7 +196,7 @@ pub fn normalize_audit(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
 /// one present in `oldValue` and absent from `newValue` (removed).
 fn changed_key_id(target: &Value) -> Option<String> {
     let change =
-        items(target.get("modifiedProperties")).find(|m| str_at(m, &["displayName"]) == Some("KeyDescription"))?;
+        items(target.get("modifiedProperties")).find(|&m| str_at(m, &["displayName"]) == Some("KeyDescription"))?;
     let ids = |field: &str| -> Vec<String> {
         let text = str_at(change, &[field]).unwrap_or("");
         text.split("KeyIdentifier=")

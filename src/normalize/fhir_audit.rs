@@ -13,9 +13,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use super::json::{codings, has_code, items, str_at, string_at};
+use super::json::{Node, codings, has_code, items, str_at, string_at};
 use super::{Ctx, ParseError, network_address, parse_time, resource_type_from_path};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
 
@@ -25,19 +24,20 @@ const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
 pub const UNIDENTIFIED: &str = "unidentified";
 
 /// Normalizes a JSON `AuditEvent` or `Bundle` of them.
+/// The record is parsed into a borrowed tree: its strings point into the record.
 pub fn normalize_json(ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
-    let value: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
-    normalize_value(ctx, value, out)
+    let value: serde_json_borrow::Value<'_> = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    normalize_value(ctx, &value, out)
 }
 
 /// Normalizes an `AuditEvent` or `Bundle` already in JSON shape (from JSON or XML).
-pub fn normalize_value(ctx: &Ctx<'_>, value: Value, out: &mut Vec<Event>) -> Result<(), ParseError> {
-    match str_at(&value, &["resourceType"]) {
-        Some("AuditEvent") => out.push(audit_event(ctx, &value, None)?),
+pub fn normalize_value<V: Node>(ctx: &Ctx<'_>, value: &V, out: &mut Vec<Event>) -> Result<(), ParseError> {
+    match str_at(value, &["resourceType"]) {
+        Some("AuditEvent") => out.push(audit_event(ctx, value, None)?),
         Some("Bundle") => {
             let mut found = 0usize;
-            for (i, entry) in items(value.get("entry")).enumerate() {
-                let Some(resource) = entry.get("resource") else {
+            for (i, entry) in items(value.field("entry")).enumerate() {
+                let Some(resource) = entry.field("resource") else {
                     continue;
                 };
                 if str_at(resource, &["resourceType"]) == Some("AuditEvent") {
@@ -54,7 +54,7 @@ pub fn normalize_value(ctx: &Ctx<'_>, value: Value, out: &mut Vec<Event>) -> Res
     Ok(())
 }
 
-fn audit_event(ctx: &Ctx<'_>, ae: &Value, index: Option<usize>) -> Result<Event, ParseError> {
+fn audit_event<V: Node>(ctx: &Ctx<'_>, ae: &V, index: Option<usize>) -> Result<Event, ParseError> {
     let time = event_time(ae)?;
     let event_id = match (str_at(ae, &["id"]), index) {
         (Some(id), _) => id.to_owned(),
@@ -62,7 +62,7 @@ fn audit_event(ctx: &Ctx<'_>, ae: &Value, index: Option<usize>) -> Result<Event,
         (None, Some(i)) => format!("{}#{i}", ctx.fallback_id(FORMAT)),
     };
 
-    let agents: Vec<&Value> = items(ae.get("agent")).collect();
+    let agents: Vec<&V> = items(ae.field("agent")).collect();
     let client = pick_client(&agents);
     let (identity, identity_name, identity_type) = match client {
         Some(agent) => {
@@ -73,7 +73,7 @@ fn audit_event(ctx: &Ctx<'_>, ae: &Value, index: Option<usize>) -> Result<Event,
     };
 
     let interaction = interaction(ae);
-    let query = items(ae.get("entity")).find(|e| has_code(e.get("role"), &["24"]) || e.get("query").is_some());
+    let query = items(ae.field("entity")).find(|&e| has_code(e.field("role"), &["24"]) || e.field("query").is_some());
     let request_line = query.and_then(decode_query);
     let interaction = interaction.or_else(|| action_fallback(ae, query.is_some()));
     let kind = kind(ae, interaction);
@@ -94,13 +94,13 @@ fn audit_event(ctx: &Ctx<'_>, ae: &Value, index: Option<usize>) -> Result<Event,
         .iter()
         .copied()
         .filter(|a| client.is_none_or(|c| !std::ptr::eq(*a, c)))
-        .find(|a| is_true(a.get("requestor")) && is_person(a))
+        .find(|&a| is_true(a.field("requestor")) && is_person(a))
         .and_then(who_id)
         .map(|(id, _)| id);
     event.token_id = agents
         .iter()
-        .flat_map(|a| items(a.get("policy")))
-        .find_map(Value::as_str)
+        .flat_map(|a| items(a.field("policy")))
+        .find_map(Node::text)
         .map(str::to_owned);
     event.purpose_of_use = purposes(ae, &agents);
 
@@ -128,7 +128,7 @@ fn audit_event(ctx: &Ctx<'_>, ae: &Value, index: Option<usize>) -> Result<Event,
     Ok(event)
 }
 
-fn event_time(ae: &Value) -> Result<DateTime<Utc>, ParseError> {
+fn event_time<V: Node>(ae: &V) -> Result<DateTime<Utc>, ParseError> {
     let raw = str_at(ae, &["occurredDateTime"])
         .or_else(|| str_at(ae, &["period", "start"]))
         .or_else(|| str_at(ae, &["occurredPeriod", "start"]))
@@ -137,23 +137,23 @@ fn event_time(ae: &Value) -> Result<DateTime<Utc>, ParseError> {
     parse_time(raw).ok_or(ParseError::bad_time(FORMAT, "recorded"))
 }
 
-fn agent_type_codes(agent: &Value) -> impl Iterator<Item = &str> {
-    codings(agent.get("type"))
-        .chain(codings(agent.get("role")))
+fn agent_type_codes<V: Node>(agent: &V) -> impl Iterator<Item = &str> {
+    codings(agent.field("type"))
+        .chain(codings(agent.field("role")))
         .map(|(_, c)| c)
 }
 
-fn pick_client<'a>(agents: &[&'a Value]) -> Option<&'a Value> {
+fn pick_client<'a, V: Node>(agents: &[&'a V]) -> Option<&'a V> {
     let typed = |code: &str| {
         agents
             .iter()
             .copied()
-            .find(|a| agent_type_codes(a).any(|c| c == code) && who_id(a).is_some())
+            .find(|&a| agent_type_codes(a).any(|c| c == code) && who_id(a).is_some())
     };
     typed("110153")
         .or_else(|| typed("110150"))
         .or_else(|| {
-            agents.iter().copied().find(|a| {
+            agents.iter().copied().find(|&a| {
                 str_at(a, &["who", "reference"]).is_some_and(|r| r.starts_with("Device/"))
                     && !agent_type_codes(a).any(|c| c == "110152")
             })
@@ -162,26 +162,26 @@ fn pick_client<'a>(agents: &[&'a Value]) -> Option<&'a Value> {
             agents
                 .iter()
                 .copied()
-                .find(|a| is_true(a.get("requestor")) && who_id(a).is_some())
+                .find(|&a| is_true(a.field("requestor")) && who_id(a).is_some())
         })
         .or_else(|| {
             agents
                 .iter()
                 .copied()
-                .find(|a| who_id(a).is_some() && !agent_type_codes(a).any(|c| c == "110152"))
+                .find(|&a| who_id(a).is_some() && !agent_type_codes(a).any(|c| c == "110152"))
         })
         // A client agent may be typed but anonymous (R5 `who` empty): keep it for its network.
         .or_else(|| {
             agents
                 .iter()
                 .copied()
-                .find(|a| agent_type_codes(a).any(|c| c == "110153"))
+                .find(|&a| agent_type_codes(a).any(|c| c == "110153"))
         })
 }
 
 /// The agent's id and display name.
-fn who_id(agent: &Value) -> Option<(String, Option<String>)> {
-    let who = agent.get("who")?;
+fn who_id<V: Node>(agent: &V) -> Option<(String, Option<String>)> {
+    let who = agent.field("who")?;
     let display = string_at(who, &["display"]);
     if let Some(id) = string_at(who, &["identifier", "value"]).or_else(|| string_at(who, &["reference"])) {
         return Some((id, display));
@@ -207,7 +207,7 @@ const PERSON_REFERENCES: &[&str] = &[
     "Person/",
 ];
 
-fn is_person(agent: &Value) -> bool {
+fn is_person<V: Node>(agent: &V) -> bool {
     let reference = str_at(agent, &["who", "reference"]);
     if reference.is_some_and(|r| r.starts_with("Device/") || r.starts_with("Organization/")) {
         return false;
@@ -216,7 +216,7 @@ fn is_person(agent: &Value) -> bool {
         || agent_type_codes(agent).any(|c| PERSON_ROLES.contains(&c))
 }
 
-fn agent_identity_type(agent: &Value) -> IdentityType {
+fn agent_identity_type<V: Node>(agent: &V) -> IdentityType {
     let reference = str_at(agent, &["who", "reference"]).unwrap_or("");
     if reference.starts_with("Device/") {
         IdentityType::Device
@@ -227,11 +227,11 @@ fn agent_identity_type(agent: &Value) -> IdentityType {
     }
 }
 
-fn agent_network(agent: &Value) -> Option<String> {
+fn agent_network<V: Node>(agent: &V) -> Option<String> {
     // R4 network.type 5 is a URI: the server's endpoint, not the client's address.
     let r4 = agent
-        .get("network")
-        .filter(|n| str_at(n, &["type"]) != Some("5"))
+        .field("network")
+        .filter(|&n| str_at(n, &["type"]) != Some("5"))
         .and_then(|n| str_at(n, &["address"]));
     r4.or_else(|| str_at(agent, &["networkString"]))
         .or_else(|| str_at(agent, &["networkUri"]))
@@ -239,23 +239,23 @@ fn agent_network(agent: &Value) -> Option<String> {
         .and_then(network_address)
 }
 
-fn is_true(v: Option<&Value>) -> bool {
-    matches!(v, Some(Value::Bool(true))) || v.and_then(Value::as_str) == Some("true")
+fn is_true<V: Node>(v: Option<&V>) -> bool {
+    v.and_then(Node::boolean) == Some(true) || v.and_then(Node::text) == Some("true")
 }
 
-fn restful_code(ae: &Value) -> Option<&str> {
+fn restful_code<V: Node>(ae: &V) -> Option<&str> {
     ["subtype", "code", "category", "type"]
         .iter()
-        .flat_map(|k| codings(ae.get(*k)))
+        .flat_map(|k| codings(ae.field(*k)))
         .find(|(system, _)| *system == Some(RESTFUL))
         .map(|(_, code)| code)
 }
 
-fn interaction(ae: &Value) -> Option<Interaction> {
+fn interaction<V: Node>(ae: &V) -> Option<Interaction> {
     restful_code(ae).and_then(Interaction::from_code)
 }
 
-fn action_fallback(ae: &Value, has_query: bool) -> Option<Interaction> {
+fn action_fallback<V: Node>(ae: &V, has_query: bool) -> Option<Interaction> {
     if !is_rest(ae) {
         return None;
     }
@@ -270,15 +270,15 @@ fn action_fallback(ae: &Value, has_query: bool) -> Option<Interaction> {
     }
 }
 
-fn is_rest(ae: &Value) -> bool {
+fn is_rest<V: Node>(ae: &V) -> bool {
     ["type", "category", "code"]
         .iter()
-        .any(|k| has_code(ae.get(*k), &["rest"]))
+        .any(|k| has_code(ae.field(*k), &["rest"]))
 }
 
-fn action_code(ae: &Value) -> Option<String> {
+fn action_code<V: Node>(ae: &V) -> Option<String> {
     let non_restful = |k: &str| {
-        codings(ae.get(k))
+        codings(ae.field(k))
             .find(|(s, _)| *s != Some(RESTFUL))
             .map(|(_, c)| c.to_owned())
     };
@@ -294,11 +294,11 @@ const DATA_EVENT_TYPES: &[&str] = &[
     "110106", "110107", "110110", "110112", "ITI-65", "ITI-67", "ITI-68", "ITI-78", "ITI-83",
 ];
 
-fn kind(ae: &Value, interaction: Option<Interaction>) -> EventKind {
+fn kind<V: Node>(ae: &V, interaction: Option<Interaction>) -> EventKind {
     let types = || {
         ["type", "subtype", "category", "code"]
             .into_iter()
-            .flat_map(|k| codings(ae.get(k)))
+            .flat_map(|k| codings(ae.field(k)))
     };
     if interaction.is_some() || is_rest(ae) || types().any(|(_, c)| DATA_EVENT_TYPES.contains(&c)) {
         return EventKind::DataAccess;
@@ -317,15 +317,16 @@ fn kind(ae: &Value, interaction: Option<Interaction>) -> EventKind {
     EventKind::Other
 }
 
-fn outcome(ae: &Value) -> Outcome {
-    let code = match ae.get("outcome") {
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(o) => codings(o.get("code"))
-            .next()
-            .map(|(_, c)| c)
-            .or_else(|| codings(Some(o)).next().map(|(_, c)| c)),
-        None => None,
-    };
+fn outcome<V: Node>(ae: &V) -> Outcome {
+    // R4 gives a code string; R5 a CodeableConcept in `code` (or the Coding itself).
+    let code = ae.field("outcome").and_then(|o| {
+        o.text().or_else(|| {
+            codings(o.field("code"))
+                .next()
+                .map(|(_, c)| c)
+                .or_else(|| codings(Some(o)).next().map(|(_, c)| c))
+        })
+    });
     match code {
         Some("0" | "success") => Outcome::Success,
         Some(_) => Outcome::Failure,
@@ -333,14 +334,14 @@ fn outcome(ae: &Value) -> Outcome {
     }
 }
 
-fn purposes(ae: &Value, agents: &[&Value]) -> Vec<String> {
+fn purposes<V: Node>(ae: &V, agents: &[&V]) -> Vec<String> {
     let event_level = ["purposeOfEvent", "authorization"]
         .into_iter()
-        .flat_map(|k| codings(ae.get(k)));
+        .flat_map(|k| codings(ae.field(k)));
     let agent_level = agents.iter().flat_map(|a| {
         ["purposeOfUse", "authorization"]
             .into_iter()
-            .flat_map(|k| codings(a.get(k)))
+            .flat_map(|k| codings(a.field(k)))
     });
     let mut codes: Vec<String> = event_level.chain(agent_level).map(|(_, c)| c.to_owned()).collect();
     codes.sort();
@@ -349,7 +350,7 @@ fn purposes(ae: &Value, agents: &[&Value]) -> Vec<String> {
 }
 
 /// Pseudonymised patients and the accessed resource type named by entities.
-fn entities(ctx: &Ctx<'_>, ae: &Value) -> (Vec<String>, Option<String>) {
+fn entities<V: Node>(ctx: &Ctx<'_>, ae: &V) -> (Vec<String>, Option<String>) {
     let mut patients = Vec::new();
     let mut resource_type = None;
     let mut add_patient = |reference: &str| {
@@ -361,9 +362,9 @@ fn entities(ctx: &Ctx<'_>, ae: &Value) -> (Vec<String>, Option<String>) {
     if let Some(reference) = str_at(ae, &["patient", "reference"]) {
         add_patient(reference);
     }
-    for entity in items(ae.get("entity")) {
+    for entity in items(ae.field("entity")) {
         let reference = str_at(entity, &["what", "reference"]);
-        if has_code(entity.get("role"), &["1"]) || reference.is_some_and(|r| r.starts_with("Patient/")) {
+        if has_code(entity.field("role"), &["1"]) || reference.is_some_and(|r| r.starts_with("Patient/")) {
             if let Some(r) = reference.or_else(|| str_at(entity, &["what", "identifier", "value"])) {
                 add_patient(r);
             }
@@ -379,7 +380,7 @@ fn entities(ctx: &Ctx<'_>, ae: &Value) -> (Vec<String>, Option<String>) {
 }
 
 /// The first line of a base64 `entity.query`: the HTTP request line or URL.
-fn decode_query(entity: &Value) -> Option<String> {
+fn decode_query<V: Node>(entity: &V) -> Option<String> {
     let encoded = str_at(entity, &["query"])?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(bytes).ok()?;

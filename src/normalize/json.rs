@@ -1,63 +1,125 @@
-//! Small helpers for reading `serde_json::Value` trees of formats whose shape varies (FHIR R4
-//! and R5, one-or-many elements from XML, optional nesting in IdP logs).
+//! Small helpers for reading JSON trees of formats whose shape varies (FHIR R4 and R5,
+//! one-or-many elements from XML, optional nesting in IdP logs).
+//!
+//! They read any [`Node`]: `serde_json::Value`, or `serde_json_borrow::Value`, whose strings
+//! borrow from the record and whose objects are vectors — no allocation per key or string, which
+//! is what FHIR `AuditEvent`s, the largest and most frequent records, are parsed into.
 
 use serde_json::Value;
 
+/// A JSON value as the helpers read it.
+pub trait Node: Sized {
+    /// The member `key` of an object.
+    fn field(&self, key: &str) -> Option<&Self>;
+    /// The text of a string.
+    fn text(&self) -> Option<&str>;
+    /// The items of an array.
+    fn elements(&self) -> Option<&[Self]>;
+    /// An unsigned integer.
+    fn unsigned(&self) -> Option<u64>;
+    /// A boolean.
+    fn boolean(&self) -> Option<bool>;
+    /// JSON `null`.
+    fn null(&self) -> bool;
+}
+
+impl Node for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+    fn text(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn elements(&self) -> Option<&[Value]> {
+        self.as_array().map(Vec::as_slice)
+    }
+    fn unsigned(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn null(&self) -> bool {
+        self.is_null()
+    }
+}
+
+impl<'a> Node for serde_json_borrow::Value<'a> {
+    fn field(&self, key: &str) -> Option<&serde_json_borrow::Value<'a>> {
+        self.as_object()?.get(key)
+    }
+    fn text(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn elements(&self) -> Option<&[serde_json_borrow::Value<'a>]> {
+        self.as_array()
+    }
+    fn unsigned(&self) -> Option<u64> {
+        self.as_u64()
+    }
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn null(&self) -> bool {
+        self.is_null()
+    }
+}
+
 /// The value at a path of object keys.
-pub fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(k))
+pub fn at<'a, V: Node>(v: &'a V, path: &[&str]) -> Option<&'a V> {
+    path.iter().try_fold(v, |v, k| v.field(k))
 }
 
 /// A non-empty string at a path.
-pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub fn str_at<'a, V: Node>(v: &'a V, path: &[&str]) -> Option<&'a str> {
     at(v, path)
-        .and_then(Value::as_str)
+        .and_then(Node::text)
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
 
 /// An owned non-empty string at a path.
-pub fn string_at(v: &Value, path: &[&str]) -> Option<String> {
+pub fn string_at<V: Node>(v: &V, path: &[&str]) -> Option<String> {
     str_at(v, path).map(str::to_owned)
 }
 
 /// The elements of a one-or-many value: an array's items, a single value, or nothing for null.
-pub fn items(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+pub fn items<V: Node>(v: Option<&V>) -> impl Iterator<Item = &V> {
     let (slice, single) = match v {
-        Some(Value::Array(a)) => (a.as_slice(), None),
-        Some(Value::Null) | None => (&[][..], None),
-        Some(other) => (&[][..], Some(other)),
+        Some(v) => match v.elements() {
+            Some(a) => (a, None),
+            None if v.null() => (&[][..], None),
+            None => (&[][..], Some(v)),
+        },
+        None => (&[][..], None),
     };
     slice.iter().chain(single)
 }
 
 /// A non-negative integer given as a number or a numeric string.
-pub fn u64_of(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+pub fn u64_of<V: Node>(v: Option<&V>) -> Option<u64> {
+    let v = v?;
+    v.unsigned().or_else(|| v.text().and_then(|s| s.trim().parse().ok()))
 }
 
 /// The `(system, code)` pairs of a FHIR Coding or CodeableConcept (one or many).
-pub fn codings(v: Option<&Value>) -> impl Iterator<Item = (Option<&str>, &str)> {
+pub fn codings<V: Node>(v: Option<&V>) -> impl Iterator<Item = (Option<&str>, &str)> {
     items(v).flat_map(|c| {
         let direct = c
-            .get("code")
-            .and_then(Value::as_str)
-            .map(|code| (c.get("system").and_then(Value::as_str), code));
-        let nested = items(c.get("coding")).filter_map(|cc| {
-            cc.get("code")
-                .and_then(Value::as_str)
-                .map(|code| (cc.get("system").and_then(Value::as_str), code))
+            .field("code")
+            .and_then(Node::text)
+            .map(|code| (c.field("system").and_then(Node::text), code));
+        let nested = items(c.field("coding")).filter_map(|cc| {
+            cc.field("code")
+                .and_then(Node::text)
+                .map(|code| (cc.field("system").and_then(Node::text), code))
         });
         direct.into_iter().chain(nested)
     })
 }
 
 /// True when some coding of `v` has one of `codes` (any system).
-pub fn has_code(v: Option<&Value>, codes: &[&str]) -> bool {
+pub fn has_code<V: Node>(v: Option<&V>, codes: &[&str]) -> bool {
     codings(v).any(|(_, c)| codes.contains(&c))
 }
 

@@ -244,7 +244,7 @@ impl Normalizer {
             Shape::JsonArray => return Err(ParseError::UnknownFormat),
             Shape::Gateway => out.push(gateway::normalize(ctx)?),
             Shape::FhirJson => fhir_audit::normalize_json(ctx, out)?,
-            Shape::FhirXml => fhir_audit::normalize_value(ctx, fhir_xml::to_json(ctx.raw)?, out)?,
+            Shape::FhirXml => fhir_audit::normalize_value(ctx, &fhir_xml::to_json(ctx.raw)?, out)?,
             Shape::Okta => out.push(okta::normalize(ctx)?),
             Shape::KeycloakJson => out.push(keycloak::normalize_json(ctx)?),
             Shape::KeycloakLine => out.push(keycloak::normalize_line(ctx, ctx.raw)?),

@@ -38,7 +38,7 @@ pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
     };
     let kind = kind(event_type, outcome);
     let about_app = matches!(kind, EventKind::AppLifecycle | EventKind::CredentialChange);
-    let target_app = items(v.get("target")).find(|t| {
+    let target_app = items(v.get("target")).find(|&t| {
         matches!(
             str_at(t, &["type"]),
             Some("AppInstance" | "PublicClientApp" | "Client" | "Token")
@@ -72,7 +72,7 @@ pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
         event.scopes = scopes.map(Scope::parse_list).unwrap_or_default();
     }
     if kind == EventKind::TokenIssued
-        && let Some(token) = items(v.get("target")).find(|t| str_at(t, &["type"]) == Some("access_token"))
+        && let Some(token) = items(v.get("target")).find(|&t| str_at(t, &["type"]) == Some("access_token"))
     {
         event.token_id = string_at(token, &["id"]);
         event.token_issued_at = Some(time);
