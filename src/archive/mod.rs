@@ -99,7 +99,11 @@ pub struct Flushed {
 
 /// A batch for the writer thread, or a request to report.
 enum Job {
-    Write { table: Table, day: NaiveDate, batch: RecordBatch },
+    Write {
+        table: Table,
+        day: NaiveDate,
+        batch: RecordBatch,
+    },
     Sync(mpsc::Sender<Result<Flushed, ArchiveError>>),
 }
 
@@ -235,7 +239,9 @@ impl Archive {
     fn hand_over(&mut self) -> Result<(), ArchiveError> {
         let mut jobs = Vec::new();
         for (day, mut rows) in std::mem::take(&mut self.events) {
-            let batch = rows.finish().map_err(|e| encode_error(&format!("events of {day}"), e))?;
+            let batch = rows
+                .finish()
+                .map_err(|e| encode_error(&format!("events of {day}"), e))?;
             jobs.push(Job::Write {
                 table: Table::Events,
                 day,
@@ -243,7 +249,8 @@ impl Archive {
             });
         }
         for (day, findings) in std::mem::take(&mut self.findings) {
-            let batch = schema::findings_batch(&findings).map_err(|e| encode_error(&format!("findings of {day}"), e))?;
+            let batch =
+                schema::findings_batch(&findings).map_err(|e| encode_error(&format!("findings of {day}"), e))?;
             jobs.push(Job::Write {
                 table: Table::Findings,
                 day,
@@ -342,9 +349,7 @@ impl Writer {
     /// down, and order of days is kept).
     fn put_pending(&mut self) {
         while let Some(file) = self.pending.first() {
-            let result = self
-                .runtime
-                .block_on(self.store.put(&file.path, file.payload.clone()));
+            let result = self.runtime.block_on(self.store.put(&file.path, file.payload.clone()));
             match result {
                 Ok(_) => {
                     let file = self.pending.remove(0);
@@ -569,7 +574,12 @@ mod tests {
                 .expect("reader");
             for batch in reader {
                 let batch = batch.expect("batch");
-                ids.extend(schema::events_from_batch(&batch).expect("events").into_iter().map(|e| e.event_id));
+                ids.extend(
+                    schema::events_from_batch(&batch)
+                        .expect("events")
+                        .into_iter()
+                        .map(|e| e.event_id),
+                );
             }
         }
         ids.sort_by_key(|id| id[1..].parse::<u32>().expect("number"));
@@ -602,7 +612,10 @@ mod tests {
         let flushed = archive.flush().expect("the store takes both files");
         assert_eq!((flushed.files, flushed.events), (2, 4));
         let written = files(dir.path());
-        assert!(written.iter().any(|p| p.ends_with(&refused)), "{refused} in {written:?}");
+        assert!(
+            written.iter().any(|p| p.ends_with(&refused)),
+            "{refused} in {written:?}"
+        );
     }
 
     #[test]

@@ -208,7 +208,9 @@ impl Default for EventRows {
 
 impl std::fmt::Debug for EventRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventRows").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("EventRows")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 

@@ -99,6 +99,11 @@ impl Metrics {
         h.saturating_record(micros.max(1));
     }
 
+    /// Forgets the latencies recorded so far (a benchmark's warm-up).
+    pub fn reset_latency(&self) {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    }
+
     /// The latency at quantiles `qs` (0..1), in milliseconds.
     pub fn latency_quantiles(&self, qs: &[f64]) -> Vec<f64> {
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
