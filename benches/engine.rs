@@ -7,17 +7,25 @@
 //! then runs criterion groups:
 //! - `engine/process`: the engine alone on normalized events (state update + every detector);
 //! - `detect/normalize+engine`: raw generated lines through normalizer and engine, the work of
-//!   offline `nhiwatch detect` per core (without file reading).
+//!   offline `nhiwatch detect` per core (without file reading);
+//! - `detector/<id>`: the engine with only that detector enabled (subtract `detector/none`, the
+//!   state update alone, for the detector's own cost);
+//! - `scope/covered_by`: SMART scope containment, each event's scopes against a granted set;
+//! - `archive/append`: events copied into the archive's Arrow column builders.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
+use nhiwatch::archive::schema::EventRows;
 use nhiwatch::baseline;
-use nhiwatch::detect::Detectors;
+use nhiwatch::detect::{Detectors, configured_ids};
 use nhiwatch::engine::Engine;
+use nhiwatch::event::Event;
+use nhiwatch::findings::DetectorId;
 use nhiwatch::generate::{Options, generate};
 use nhiwatch::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
 use nhiwatch::registry::Registry;
+use nhiwatch::scope::Scope;
 
 fn memory_report() {
     let (held, per) = nhiwatch::bench::state_memory(1_000_000);
@@ -88,9 +96,87 @@ fn engine_process(c: &mut Criterion) {
     group.finish();
 }
 
+/// The default detectors with only `keep` enabled (none for `None`).
+fn only(keep: Option<DetectorId>) -> Detectors {
+    Detectors::build(|id| {
+        let enabled = Some(id) == keep || (keep == Some(DetectorId::NewNetwork) && id == DetectorId::CredentialSharing);
+        Ok(Some((
+            std::path::PathBuf::from(format!("{}.toml", id.as_str())),
+            format!("enabled = {enabled}\n"),
+        )))
+    })
+    .expect("valid")
+}
+
+fn pieces(c: &mut Criterion) {
+    let scenario = generate(&Options {
+        identities: 40,
+        days: 14,
+        ..Options::default()
+    });
+    let normalizer = Normalizer::new(
+        Pseudonymizer::new(b"benchmark-key-not-a-secret").expect("long enough"),
+        DEFAULT_MAX_RECORD_BYTES,
+    );
+    let registry = Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("valid");
+    let mut events: Vec<Event> = Vec::new();
+    for r in &scenario.records {
+        normalizer
+            .normalize_into(r.line.as_bytes(), &RecordMeta::default(), &mut events)
+            .expect("generated records normalize");
+    }
+
+    let mut group = c.benchmark_group("detector");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    let ids = std::iter::once(None).chain(configured_ids().map(Some));
+    for keep in ids {
+        let name = keep.map_or("none", DetectorId::as_str);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut engine = Engine::new(only(keep), Some(registry.clone()), baseline::Settings::default());
+                let mut updates = Vec::new();
+                for e in &events {
+                    engine.process(e, e.time, &mut updates);
+                }
+                black_box(updates.len())
+            });
+        });
+    }
+    group.finish();
+
+    let granted = Scope::parse_list("system/Patient.rs system/Observation.rs system/Encounter.r system/*.s");
+    let mut group = c.benchmark_group("scope");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("covered_by", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .flat_map(|e| &e.scopes)
+                .filter(|s| s.covered_by(&granted))
+                .count()
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("archive");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("append", |b| {
+        b.iter(|| {
+            let mut rows = EventRows::default();
+            for e in &events {
+                rows.push(e);
+            }
+            black_box(rows.finish().expect("batch").num_rows())
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     memory_report();
     let mut c = Criterion::default().configure_from_args();
     engine_process(&mut c);
+    pieces(&mut c);
     c.final_summary();
 }

@@ -250,6 +250,8 @@ pub struct Detection {
     findings: Vec<Finding>,
     index: HashMap<String, usize>,
     live: bool,
+    /// Events the reorder buffer released, kept to reuse its allocation.
+    due: Vec<Event>,
 }
 
 impl Detection {
@@ -263,16 +265,18 @@ impl Detection {
             findings: Vec::new(),
             index: HashMap::new(),
             live,
+            due: Vec::new(),
         }
     }
 
     /// Takes one event; `on_update` sees each new or changed finding.
     pub fn push(&mut self, event: Event, on_update: &mut impl FnMut(&Update)) {
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
         self.reorder.push(event, &mut |e, _late| due.push(e));
-        for event in due {
+        for event in due.drain(..) {
             self.judge(&event, on_update);
         }
+        self.due = due;
     }
 
     /// Processes what still waits in the reorder buffer (end of input).

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Normalizing a record makes and frees many small strings and vectors; mimalloc's per-thread
+// free lists serve them faster than glibc's malloc (measured in `nhiwatch bench`, see
+// README: Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = nhiwatch::cli::Cli::parse();
     match nhiwatch::cli::run(cli) {

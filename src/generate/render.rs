@@ -36,6 +36,19 @@ fn to_line(v: &Value) -> String {
     serde_json::to_string(v).expect("JSON values serialize")
 }
 
+/// A FHIR resource as FHIR servers write it, `resourceType` first (a `serde_json` map would
+/// sort it among the other keys), as in the IHE examples.
+fn fhir_line(mut resource: Value) -> String {
+    let Some(kind) = resource.as_object_mut().and_then(|o| o.remove("resourceType")) else {
+        return to_line(&resource);
+    };
+    let rest = to_line(&resource);
+    match rest.strip_prefix('{').filter(|r| *r != "}") {
+        Some(members) => format!("{{\"resourceType\":{},{members}", to_line(&kind)),
+        None => format!("{{\"resourceType\":{}}}", to_line(&kind)),
+    }
+}
+
 /// An Okta client-credentials token grant (or its failure).
 pub(super) fn okta_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, scope: &str, ok: bool) -> String {
     let id = &g.ids[i];
@@ -213,7 +226,7 @@ pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ki
                 {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG"},
                 {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]}]);
         }
-        out.push(to_line(&event));
+        out.push(fhir_line(event));
     }
     out
 }
@@ -325,4 +338,25 @@ pub(super) fn gateway_line(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, k
         v["purpose_of_use"] = json!(["ETREAT", "BTG"]);
     }
     to_line(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fhir_lines_open_with_the_resource_type_and_keep_every_member() {
+        let v = json!({"resourceType": "AuditEvent", "id": "a", "action": "R", "agent": [{"who": {"display": "x"}}]});
+        let line = fhir_line(v.clone());
+        assert!(
+            line.starts_with(r#"{"resourceType":"AuditEvent","action":"R","#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&line).expect("valid JSON"), v);
+        assert_eq!(
+            fhir_line(json!({"resourceType": "Bundle"})),
+            r#"{"resourceType":"Bundle"}"#
+        );
+        assert_eq!(fhir_line(json!({"id": "b"})), r#"{"id":"b"}"#);
+    }
 }

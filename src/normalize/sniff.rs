@@ -208,6 +208,9 @@ fn text_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str
 pub fn sniff(text: &str) -> Result<Shape, ParseError> {
     match text.as_bytes().first() {
         Some(b'[') => Ok(Shape::JsonArray),
+        Some(b'{') if leading_resource_type(text).is_some_and(|t| t == "AuditEvent" || t == "Bundle") => {
+            Ok(Shape::FhirJson)
+        }
         Some(b'{') => {
             let keys: TopKeys<'_> = serde_json::from_str(text).map_err(ParseError::MalformedJson)?;
             keys.shape().ok_or(ParseError::UnknownFormat)
@@ -216,6 +219,18 @@ pub fn sniff(text: &str) -> Result<Shape, ParseError> {
         Some(_) => sniff_line(text),
         None => Err(ParseError::Empty),
     }
+}
+
+/// The resource type when a record opens with it, as FHIR servers write it (the most frequent
+/// and largest records: they are then not walked twice). The FHIR normalizer parses the whole
+/// record, so a malformed one is still refused as malformed; any other opening takes the walk.
+fn leading_resource_type(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"resourceType\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let value = &rest[..rest.find('"')?];
+    (!value.contains('\\')).then_some(value)
 }
 
 fn sniff_xml(text: &str) -> Result<Shape, ParseError> {
@@ -286,6 +301,13 @@ mod tests {
             ),
             ("<AuditEvent xmlns=\"http://hl7.org/fhir\"/>", Shape::FhirXml),
             ("[1,2]", Shape::JsonArray),
+            // Opening with the resource type, with or without spaces, or not first.
+            (r#"{ "resourceType" : "Bundle", "entry": []}"#, Shape::FhirJson),
+            (r#"{"id":"x","resourceType":"AuditEvent"}"#, Shape::FhirJson),
+            (
+                r#"{"resourceType":"Patient","id":"x"}"#,
+                Shape::NotAudit("FHIR resource that is not an AuditEvent"),
+            ),
         ];
         for (text, shape) in cases {
             assert_eq!(sniff(text).expect(text), shape, "{text}");
@@ -296,6 +318,10 @@ mod tests {
     fn rejects_unknown_and_malformed() {
         assert_eq!(sniff(r#"{"hello":"world"}"#).unwrap_err().reason(), "unknown_format");
         assert_eq!(sniff(r#"{"hello":"#).unwrap_err().reason(), "malformed_json");
+        assert_eq!(
+            sniff(r#"{"resourceType":"Patient","#).unwrap_err().reason(),
+            "malformed_json"
+        );
         assert_eq!(sniff("<Patient/>").unwrap_err().reason(), "unknown_format");
         assert_eq!(sniff("<AuditEvent").unwrap_err().reason(), "malformed_xml");
         assert_eq!(sniff("hello world").unwrap_err().reason(), "unknown_format");

@@ -34,6 +34,8 @@ fn bad_records_are_dead_lettered_with_reasons_and_good_ones_pass() {
         (good_okta_array.as_bytes().to_vec(), None),
         (b"<AuditEvent xmlns=\"http://hl7.org/fhir\"><id value=\"x\"/>".to_vec(), Some("malformed_xml")),
         (b"{\"resourceType\":\"Patient\",\"id\":\"p\"}".to_vec(), Some("not_audit_event")),
+        // Recognised by its opening, refused by the parse.
+        (b"{\"resourceType\":\"AuditEvent\",\"id\":".to_vec(), Some("malformed_json")),
         (b"just some text".to_vec(), Some("unknown_format")),
         (b"[]".to_vec(), Some("empty")),
         (good_gateway.replace("r-1", "r-2").into_bytes(), None),
