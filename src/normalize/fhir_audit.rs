@@ -246,7 +246,7 @@ fn is_true<V: Node>(v: Option<&V>) -> bool {
 fn restful_code<V: Node>(ae: &V) -> Option<&str> {
     ["subtype", "code", "category", "type"]
         .iter()
-        .flat_map(|k| codings(ae.field(*k)))
+        .flat_map(|k| codings(ae.field(k)))
         .find(|(system, _)| *system == Some(RESTFUL))
         .map(|(_, code)| code)
 }
@@ -273,7 +273,7 @@ fn action_fallback<V: Node>(ae: &V, has_query: bool) -> Option<Interaction> {
 fn is_rest<V: Node>(ae: &V) -> bool {
     ["type", "category", "code"]
         .iter()
-        .any(|k| has_code(ae.field(*k), &["rest"]))
+        .any(|k| has_code(ae.field(k), &["rest"]))
 }
 
 fn action_code<V: Node>(ae: &V) -> Option<String> {
