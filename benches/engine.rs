@@ -32,7 +32,15 @@ fn memory_report() {
     println!("state memory: {held} identities: {per:.0} bytes per identity (target 1024)");
 }
 
-fn engine_process(c: &mut Criterion) {
+/// The generated set both groups run on: its raw lines, their events, the registry.
+struct Corpus {
+    normalizer: Normalizer,
+    registry: Registry,
+    lines: Vec<String>,
+    events: Vec<Event>,
+}
+
+fn corpus() -> Corpus {
     let scenario = generate(&Options {
         identities: 40,
         days: 14,
@@ -42,16 +50,30 @@ fn engine_process(c: &mut Criterion) {
         Pseudonymizer::new(b"benchmark-key-not-a-secret").expect("long enough"),
         DEFAULT_MAX_RECORD_BYTES,
     );
-    let meta = RecordMeta::default();
     let registry = Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("valid");
     let mut events = Vec::new();
     for r in &scenario.records {
         normalizer
-            .normalize_into(r.line.as_bytes(), &meta, &mut events)
+            .normalize_into(r.line.as_bytes(), &RecordMeta::default(), &mut events)
             .expect("generated records normalize");
     }
-    let lines: Vec<&[u8]> = scenario.records.iter().map(|r| r.line.as_bytes()).collect();
+    let lines = scenario.records.into_iter().map(|r| r.line).collect();
+    Corpus {
+        normalizer,
+        registry,
+        lines,
+        events,
+    }
+}
 
+fn engine_process(c: &mut Criterion, corpus: &Corpus) {
+    let Corpus {
+        normalizer,
+        registry,
+        lines,
+        events,
+    } = corpus;
+    let meta = RecordMeta::default();
     let mut group = c.benchmark_group("engine");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
@@ -63,7 +85,7 @@ fn engine_process(c: &mut Criterion) {
                 baseline::Settings::default(),
             );
             let mut updates = Vec::new();
-            for e in &events {
+            for e in events {
                 engine.process(e, e.time, &mut updates);
             }
             black_box(updates.len())
@@ -83,9 +105,11 @@ fn engine_process(c: &mut Criterion) {
             );
             let mut updates = Vec::new();
             let mut out = Vec::with_capacity(4);
-            for line in &lines {
+            for line in lines {
                 out.clear();
-                normalizer.normalize_into(line, &meta, &mut out).expect("normalizes");
+                normalizer
+                    .normalize_into(line.as_bytes(), &meta, &mut out)
+                    .expect("normalizes");
                 for e in &out {
                     engine.process(e, e.time, &mut updates);
                 }
@@ -108,24 +132,8 @@ fn only(keep: Option<DetectorId>) -> Detectors {
     .expect("valid")
 }
 
-fn pieces(c: &mut Criterion) {
-    let scenario = generate(&Options {
-        identities: 40,
-        days: 14,
-        ..Options::default()
-    });
-    let normalizer = Normalizer::new(
-        Pseudonymizer::new(b"benchmark-key-not-a-secret").expect("long enough"),
-        DEFAULT_MAX_RECORD_BYTES,
-    );
-    let registry = Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("valid");
-    let mut events: Vec<Event> = Vec::new();
-    for r in &scenario.records {
-        normalizer
-            .normalize_into(r.line.as_bytes(), &RecordMeta::default(), &mut events)
-            .expect("generated records normalize");
-    }
-
+fn pieces(c: &mut Criterion, corpus: &Corpus) {
+    let Corpus { registry, events, .. } = corpus;
     let mut group = c.benchmark_group("detector");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events.len() as u64));
@@ -136,7 +144,7 @@ fn pieces(c: &mut Criterion) {
             b.iter(|| {
                 let mut engine = Engine::new(only(keep), Some(registry.clone()), baseline::Settings::default());
                 let mut updates = Vec::new();
-                for e in &events {
+                for e in events {
                     engine.process(e, e.time, &mut updates);
                 }
                 black_box(updates.len())
@@ -164,7 +172,7 @@ fn pieces(c: &mut Criterion) {
     group.bench_function("append", |b| {
         b.iter(|| {
             let mut rows = EventRows::default();
-            for e in &events {
+            for e in events {
                 rows.push(e);
             }
             black_box(rows.finish().expect("batch").num_rows())
@@ -176,7 +184,8 @@ fn pieces(c: &mut Criterion) {
 fn main() {
     memory_report();
     let mut c = Criterion::default().configure_from_args();
-    engine_process(&mut c);
-    pieces(&mut c);
+    let corpus = corpus();
+    engine_process(&mut c, &corpus);
+    pieces(&mut c, &corpus);
     c.final_summary();
 }
