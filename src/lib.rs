@@ -27,6 +27,7 @@ pub mod archive;
 pub mod attest;
 pub mod baseline;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
