@@ -151,7 +151,7 @@ impl Checkpoints {
                 Some((sequence, entry.path()))
             })
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(sequence, _)| std::cmp::Reverse(*sequence));
         found
     }
 
