@@ -601,12 +601,18 @@ mod tests {
             error.starts_with("writing events/date=2026-01-05/part-") && error.contains("kept and tried again"),
             "{error}"
         );
-        let refused = error
-            .trim_start_matches("writing ")
-            .split(':')
-            .next()
-            .expect("path")
-            .to_owned();
+        let path_of = |error: &str| {
+            error
+                .trim_start_matches("writing ")
+                .split(':')
+                .next()
+                .expect("path")
+                .to_owned()
+        };
+        let refused = path_of(&error);
+        // Tried again, still refused: the same file under the same name.
+        let again = archive.flush().expect_err("still refused").to_string();
+        assert_eq!(path_of(&again), refused);
         std::fs::remove_file(dir.path().join("events")).expect("unblock");
         archive.append_event(&event(3, "b", 3)).expect("append");
         let flushed = archive.flush().expect("the store takes both files");
