@@ -22,7 +22,7 @@ use nhiwatch::detect::{Detectors, configured_ids};
 use nhiwatch::engine::Engine;
 use nhiwatch::event::Event;
 use nhiwatch::findings::DetectorId;
-use nhiwatch::generate::{Options, generate};
+use nhiwatch::generate::{Options, generate, normalize_all};
 use nhiwatch::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
 use nhiwatch::registry::Registry;
 use nhiwatch::scope::Scope;
@@ -51,12 +51,7 @@ fn corpus() -> Corpus {
         DEFAULT_MAX_RECORD_BYTES,
     );
     let registry = Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("valid");
-    let mut events = Vec::new();
-    for r in &scenario.records {
-        normalizer
-            .normalize_into(r.line.as_bytes(), &RecordMeta::default(), &mut events)
-            .expect("generated records normalize");
-    }
+    let events = normalize_all(&scenario.records, &normalizer).expect("generated records normalize");
     let lines = scenario.records.into_iter().map(|r| r.line).collect();
     Corpus {
         normalizer,

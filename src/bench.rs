@@ -293,17 +293,13 @@ struct Run {
 }
 
 impl Run {
-    /// The service's defaults: its reorder bound.
-    fn service() -> anyhow::Result<Run> {
-        let lateness = crate::config::Settings::load_with_env(None, &[])?
-            .raw
-            .engine
-            .lateness_seconds;
-        Ok(Run {
-            lateness: chrono::Duration::seconds(i64::from(lateness)),
+    /// A run with reorder bound `lateness`, fresh metrics and progress.
+    fn new(lateness: chrono::Duration) -> Run {
+        Run {
+            lateness,
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 }
 
@@ -455,7 +451,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let work = std::env::temp_dir().join(format!("nhiwatch-bench-{suffix}"));
     std::fs::create_dir_all(&work)?;
-    let (took, findings, _) = pipeline_run(&brokers, &topic, lines.len() as u64, &registry, &work, &Run::service()?)?;
+    // The service's default reorder bound.
+    let lateness = crate::config::Settings::load_with_env(None, &[])?
+        .raw
+        .engine
+        .lateness_seconds;
+    let (took, findings, _) = pipeline_run(
+        &brokers,
+        &topic,
+        lines.len() as u64,
+        &registry,
+        &work,
+        &Run::new(chrono::Duration::seconds(i64::from(lateness))),
+    )?;
     let rate = n / took.as_secs_f64();
     println!("  nhiwatch processed the topic in {:.1} s", took.as_secs_f64());
 
@@ -468,10 +476,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let warm_up = (partitions as usize).min(paced_n);
     let paced_lines: Vec<String> = lines[..paced_n].to_vec();
     drop(lines);
-    let paced = Run {
-        lateness: chrono::Duration::zero(),
-        ..Run::service()?
-    };
+    let paced = Run::new(chrono::Duration::zero());
     let producer = {
         let (brokers, topic) = (brokers.clone(), paced_topic.clone());
         let (metrics, progress) = (Arc::clone(&paced.metrics), Arc::clone(&paced.progress));

@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_restores_every_identity_exactly_with_scopes_shared() {
-        use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
+        use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
         let scenario = crate::generate::generate(&crate::generate::Options {
             identities: 30,
             days: 10,
@@ -871,12 +871,7 @@ mod tests {
             Pseudonymizer::new(b"a test key, not a secret").expect("key"),
             DEFAULT_MAX_RECORD_BYTES,
         );
-        let mut events = Vec::new();
-        for r in &scenario.records {
-            normalizer
-                .normalize_into(r.line.as_bytes(), &RecordMeta::default(), &mut events)
-                .expect("normalizes");
-        }
+        let mut events = crate::generate::normalize_all(&scenario.records, &normalizer).expect("normalizes");
         events.sort_by_key(|e| e.time);
         let registry = crate::registry::Registry::parse(&scenario.registry, std::path::Path::new("registry.toml"))
             .expect("registry");

@@ -109,6 +109,20 @@ pub struct Scenario {
     pub registry: String,
 }
 
+/// `records` normalized by `normalizer`, in order (tests and benchmarks feed the engine with
+/// them).
+pub fn normalize_all(
+    records: &[GenRecord],
+    normalizer: &crate::normalize::Normalizer,
+) -> Result<Vec<crate::event::Event>, crate::normalize::ParseError> {
+    let meta = crate::normalize::RecordMeta::default();
+    let mut events = Vec::with_capacity(records.len());
+    for r in records {
+        normalizer.normalize_into(r.line.as_bytes(), &meta, &mut events)?;
+    }
+    Ok(events)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Archetype {
     Ehr,

@@ -163,13 +163,5 @@ pub fn detect_and_archive(
 
 /// Generated records normalized with the test key, in order.
 pub fn normalized(records: &[nhiwatch::generate::GenRecord]) -> Vec<Event> {
-    let normalizer = normalizer();
-    records
-        .iter()
-        .flat_map(|r| {
-            normalizer
-                .normalize(r.line.as_bytes(), &Default::default())
-                .expect("normalizes")
-        })
-        .collect()
+    nhiwatch::generate::normalize_all(records, &normalizer()).expect("generated records normalize")
 }
