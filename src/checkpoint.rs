@@ -157,23 +157,36 @@ impl Checkpoints {
 
     /// The newest checkpoint that reads back whole, and the newer files passed over.
     pub fn latest(&self) -> (Option<Loaded>, Vec<Skipped>) {
+        let (found, skipped) = self.latest_decoded(|payload| Ok(payload.to_vec()));
+        (
+            found.map(|(sequence, path, payload)| Loaded {
+                sequence,
+                path,
+                payload,
+            }),
+            skipped,
+        )
+    }
+
+    /// The newest checkpoint that reads back whole and that `decode` accepts, as its sequence,
+    /// file and decoded payload; and the newer files passed over, with the reason.
+    pub fn latest_decoded<T>(
+        &self,
+        mut decode: impl FnMut(&[u8]) -> Result<T, String>,
+    ) -> (Option<(u64, PathBuf, T)>, Vec<Skipped>) {
         let mut skipped = Vec::new();
         for (sequence, path) in self.list() {
-            match read(&path, sequence) {
-                Ok(payload) => {
-                    return (
-                        Some(Loaded {
-                            sequence,
-                            path,
-                            payload,
-                        }),
-                        skipped,
-                    );
-                }
+            match read(&path, sequence).and_then(|payload| decode(&payload)) {
+                Ok(value) => return (Some((sequence, path, value)), skipped),
                 Err(reason) => skipped.push(Skipped { path, reason }),
             }
         }
         (None, skipped)
+    }
+
+    /// The sequence number after every checkpoint file in the directory, good or not.
+    pub fn next_sequence(&self) -> u64 {
+        self.list().first().map_or(0, |(sequence, _)| sequence + 1)
     }
 }
 

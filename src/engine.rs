@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Baseline, secs};
 use crate::detect::{Cx, Detectors};
@@ -64,6 +65,13 @@ impl Engine {
         }
     }
 
+    /// The engine with `baseline` as its per-identity state (restored from a checkpoint, before
+    /// the state is shared with the inventory).
+    pub fn with_baseline(mut self, baseline: Baseline) -> Engine {
+        self.baseline = Arc::new(baseline);
+        self
+    }
+
     /// The per-identity state (shared, for the inventory).
     pub fn baseline(&self) -> &Arc<Baseline> {
         &self.baseline
@@ -72,6 +80,11 @@ impl Engine {
     /// The registry, if configured.
     pub fn registry(&self) -> Option<&Arc<Registry>> {
         self.registry.as_ref()
+    }
+
+    /// Findings open for folding.
+    pub fn open_findings(&self) -> usize {
+        self.folder.len()
     }
 
     /// Counts so far.
@@ -231,6 +244,40 @@ impl Reorder {
         self.late
     }
 
+    fn state(&self) -> ReorderState {
+        let mut pending: Vec<(u64, Event)> = self.heap.iter().map(|Reverse(p)| (p.seq, p.event.clone())).collect();
+        pending.sort_by_key(|(seq, _)| *seq);
+        ReorderState {
+            pending,
+            max_seen: self.max_seen,
+            released: self.released,
+            seq: self.seq,
+            late: self.late,
+        }
+    }
+
+    fn restore(lateness: Duration, state: ReorderState) -> Reorder {
+        let heap = state
+            .pending
+            .into_iter()
+            .map(|(seq, event)| {
+                Reverse(Pending {
+                    time: event.time,
+                    seq,
+                    event,
+                })
+            })
+            .collect();
+        Reorder {
+            heap,
+            lateness,
+            max_seen: state.max_seen,
+            released: state.released,
+            seq: state.seq,
+            late: state.late,
+        }
+    }
+
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -317,6 +364,76 @@ impl Detection {
     pub fn late(&self) -> u64 {
         self.reorder.late()
     }
+
+    /// Events waiting in the reorder buffer.
+    pub fn waiting(&self) -> usize {
+        self.reorder.len()
+    }
+
+    /// Everything but the baselines that a restart needs to go on as if it had not stopped:
+    /// the events waiting for order, the open findings and the engine's clocks.
+    pub fn state(&self) -> DetectionState {
+        let e = &self.engine;
+        DetectionState {
+            watermark: e.watermark,
+            last_sweep: e.last_sweep,
+            last_expire: e.last_expire,
+            open: e
+                .folder
+                .all_open()
+                .map(|(f, window)| (f.clone(), window.num_milliseconds()))
+                .collect(),
+            findings: self.findings.clone(),
+            reorder: self.reorder.state(),
+        }
+    }
+
+    /// Detection resumed from `state`, with `engine` (whose baseline was restored beside it).
+    pub fn restore(mut engine: Engine, lateness: Duration, live: bool, state: DetectionState) -> Detection {
+        engine.watermark = state.watermark;
+        engine.last_sweep = state.last_sweep;
+        engine.last_expire = state.last_expire;
+        engine.folder = Folder::reopen(state.open.into_iter().map(|(f, ms)| (f, Duration::milliseconds(ms))));
+        let index = state
+            .findings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), i))
+            .collect();
+        Detection {
+            reorder: Reorder::restore(lateness, state.reorder),
+            engine,
+            updates: Vec::new(),
+            findings: state.findings,
+            index,
+            live,
+            due: Vec::new(),
+        }
+    }
+}
+
+/// What [`Detection::state`] keeps (a checkpoint's JSON part; see [`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionState {
+    watermark: i64,
+    last_sweep: Option<i64>,
+    last_expire: Option<i64>,
+    /// Open findings with their folding windows in milliseconds.
+    open: Vec<(Finding, i64)>,
+    findings: Vec<Finding>,
+    reorder: ReorderState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReorderState {
+    /// Waiting events with their arrival numbers (ties in time are taken in that order).
+    pending: Vec<(u64, Event)>,
+    max_seen: Option<DateTime<Utc>>,
+    released: Option<DateTime<Utc>>,
+    seq: u64,
+    late: u64,
 }
 
 #[cfg(test)]

@@ -46,4 +46,5 @@ pub mod replay;
 pub mod scope;
 pub mod score;
 pub mod sink;
+pub mod state;
 pub mod telemetry;

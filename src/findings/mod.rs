@@ -380,6 +380,20 @@ impl Folder {
             .retain(|_, (f, window)| now - f.last_event_time <= *window + grace);
     }
 
+    /// The open findings with their folding windows (for a checkpoint).
+    pub fn all_open(&self) -> impl Iterator<Item = (&Finding, Duration)> {
+        self.open.values().map(|(f, window)| (f, *window))
+    }
+
+    /// A folder holding these open findings again (from a checkpoint).
+    pub fn reopen(open: impl IntoIterator<Item = (Finding, Duration)>) -> Folder {
+        let open = open
+            .into_iter()
+            .map(|(f, window)| ((f.detector, f.identity.id.clone()), (f, window)))
+            .collect();
+        Folder { open }
+    }
+
     /// Open findings held.
     pub fn len(&self) -> usize {
         self.open.len()
