@@ -45,6 +45,7 @@ use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::scope::Scope;
+use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
 /// `bench` options.
@@ -350,7 +351,7 @@ fn pipeline_run(
     let mut findings = Vec::new();
     let mut failed = None;
     runtime.block_on(async {
-        let consumer = kafka::subscribe(&cfg, None)?;
+        let consumer = kafka::subscribe(&cfg, None, Offsets::default())?;
         let mut sink = |event: Event| {
             first.get_or_insert_with(Instant::now);
             if let Err(e) = archive.append_event(&event) {
@@ -362,9 +363,12 @@ fn pipeline_run(
             &consumer,
             &mut pipeline,
             &mut sink,
-            Some(limit),
-            Some(&run.progress),
-            Some(&metrics),
+            kafka::Options {
+                limit: Some(limit),
+                progress: Some(&run.progress),
+                metrics: Some(&metrics),
+                ..kafka::Options::default()
+            },
             tokio::time::sleep(Duration::from_secs(3600)),
         )
         .await?;

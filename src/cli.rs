@@ -21,11 +21,14 @@ use crate::http::AppState;
 use crate::http::auth::Auth;
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::file::LineSource;
+use crate::ingest::kafka::Stage as _;
 use crate::ingest::{file, kafka};
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::Registry;
+use crate::service::{Outputs, Service, write_line};
 use crate::sink::Sinks;
+use crate::state::{Offsets, Restored, StateStore};
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -389,6 +392,21 @@ fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
     })
 }
 
+/// Where `run` writes a stream: a file appended to (a restarted service goes on where it
+/// stopped), stdout for `-`, nowhere for none.
+fn output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        )),
+        other => event_sink(other)?,
+    })
+}
+
 /// An NDJSON event writer, or a counter.
 fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
@@ -416,10 +434,22 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_metrics(Arc::clone(&metrics));
     let engine = build_engine(&settings, None, None)?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
-    let mut detection = Detection::new(engine, lateness, true);
-    let mut out = event_sink(args.events_out.as_ref())?;
-    let mut findings_out = event_sink(args.findings_out.as_ref())?;
-    let mut write_error: Option<std::io::Error> = None;
+    let from_kafka = args.inputs.is_empty();
+    let state_cfg = &settings.raw.state;
+    // Checkpoints belong to the Kafka service: a file run is a batch, read whole each time.
+    let (state, detection, resume) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
+        let (store, restored) = StateStore::open(&state_cfg.dir, state_cfg.keep, engine, lateness, true)
+            .with_context(|| format!("opening the checkpoints (state.dir in {})", settings.origin))?;
+        report_restore(&restored);
+        (Some(store), restored.detection, restored.offsets)
+    } else {
+        if from_kafka {
+            tracing::warn!(
+                "No state directory (state.dir): baselines are not checkpointed, and a restart learns every identity again."
+            );
+        }
+        (None, Detection::new(engine, lateness, true), Offsets::default())
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     let http = &settings.raw.http;
     let store = if http.findings_journal.as_os_str().is_empty() {
@@ -484,83 +514,59 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .archive_location()
         .map(|l| crate::archive::Archive::open(&l, settings.archive_limits()))
         .transpose()
-        .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))?
-        .map(std::cell::RefCell::new);
-    // The writer thread logs a refused write and keeps the file; what arrives here is a
-    // writer that stopped, reported once (detection goes on).
-    let archive_error = std::cell::Cell::new(false);
-    let archived = |result: Result<(), crate::archive::ArchiveError>| {
-        if let Err(error) = result
-            && !archive_error.replace(true)
-        {
-            tracing::error!(%error, "The archive stopped taking rows.");
-        }
+        .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))?;
+    let outputs = Outputs::new(
+        archive,
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        output(args.findings_out.as_ref())?,
+        args.events_out.as_ref().map(|p| output(Some(p))).transpose()?,
+    );
+    let mut service = Service {
+        detection,
+        outputs,
+        state,
     };
-    let keep = |update: &Update| {
-        if let Some(a) = &archive {
-            archived(a.borrow_mut().append_finding(&update.finding));
-        }
-        if update.change == Change::New {
-            metrics.finding(update.finding.detector);
-        }
-        if let Err(error) = store.upsert(update.finding.clone(), update.change) {
-            tracing::error!(%error, id = %update.finding.id, "Failed to journal a finding.");
-        }
-    };
-    let mut findings_error = None;
-    let mut report = |update: &Update| {
-        keep(update);
-        let f = &update.finding;
-        if update.change != Change::Folded {
-            tracing::warn!(
-                id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
-                count = f.count, "{}.", f.title
-            );
-        }
-        write_line(&mut findings_out, f, &mut findings_error);
-    };
-    let mut sink = |event: Event| {
-        if args.events_out.is_some() {
-            write_line(&mut out, &event, &mut write_error);
-        }
-        if let Some(a) = &archive {
-            archived(a.borrow_mut().append_event(&event));
-        }
-        detection.push(event, &mut report);
-    };
-    if args.inputs.is_empty() {
+    if from_kafka {
         runtime.block_on(async {
-            let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)))?;
+            let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)), resume)?;
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
             // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            kafka::consume(
-                &consumer,
-                &mut pipeline,
-                &mut sink,
-                None,
-                None,
-                Some(&metrics),
-                shutdown,
-            )
-            .await?;
+            let options = kafka::Options {
+                metrics: Some(&metrics),
+                commit_every: std::time::Duration::from_secs(state_cfg.interval_seconds),
+                ..kafka::Options::default()
+            };
+            kafka::consume(&consumer, &mut pipeline, &mut service, options, shutdown).await?;
             anyhow::Ok(())
         })?;
     } else {
         for input in &args.inputs {
             let name = input.display().to_string();
             let reader = open_input(input)?;
-            file::read_lines(reader, &name, max, |record| pipeline.process(record, &mut sink))
-                .with_context(|| format!("reading {name}"))?;
+            file::read_lines(reader, &name, max, |record| {
+                pipeline.process(record, &mut |event| service.event(event))
+            })
+            .with_context(|| format!("reading {name}"))?;
         }
         pipeline.flush().context("flushing the dead letter")?;
     }
-    detection.finish(&mut report);
-    if let Some(a) = &archive {
-        let flushed = a.borrow_mut().flush().context("writing the archive")?;
+    // With checkpoints, the events still waiting for order are in the last one and are judged
+    // after the restart, as if there had been none; without, they are judged now.
+    let Service {
+        mut detection,
+        mut outputs,
+        state,
+    } = service;
+    if state.is_none() {
+        detection.finish(&mut |update| outputs.report(update));
+    }
+    if let Some(a) = &mut outputs.archive {
+        let flushed = a.flush().context("writing the archive")?;
         tracing::info!(
             files = flushed.files,
             events = flushed.events,
@@ -578,14 +584,38 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             sinks.stop().await;
         });
     }
-    if let Some(e) = write_error.or(findings_error) {
+    if let Some(e) = outputs.write_error.take() {
         return Err(e).context("writing events or findings");
     }
-    out.flush()?;
-    findings_out.flush()?;
+    outputs.findings_out.flush()?;
+    if let Some(out) = &mut outputs.events_out {
+        out.flush()?;
+    }
     eprint!("{}", summary(pipeline.stats(), 10));
     eprint!("{}", findings_summary(detection.findings()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs what was restored and what was passed over.
+fn report_restore(restored: &Restored) {
+    for skipped in &restored.skipped {
+        tracing::error!(file = %skipped.path.display(), reason = %skipped.reason, "Checkpoint passed over.");
+    }
+    let detection = &restored.detection;
+    match &restored.from {
+        Some(path) => tracing::info!(
+            file = %path.display(),
+            identities = detection.engine().baseline().len(),
+            open_findings = detection.engine().open_findings(),
+            waiting = detection.waiting(),
+            partitions = restored.offsets.iter().count(),
+            "State restored; reading resumes at its offsets."
+        ),
+        None if !restored.skipped.is_empty() => tracing::error!(
+            "No usable checkpoint: starting with empty baselines from the committed offsets; every identity learns again."
+        ),
+        None => tracing::info!("No checkpoint yet: starting with empty baselines."),
+    }
 }
 
 /// The engine the settings describe; `registry` and `detectors` override the configured ones.
@@ -645,16 +675,6 @@ impl Input {
 }
 
 /// Writes `value` as one NDJSON line; keeps the first error, for closures that cannot return one.
-fn write_line(out: &mut dyn Write, value: &impl serde::Serialize, error: &mut Option<std::io::Error>) {
-    if error.is_none()
-        && let Err(e) = serde_json::to_writer(&mut *out, value)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-    {
-        *error = Some(e);
-    }
-}
-
 fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     Ok(if path.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))

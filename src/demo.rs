@@ -31,6 +31,7 @@ use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::sink::Sinks;
+use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
 /// The embedded broker's topic of OCSF findings.
@@ -144,7 +145,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  curl -H 'Authorization: Bearer {read_token}' http://{addr}/v1/findings");
     println!("Findings as they are raised (event time, severity, detector, title):");
     let consumed = runtime.block_on(async {
-        let consumer = kafka::subscribe(&cfg, Some(Arc::clone(&metrics)))?;
+        let consumer = kafka::subscribe(&cfg, Some(Arc::clone(&metrics)), Offsets::default())?;
         ready.store(true, Ordering::Release);
         let mut sink = |event: Event| detection.push(event, &mut print);
         let deadline = tokio::time::sleep(Duration::from_secs(600));
@@ -152,9 +153,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             &consumer,
             &mut pipeline,
             &mut sink,
-            Some(total),
-            Some(&progress),
-            Some(&metrics),
+            kafka::Options {
+                limit: Some(total),
+                progress: Some(&progress),
+                metrics: Some(&metrics),
+                ..kafka::Options::default()
+            },
             deadline,
         )
         .await?;

@@ -45,6 +45,7 @@ pub mod registry;
 pub mod replay;
 pub mod scope;
 pub mod score;
+pub mod service;
 pub mod sink;
 pub mod state;
 pub mod telemetry;

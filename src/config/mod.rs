@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub engine: EngineConfig,
     /// HTTP API and dashboard.
     pub http: HttpConfig,
+    /// Checkpoints of the detection state.
+    pub state: StateConfig,
     /// The durable outbox in front of the SIEM sinks.
     pub outbox: OutboxConfig,
     /// Where findings are delivered (`[[sinks]]`).
@@ -215,6 +217,18 @@ pub struct ArchiveConfig {
     pub query_memory_bytes: usize,
     /// Most rows a query returns.
     pub max_result_rows: usize,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Checkpoint directory; empty for no checkpoints.
+    pub dir: PathBuf,
+    /// Seconds between commit points.
+    pub interval_seconds: u64,
+    /// Checkpoints kept.
+    pub keep: usize,
 }
 
 /// `[outbox]`
@@ -469,6 +483,15 @@ impl Settings {
             return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
         self.validate_sinks()?;
+        if raw.state.interval_seconds == 0 || raw.state.interval_seconds > 86_400 {
+            return Err(self.invalid("state.interval_seconds", "must be between 1 and 86400"));
+        }
+        if raw.state.keep < 2 {
+            return Err(self.invalid(
+                "state.keep",
+                "must be at least 2, so a torn newest checkpoint has a previous one",
+            ));
+        }
         let a = &raw.archive;
         if a.max_rows == 0 {
             return Err(self.invalid("archive.max_rows", "must be greater than 0"));
@@ -792,6 +815,8 @@ mod tests {
         );
         assert!(e(&format!("{hec}{hec}")).contains("key `sinks[1].name`: `splunk` names two sinks"));
         assert!(e("[outbox]\nsegment_bytes = 999999999999\n").contains("key `outbox.segment_bytes`"));
+        assert!(e("[state]\nkeep = 1\n").contains("key `state.keep`: must be at least 2"));
+        assert!(e("[state]\ninterval_seconds = 0\n").contains("key `state.interval_seconds`"));
     }
 
     #[test]

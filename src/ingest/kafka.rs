@@ -1,26 +1,36 @@
-//! Kafka source: a consumer-group member over several topics, committing only what was processed.
+//! Kafka source: a consumer-group member over several topics, committing only what is durable.
 //!
-//! Offsets are stored (`enable.auto.offset.store=false`) after the pipeline returned for a
-//! message, and committed from the stored positions in the background and on shutdown, so a
-//! crash re-delivers at most what was in flight: at-least-once.
+//! The consumer keeps, per partition, the next offset whose record has not been taken in. At a
+//! commit point (every `state.interval_seconds`, and on shutdown) the dead letter is flushed,
+//! the caller's [`Stage::durable`] makes everything taken in durable (the archive, a checkpoint
+//! of the detection state), and only then are those offsets committed to Kafka. A crash
+//! therefore replays at most the records since the last commit point, and a restored checkpoint
+//! says where its state ends: when a partition is assigned, reading starts at the offset this
+//! process knows (restored or reached), not at the group's committed one, and a record below it
+//! is passed over, so nothing is counted twice.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 
 use super::Record;
 use crate::config::KafkaConfig;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
+use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
-/// A broker error or a dead letter that could not be written.
+/// A broker error, a dead letter that could not be written, or a stage that could not be made
+/// durable.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaIngestError {
     /// The broker or client failed (retryable by restarting).
@@ -29,6 +39,26 @@ pub enum KafkaIngestError {
     /// The dead letter could not be written; processing stopped so nothing is lost.
     #[error("dead letter: {0}")]
     DeadLetter(#[from] std::io::Error),
+}
+
+/// Where consumed events go.
+pub trait Stage {
+    /// Takes one event.
+    fn event(&mut self, event: Event);
+
+    /// Makes everything taken so far durable; `offsets` are the positions it reflects, committed
+    /// to Kafka once this returns `Ok`. On `Err` nothing is committed (the commit point is
+    /// retried at the next interval, and the error is logged).
+    fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
+        let _ = offsets;
+        Ok(())
+    }
+}
+
+impl<F: FnMut(Event)> Stage for F {
+    fn event(&mut self, event: Event) {
+        self(event);
+    }
 }
 
 /// The client configuration for `cfg`'s brokers with its pass-through properties.
@@ -41,12 +71,25 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     config
 }
 
-/// The consumer's context: turns librdkafka's statistics (once a second) into the lag gauge.
-pub struct LagContext {
+/// The consumer's context: turns librdkafka's statistics (once a second) into the lag gauge, and
+/// starts each assigned partition where this process's state ends.
+pub struct Context {
     metrics: Option<Arc<Metrics>>,
+    positions: Mutex<Offsets>,
 }
 
-impl ClientContext for LagContext {
+impl Context {
+    fn positions(&self) -> std::sync::MutexGuard<'_, Offsets> {
+        self.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next offset to take in, per partition: restored, then advanced record by record.
+    pub fn offsets(&self) -> Offsets {
+        self.positions().clone()
+    }
+}
+
+impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         let Some(m) = &self.metrics else { return };
         // Partition -1 is librdkafka's internal UA partition; -1 lag means not known yet.
@@ -61,24 +104,83 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for Context {
+    // rdkafka's own rebalance, with the offsets of partitions this process has state for set
+    // before they are assigned.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let known: Vec<(String, i32, i64)> = {
+                    let positions = self.positions();
+                    tpl.elements()
+                        .iter()
+                        .filter_map(|e| {
+                            let next = positions.get(e.topic(), e.partition())?;
+                            Some((e.topic().to_owned(), e.partition(), next))
+                        })
+                        .collect()
+                };
+                for (topic, partition, next) in &known {
+                    if let Err(error) = tpl.set_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                        tracing::error!(%error, topic, partition, "Could not set a partition's start.");
+                    }
+                }
+                tracing::info!(
+                    partitions = tpl.count(),
+                    from_state = known.len(),
+                    "Partitions assigned."
+                );
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "Partitions revoked.");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                let code: rdkafka::types::RDKafkaErrorCode = other.into();
+                tracing::error!(error = %code, "Rebalance failed.");
+                if cooperative { Ok(()) } else { consumer.unassign() }
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "Could not apply a rebalance.");
+        }
+    }
+}
 
 /// The Kafka consumer nhiwatch uses.
-pub type Consumer = StreamConsumer<LagContext>;
+pub type Consumer = StreamConsumer<Context>;
 
-/// A consumer in `cfg.group_id`, subscribed to `cfg.topics`; its lag goes to `metrics`.
-pub fn subscribe(cfg: &KafkaConfig, metrics: Option<Arc<Metrics>>) -> Result<Consumer, rdkafka::error::KafkaError> {
+/// A consumer in `cfg.group_id`, subscribed to `cfg.topics`, resuming at `resume` where it has
+/// an offset (a restored checkpoint's); its lag goes to `metrics`.
+pub fn subscribe(
+    cfg: &KafkaConfig,
+    metrics: Option<Arc<Metrics>>,
+    resume: Offsets,
+) -> Result<Consumer, rdkafka::error::KafkaError> {
     let mut config = client_config(cfg);
     if metrics.is_some() && !cfg.properties.contains_key("statistics.interval.ms") {
         config.set("statistics.interval.ms", "1000");
     }
     config
         .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &cfg.auto_offset_reset)
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: Consumer = config.create_with_context(LagContext { metrics })?;
+    let context = Context {
+        metrics,
+        positions: Mutex::new(resume),
+    };
+    let consumer: Consumer = config.create_with_context(context)?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -105,28 +207,69 @@ where
     }
 }
 
-/// Consumes until `shutdown` completes or `limit` records were processed; returns the count.
-/// `progress`, if given, is kept equal to the number of records processed so far.
+/// How [`consume`] runs.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    /// Stop after this many records.
+    pub limit: Option<u64>,
+    /// Kept equal to the number of records processed so far.
+    pub progress: Option<&'a AtomicU64>,
+    /// Counts and the arrival-to-processed latency.
+    pub metrics: Option<&'a Metrics>,
+    /// Time between commit points.
+    pub commit_every: Duration,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            limit: None,
+            progress: None,
+            metrics: None,
+            commit_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Consumes until `shutdown` completes or `options.limit` records were processed, with a commit
+/// point every `options.commit_every` and one at the end; returns the count of records processed.
 pub async fn consume(
     consumer: &Consumer,
     pipeline: &mut Pipeline,
-    sink: &mut dyn FnMut(Event),
-    limit: Option<u64>,
-    progress: Option<&AtomicU64>,
-    metrics: Option<&Metrics>,
+    stage: &mut dyn Stage,
+    options: Options<'_>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, KafkaIngestError> {
     tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(options.commit_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
     let mut processed = 0u64;
-    while limit.is_none_or(|l| processed < l) {
+    let mut sink = |event: Event| stage.event(event);
+    while options.limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => m?,
+            _ = ticker.tick() => {
+                commit_point(consumer, pipeline, &mut sink, CommitMode::Async)?;
+                continue;
+            }
             () = &mut shutdown => break,
         };
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        // Below the position this process's state already reflects (a partition assigned back,
+        // or a commit lost to a crash): taken in before, so not again.
+        if consumer
+            .context()
+            .positions()
+            .get(topic, partition)
+            .is_some_and(|next| offset < next)
+        {
+            continue;
+        }
         let origin = Origin {
-            name: message.topic().to_owned(),
-            partition: Some(message.partition()),
-            offset: message.offset(),
+            name: topic.to_owned(),
+            partition: Some(partition),
+            offset,
         };
         let received = message
             .timestamp()
@@ -140,28 +283,62 @@ pub async fn consume(
                 oversized_len: None,
                 received,
             },
-            sink,
+            &mut sink,
         )?;
-        consumer.store_offset_from_message(&message)?;
+        consumer.context().positions().advance(topic, partition, offset + 1);
         processed += 1;
-        if let Some(m) = metrics
+        if let Some(m) = options.metrics
             && let Some(at) = received
         {
             let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
             m.latency_micros(micros.max(0) as u64);
         }
-        if let Some(progress) = progress {
+        if let Some(progress) = options.progress {
             progress.store(processed, Ordering::Release);
         }
     }
-    if let Some(m) = metrics {
+    if let Some(m) = options.metrics {
         // The consumer stops here: its last lag would go stale.
         m.set_lag(-1);
     }
-    pipeline.flush()?;
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    commit_point(consumer, pipeline, &mut sink, CommitMode::Sync)?;
     Ok(processed)
+}
+
+/// Makes the dead letter and the stage durable, then commits the offsets they reflect for the
+/// partitions still assigned. A stage that cannot be made durable is logged and nothing is
+/// committed: the records since the last commit point are replayed after a restart.
+fn commit_point(
+    consumer: &Consumer,
+    pipeline: &mut Pipeline,
+    stage: &mut dyn Stage,
+    mode: CommitMode,
+) -> Result<(), KafkaIngestError> {
+    pipeline.flush()?;
+    let offsets = consumer.context().offsets();
+    if let Err(error) = stage.durable(&offsets) {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "Not durable yet: offsets not committed; retrying at the next commit point."
+        );
+        return Ok(());
+    }
+    let assigned = consumer.assignment()?;
+    let mut commit = TopicPartitionList::new();
+    for (topic, partition, next) in offsets.iter() {
+        if assigned.find_partition(topic, partition).is_some() {
+            commit.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        }
+    }
+    if commit.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&commit, mode) {
+        Ok(()) => Ok(()),
+        // A failed commit costs a replay after a restart, which the checkpoint's offsets skip.
+        Err(error) => {
+            tracing::warn!(%error, "Committing offsets failed; the next commit point retries.");
+            Ok(())
+        }
+    }
 }

@@ -24,6 +24,9 @@ pub struct Metrics {
     dead_letters: Vec<AtomicU64>,
     findings: Vec<AtomicU64>,
     lag: AtomicI64,
+    checkpoints: AtomicU64,
+    checkpoint_micros: AtomicU64,
+    checkpoint_at: AtomicI64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
 }
@@ -48,6 +51,9 @@ impl Default for Metrics {
             dead_letters: counters(ParseError::REASONS.len()),
             findings: counters(DetectorId::ALL.len()),
             lag: AtomicI64::new(-1),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_micros: AtomicU64::new(0),
+            checkpoint_at: AtomicI64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
@@ -91,6 +97,15 @@ impl Metrics {
     pub fn lag(&self) -> Option<i64> {
         let lag = self.lag.load(Ordering::Relaxed);
         (lag >= 0).then_some(lag)
+    }
+
+    /// A checkpoint was written, taking `took`.
+    pub fn checkpoint(&self, took: std::time::Duration) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_micros
+            .store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.checkpoint_at
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
     }
 
     /// Time from Kafka append to processed, in microseconds.
@@ -249,6 +264,18 @@ impl Metrics {
              # TYPE nhiwatch_consumer_lag_records gauge\nnhiwatch_consumer_lag_records {}",
             self.lag.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_checkpoints_total Checkpoints of the detection state written.\n\
+             # TYPE nhiwatch_checkpoints_total counter\nnhiwatch_checkpoints_total {}\n\
+             # HELP nhiwatch_checkpoint_duration_seconds How long the last checkpoint took to write.\n\
+             # TYPE nhiwatch_checkpoint_duration_seconds gauge\nnhiwatch_checkpoint_duration_seconds {}\n\
+             # HELP nhiwatch_checkpoint_timestamp_seconds When the last checkpoint was written (0: none yet).\n\
+             # TYPE nhiwatch_checkpoint_timestamp_seconds gauge\nnhiwatch_checkpoint_timestamp_seconds {}",
+            self.checkpoints.load(Ordering::Relaxed),
+            self.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.checkpoint_at.load(Ordering::Relaxed)
+        );
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             s,
@@ -288,6 +315,7 @@ mod tests {
         m.dead_letter("malformed_json");
         m.finding(DetectorId::BreakGlass);
         m.set_lag(42);
+        m.checkpoint(std::time::Duration::from_millis(1500));
         for micros in [1_000, 2_000, 3_000, 100_000] {
             m.latency_micros(micros);
         }
@@ -299,6 +327,8 @@ mod tests {
             "nhiwatch_dead_letters_total{reason=\"malformed_json\"} 1",
             "nhiwatch_findings_total{detector=\"break_glass\"} 1",
             "nhiwatch_consumer_lag_records 42",
+            "nhiwatch_checkpoints_total 1",
+            "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
             "nhiwatch_processing_latency_seconds_count 4",
         ] {

@@ -671,7 +671,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
     let archive_cell = std::cell::RefCell::new(&mut archive);
     let n = runtime
         .block_on(async {
-            let consumer = kafka::subscribe(&cfg, None).expect("consumer");
+            let consumer = kafka::subscribe(&cfg, None, Default::default()).expect("consumer");
             let mut sink = |event: Event| {
                 archive_cell.borrow_mut().append_event(&event).expect("archive event");
                 live.push(event, &mut |u| {
@@ -685,9 +685,11 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
                 &consumer,
                 &mut pipeline,
                 &mut sink,
-                Some(total),
-                Some(&consumed),
-                None,
+                kafka::Options {
+                    limit: Some(total),
+                    progress: Some(&consumed),
+                    ..kafka::Options::default()
+                },
                 tokio::time::sleep(Duration::from_secs(300)),
             )
             .await

@@ -1,0 +1,153 @@
+//! What `run` does with each event, and what it makes durable at a commit point.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::archive::{Archive, ArchiveError};
+use crate::engine::Detection;
+use crate::event::Event;
+use crate::findings::store::FindingStore;
+use crate::findings::{Change, Update};
+use crate::ingest::kafka::Stage;
+use crate::state::{Offsets, StateStore};
+use crate::telemetry::metrics::Metrics;
+
+/// Where findings go: the archive, the findings store (journal, API, SIEM outbox), the metrics
+/// and an optional NDJSON stream.
+pub struct Outputs {
+    /// The archive, if configured.
+    pub archive: Option<Archive>,
+    /// The findings store.
+    pub store: Arc<FindingStore>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Each new or updated finding as an NDJSON line.
+    pub findings_out: Box<dyn Write>,
+    /// Normalized events as NDJSON lines, if asked for.
+    pub events_out: Option<Box<dyn Write>>,
+    /// The first write error of either stream (reported at the end).
+    pub write_error: Option<std::io::Error>,
+    archive_failed: bool,
+}
+
+impl Outputs {
+    /// Outputs writing to these.
+    pub fn new(
+        archive: Option<Archive>,
+        store: Arc<FindingStore>,
+        metrics: Arc<Metrics>,
+        findings_out: Box<dyn Write>,
+        events_out: Option<Box<dyn Write>>,
+    ) -> Outputs {
+        Outputs {
+            archive,
+            store,
+            metrics,
+            findings_out,
+            events_out,
+            write_error: None,
+            archive_failed: false,
+        }
+    }
+
+    // The writer thread logs a refused write and keeps the file; what arrives here is a writer
+    // that stopped, reported once (detection goes on).
+    fn archived(&mut self, result: Result<(), ArchiveError>) {
+        if let Err(error) = result
+            && !std::mem::replace(&mut self.archive_failed, true)
+        {
+            tracing::error!(%error, "The archive stopped taking rows.");
+        }
+    }
+
+    /// Archives, counts, stores, logs and writes one finding update.
+    pub fn report(&mut self, update: &Update) {
+        let f = &update.finding;
+        if let Some(a) = &mut self.archive {
+            let result = a.append_finding(f);
+            self.archived(result);
+        }
+        if update.change == Change::New {
+            self.metrics.finding(f.detector);
+        }
+        if let Err(error) = self.store.upsert(f.clone(), update.change) {
+            tracing::error!(%error, id = %f.id, "Failed to journal a finding.");
+        }
+        if update.change != Change::Folded {
+            tracing::warn!(
+                id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
+                count = f.count, "{}.", f.title
+            );
+        }
+        write_line(&mut self.findings_out, f, &mut self.write_error);
+    }
+
+    /// Archives and writes one event before it goes to detection.
+    pub fn event(&mut self, event: &Event) {
+        if let Some(out) = &mut self.events_out {
+            write_line(out, event, &mut self.write_error);
+        }
+        if let Some(a) = &mut self.archive {
+            let result = a.append_event(event);
+            self.archived(result);
+        }
+    }
+}
+
+/// One value as an NDJSON line; the first error is kept and later lines are not written.
+pub fn write_line(out: &mut dyn Write, value: &impl serde::Serialize, error: &mut Option<std::io::Error>) {
+    if error.is_none()
+        && let Err(e) = serde_json::to_writer(&mut *out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+    {
+        *error = Some(e);
+    }
+}
+
+/// The running service's stage: events to the outputs and detection; at a commit point the
+/// streams, the archive and a checkpoint of the detection made durable, in that order.
+pub struct Service {
+    /// Detection over everything taken in.
+    pub detection: Detection,
+    /// Where events and findings go.
+    pub outputs: Outputs,
+    /// The checkpoint directory, if configured.
+    pub state: Option<StateStore>,
+}
+
+impl Stage for Service {
+    fn event(&mut self, event: Event) {
+        self.outputs.event(&event);
+        let outputs = &mut self.outputs;
+        self.detection.push(event, &mut |update| outputs.report(update));
+    }
+
+    fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
+        let out = &mut self.outputs;
+        out.findings_out.flush().context("flushing the findings stream")?;
+        if let Some(events) = &mut out.events_out {
+            events.flush().context("flushing the events stream")?;
+        }
+        if let Some(archive) = &mut out.archive {
+            archive.flush()?;
+        }
+        if let Some(state) = &mut self.state {
+            let started = Instant::now();
+            let path = state.save(&self.detection, offsets)?;
+            let took = started.elapsed();
+            out.metrics.checkpoint(took);
+            tracing::debug!(
+                file = %path.display(),
+                identities = self.detection.engine().baseline().len(),
+                waiting = self.detection.waiting(),
+                seconds = took.as_secs_f64(),
+                "Checkpoint written."
+            );
+        }
+        Ok(())
+    }
+}
