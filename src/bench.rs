@@ -339,6 +339,7 @@ fn pipeline_run(
         group_id: format!("nhiwatch-bench-{topic}"),
         topics: vec![topic.to_owned()],
         auto_offset_reset: "earliest".into(),
+        instance_id: String::new(),
         // librdkafka's mock broker answers a fetch that finds no data only after the whole
         // `fetch.wait.max.ms` (default 500), where Kafka answers as soon as data arrives: left
         // at the default, the latency figure would measure that wait.

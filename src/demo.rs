@@ -81,6 +81,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         group_id: "nhiwatch-demo".into(),
         topics: vec!["fhir-audit".into(), "gateway-access".into(), "idp-audit".into()],
         auto_offset_reset: "earliest".into(),
+        instance_id: String::new(),
         properties: Default::default(),
     };
     let registry = Registry::parse(&scenario.registry, std::path::Path::new("generated registry.toml"))?;

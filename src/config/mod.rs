@@ -107,6 +107,8 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// `earliest` or `latest`.
     pub auto_offset_reset: String,
+    /// Static membership id (`group.instance.id`); empty for dynamic membership.
+    pub instance_id: String,
     /// librdkafka properties passed through.
     pub properties: BTreeMap<String, String>,
 }

@@ -176,6 +176,9 @@ pub fn subscribe(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &cfg.auto_offset_reset)
         .set("partition.assignment.strategy", "cooperative-sticky");
+    if !cfg.instance_id.is_empty() {
+        config.set("group.instance.id", &cfg.instance_id);
+    }
     let context = Context {
         metrics,
         positions: Mutex::new(resume),
@@ -245,12 +248,11 @@ pub async fn consume(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut processed = 0u64;
-    let mut sink = |event: Event| stage.event(event);
     while options.limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => m?,
             _ = ticker.tick() => {
-                commit_point(consumer, pipeline, &mut sink, CommitMode::Async)?;
+                commit_point(consumer, pipeline, stage, CommitMode::Async)?;
                 continue;
             }
             () = &mut shutdown => break,
@@ -283,7 +285,7 @@ pub async fn consume(
                 oversized_len: None,
                 received,
             },
-            &mut sink,
+            &mut |event| stage.event(event),
         )?;
         consumer.context().positions().advance(topic, partition, offset + 1);
         processed += 1;
@@ -301,7 +303,7 @@ pub async fn consume(
         // The consumer stops here: its last lag would go stale.
         m.set_lag(-1);
     }
-    commit_point(consumer, pipeline, &mut sink, CommitMode::Sync)?;
+    commit_point(consumer, pipeline, stage, CommitMode::Sync)?;
     Ok(processed)
 }
 
@@ -316,6 +318,11 @@ fn commit_point(
 ) -> Result<(), KafkaIngestError> {
     pipeline.flush()?;
     let offsets = consumer.context().offsets();
+    tracing::debug!(
+        partitions = offsets.iter().count(),
+        next = ?offsets.iter().map(|(_, p, o)| (p, o)).collect::<Vec<_>>(),
+        "Commit point."
+    );
     if let Err(error) = stage.durable(&offsets) {
         tracing::error!(
             error = format!("{error:#}"),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dead_letter;
+mod durability;
 mod e2e;
 mod findings;
 mod fixtures;

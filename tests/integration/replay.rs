@@ -665,6 +665,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         group_id: "parity".into(),
         topics: vec!["audit".into()],
         auto_offset_reset: "earliest".into(),
+        instance_id: String::new(),
         properties: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

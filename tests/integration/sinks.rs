@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use nhiwatch::sink::Sinks;
 use serde_json::Value;
 
 use crate::ocsf::assert_detection_finding;
-use crate::support::generated_inputs;
+use crate::support::{self, Reaped, free_port, generated_inputs};
 
 const HEC_TOKEN: &str = "hec-token-for-this-test";
 const HOOK_SECRET: &str = "webhook-secret-for-this-test";
@@ -398,61 +398,10 @@ fn kafka_sink_on_the_embedded_broker_read_back_by_rdkafka_and_kcat() {
     check_topic(&records, &findings);
 }
 
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn kafka_sink_on_tansu() {
-    let port = free_port();
-    let tansu = Command::new("tansu")
-        .args([
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu is installed (.ci/run installs it)");
-    let _tansu = Reaped(tansu);
-    let brokers = format!("127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "tansu did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        let admin: AdminClient<_> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .expect("admin");
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        runtime
-            .block_on(admin.create_topics(
-                &[NewTopic::new("findings", 3, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            ))
-            .expect("create topic");
-    }
+    let (_tansu, brokers) = support::tansu();
+    support::create_topic(&brokers, "findings", 3);
     let dir = tempfile::tempdir().expect("tempdir");
     let findings = produce_to_kafka(&brokers, "findings", dir.path());
     check_topic(&read_topic(&brokers, "findings", 20), &findings);

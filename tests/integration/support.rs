@@ -165,3 +165,72 @@ pub fn detect_and_archive(
 pub fn normalized(records: &[nhiwatch::generate::GenRecord]) -> Vec<Event> {
     nhiwatch::generate::normalize_all(records, &normalizer()).expect("generated records normalize")
 }
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `tansu` broker (an independent Kafka implementation) on a free loopback port, keeping its
+/// data in memory; and its bootstrap address.
+pub fn tansu() -> (Reaped, String) {
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let tansu = Command::new("tansu")
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu is installed (.ci/run installs it)");
+    let tansu = Reaped(tansu);
+    let brokers = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "tansu did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (tansu, brokers)
+}
+
+/// Creates `topic` with `partitions` on `brokers`.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic");
+    for r in results {
+        r.expect("topic created");
+    }
+}
