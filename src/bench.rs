@@ -111,6 +111,12 @@ pub struct Figures {
     pub state_identities: usize,
     /// Resident-set growth per identity, bytes.
     pub state_bytes_per_identity: f64,
+    /// Size of a checkpoint of that state, bytes.
+    pub checkpoint_bytes: u64,
+    /// Seconds to write it (encode, write, sync).
+    pub checkpoint_write_s: f64,
+    /// Seconds to restore it at start (read, verify, decode).
+    pub checkpoint_restore_s: f64,
 }
 
 /// Resident set size of this process, bytes.
@@ -184,6 +190,40 @@ pub fn state_memory(n: usize) -> (usize, f64) {
     }
     let grown = rss_bytes().saturating_sub(before);
     (engine.baseline().len(), grown as f64 / n.max(1) as f64)
+}
+
+/// What a checkpoint of `n` identities of the common case costs: its size in bytes, the time to
+/// write it (encode, write, sync) and the time to restore it at start (read, verify, decode).
+pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_767_571_200, 0).unwrap_or_default();
+    let engine = || Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let mut detection = crate::engine::Detection::new(engine(), chrono::Duration::zero(), false);
+    let mut events = Vec::with_capacity(32);
+    for i in 0..n {
+        events.clear();
+        common_case(&format!("integration-{i:07}"), start, &mut events);
+        for e in events.drain(..) {
+            detection.push(e, &mut |_| {});
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("nhiwatch-bench-checkpoint-{}", std::process::id()));
+    let open = || crate::state::StateStore::open(&dir, 2, engine(), chrono::Duration::zero(), false);
+    let (mut store, _) = open()?;
+    let written = Instant::now();
+    let path = store.save(&detection, &crate::state::Offsets::default())?;
+    let write = written.elapsed();
+    let bytes = std::fs::metadata(&path)?.len();
+    drop(detection);
+    let restored = Instant::now();
+    let (_, back) = open()?;
+    let restore = restored.elapsed();
+    std::fs::remove_dir_all(&dir)?;
+    anyhow::ensure!(
+        back.detection.engine().baseline().len() == n,
+        "restored {} identities of {n}",
+        back.detection.engine().baseline().len()
+    );
+    Ok((bytes, write, restore))
 }
 
 /// Produces `records` to `topic`: as fast as the broker takes them, round-robin over its
@@ -400,6 +440,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     let (held, per_identity) = state_memory(args.state_identities);
     println!("  state: {held} identities, {per_identity:.0} bytes each (resident-set growth)");
+    let (checkpoint_bytes, write, restore) = checkpoint_cost(args.state_identities)?;
+    println!(
+        "  checkpoint of {held} identities: {:.1} MB, written in {:.2} s, restored in {:.2} s",
+        checkpoint_bytes as f64 / 1e6,
+        write.as_secs_f64(),
+        restore.as_secs_f64()
+    );
 
     // A fixed set: the generator at scale, seed 1, cut to the requested count.
     let per_identity_day = 60.0;
@@ -524,6 +571,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         latency_ms: latency,
         state_identities: held,
         state_bytes_per_identity: per_identity,
+        checkpoint_bytes,
+        checkpoint_write_s: write.as_secs_f64(),
+        checkpoint_restore_s: restore.as_secs_f64(),
     };
     print!("{}", table(&figures));
     if let Some(path) = &args.json {
@@ -587,6 +637,12 @@ pub fn table(f: &Figures) -> String {
     out.push_str(&format!(
         "| state, bytes per identity ({} identities) | {:.0} |\n",
         f.state_identities, f.state_bytes_per_identity
+    ));
+    out.push_str(&format!(
+        "| checkpoint of that state: MB / write s / restore s | {:.1} / {:.2} / {:.2} |\n",
+        f.checkpoint_bytes as f64 / 1e6,
+        f.checkpoint_write_s,
+        f.checkpoint_restore_s
     ));
     out
 }
