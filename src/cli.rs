@@ -437,18 +437,19 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let from_kafka = args.inputs.is_empty();
     let state_cfg = &settings.raw.state;
     // Checkpoints belong to the Kafka service: a file run is a batch, read whole each time.
-    let (state, detection, resume) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
+    let (state, detection, resume, saved) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
         let (store, restored) = StateStore::open(&state_cfg.dir, state_cfg.keep, engine, lateness, true)
             .with_context(|| format!("opening the checkpoints (state.dir in {})", settings.origin))?;
         report_restore(&restored);
-        (Some(store), restored.detection, restored.offsets)
+        let saved = restored.from.is_some().then(|| restored.offsets.clone());
+        (Some(store), restored.detection, restored.offsets, saved)
     } else {
         if from_kafka {
             tracing::warn!(
                 "No state directory (state.dir): baselines are not checkpointed, and a restart learns every identity again."
             );
         }
-        (None, Detection::new(engine, lateness, true), Offsets::default())
+        (None, Detection::new(engine, lateness, true), Offsets::default(), None)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let http = &settings.raw.http;
@@ -526,6 +527,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         detection,
         outputs,
         state,
+        saved,
     };
     if from_kafka {
         runtime.block_on(async {
@@ -561,6 +563,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         mut detection,
         mut outputs,
         state,
+        ..
     } = service;
     if state.is_none() {
         detection.finish(&mut |update| outputs.report(update));

@@ -117,6 +117,9 @@ pub struct Service {
     pub outputs: Outputs,
     /// The checkpoint directory, if configured.
     pub state: Option<StateStore>,
+    /// The offsets of the last checkpoint written: nothing was taken in since when they are
+    /// the same, and the checkpoint on disk still holds the state.
+    pub saved: Option<Offsets>,
 }
 
 impl Stage for Service {
@@ -135,7 +138,9 @@ impl Stage for Service {
         if let Some(archive) = &mut out.archive {
             archive.flush()?;
         }
-        if let Some(state) = &mut self.state {
+        if let Some(state) = &mut self.state
+            && self.saved.as_ref() != Some(offsets)
+        {
             let started = Instant::now();
             let path = state.save(&self.detection, offsets)?;
             let took = started.elapsed();
@@ -147,6 +152,7 @@ impl Stage for Service {
                 seconds = took.as_secs_f64(),
                 "Checkpoint written."
             );
+            self.saved = Some(offsets.clone());
         }
         Ok(())
     }
