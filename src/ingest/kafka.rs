@@ -250,7 +250,16 @@ pub async fn consume(
     let mut processed = 0u64;
     while options.limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
-            m = consumer.recv() => m?,
+            m = consumer.recv() => match m {
+                Ok(m) => m,
+                // A broker down, a fetch that failed: librdkafka reconnects and fetches again
+                // by itself, so the service waits it out; a fatal error ends it.
+                Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => return Err(error.into()),
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka reported an error; consumption goes on when the broker answers.");
+                    continue;
+                }
+            },
             _ = ticker.tick() => {
                 commit_point(consumer, pipeline, stage, CommitMode::Async)?;
                 continue;

@@ -24,7 +24,7 @@ const KEY: &str = "a test key for the durability tests";
 /// A generated stream: every record in event-time order.
 fn stream() -> Vec<GenRecord> {
     nhiwatch::generate::generate(&nhiwatch::generate::Options {
-        identities: 32,
+        identities: 24,
         days: 10,
         seed: 11,
         ..Default::default()
@@ -217,15 +217,12 @@ fn archived(dir: &Path) -> (HashMap<String, usize>, BTreeSet<Vec<String>>) {
         let db = Sql::open(dir.to_str().expect("utf-8"), limits).await.expect("archive");
         let none = HashMap::new();
         let events = db
-            .query(
-                "SELECT event_id, count(*), min(source['partition']) * 1000000 + min(source['offset']) FROM events GROUP BY event_id",
-                &none,
-            )
+            .query("SELECT event_id, count(*) FROM events GROUP BY event_id", &none)
             .await
             .expect("events");
         let events = strings(&events)
             .into_iter()
-            .map(|r| (format!("{}@{}", r[0], r[2]), r[1].parse().expect("count")))
+            .map(|r| (r[0].clone(), r[1].parse().expect("count")))
             .collect();
         let findings = db
             .query("SELECT id, detector, identity, severity, count FROM findings", &none)
@@ -302,14 +299,20 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         "every restart resumed from a checkpoint holding state (seed {seed}):\n{text}"
     );
 
-    let reference = config(dir.path(), brokers, "reference");
-    let reference_log = dir.path().join("reference.log");
+    same_as_uninterrupted(dir.path(), brokers, total, &format!("seed {seed}, kills at {kills:?}"));
+}
+
+/// Reads the topic with a run never interrupted (group `reference`) and asserts that the archive
+/// of group `faulted` under `dir` holds the same events (after dedup by event id) and findings.
+fn same_as_uninterrupted(dir: &Path, brokers: &str, total: i64, case: &str) {
+    let reference = config(dir, brokers, "reference");
+    let reference_log = dir.join("reference.log");
     let service = start(&reference, &reference_log);
     caught_up(brokers, "reference", total, &reference_log);
     stop(service, &reference_log);
 
-    let (events, findings) = archived(&dir.path().join("faulted-archive"));
-    let (expected_events, expected_findings) = archived(&dir.path().join("reference-archive"));
+    let (events, findings) = archived(&dir.join("faulted-archive"));
+    let (expected_events, expected_findings) = archived(&dir.join("reference-archive"));
     assert_eq!(
         expected_events.values().max(),
         Some(&1),
@@ -321,7 +324,7 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
     let unexpected: Vec<_> = ids.difference(&expected_ids).take(5).collect();
     assert!(
         ids == expected_ids,
-        "the same events (seed {seed}): {} archived, {} expected; lost {lost:?}, unexpected {unexpected:?}",
+        "the same events ({case}): {} archived, {} expected; lost {lost:?}, unexpected {unexpected:?}",
         ids.len(),
         expected_ids.len()
     );
@@ -337,8 +340,43 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
     let extra: Vec<_> = findings.difference(&expected_findings).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "seed {seed}, kills at {kills:?}: missing {missing:#?}\nextra {extra:#?}"
+        "{case}: missing {missing:#?}\nextra {extra:#?}"
     );
+}
+
+/// Half the stream, then the broker stopped for 30 s under a running `run` (`down`, then `up`),
+/// then the other half: the run recovers by itself and archives every event of the stream.
+fn outage_costs_nothing(brokers: &str, batch: usize, down: impl FnOnce(), up: impl FnOnce()) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = stream();
+    let total = records.len() as i64;
+    let (first, second) = records.split_at(records.len() / 2);
+    let faulted = config(dir.path(), brokers, "faulted");
+    let log = dir.path().join("faulted.log");
+    produce(brokers, first, batch);
+    let service = start(&faulted, &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(brokers, "faulted") == 0 {
+        assert!(Instant::now() < deadline, "no progress:\n{}", support::read(&log));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    down();
+    std::thread::sleep(Duration::from_secs(30));
+    let mut service = service;
+    assert!(
+        service.0.try_wait().expect("wait").is_none(),
+        "run gave up during the outage:\n{}",
+        support::read(&log)
+    );
+    up();
+    produce(brokers, second, batch);
+    caught_up(brokers, "faulted", total, &log);
+    stop(service, &log);
+    let (events, _) = archived(&dir.path().join("faulted-archive"));
+    let expected: BTreeSet<String> = support::normalized(&records).into_iter().map(|e| e.event_id).collect();
+    let ids: BTreeSet<String> = events.into_keys().collect();
+    assert_eq!(ids.len(), expected.len());
+    assert!(ids == expected, "every event of the stream is archived");
 }
 
 #[test]
@@ -358,4 +396,16 @@ fn killed_at_five_points_on_tansu_loses_and_repeats_nothing() {
     // the client drops what is below its offset, so a resumed consumer loses nothing. One record
     // per batch keeps every offset a batch boundary here.
     killed_and_restarted_equals_uninterrupted(&brokers, 1);
+}
+
+#[test]
+fn the_embedded_broker_down_for_30_s_mid_stream_loses_nothing() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    outage_costs_nothing(
+        &cluster.bootstrap_servers(),
+        10_000,
+        || cluster.broker_down(1).expect("down"),
+        || cluster.broker_up(1).expect("up"),
+    );
 }
