@@ -535,8 +535,13 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
             // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
+            // SIGINT from a terminal, SIGTERM from systemd or Kubernetes: both stop cleanly.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let shutdown = async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
             };
             let options = kafka::Options {
                 metrics: Some(&metrics),

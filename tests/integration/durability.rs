@@ -77,10 +77,10 @@ fn start(config: &Path, log: &Path) -> Reaped {
     Reaped(child)
 }
 
-/// Stops `run` as an operator would (SIGINT) and waits for a clean exit.
+/// Stops `run` as a service manager would (SIGTERM) and waits for a clean exit.
 fn stop(mut service: Reaped, log: &Path) {
     let status = Command::new("kill")
-        .args(["-INT", &service.0.id().to_string()])
+        .args(["-TERM", &service.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
