@@ -55,6 +55,8 @@ pub trait Stage {
     }
 }
 
+/// A closure is a stage with nothing to make durable (the demo, the benchmark, tests); a stage
+/// that keeps state implements [`Stage::durable`] itself.
 impl<F: FnMut(Event)> Stage for F {
     fn event(&mut self, event: Event) {
         self(event);
