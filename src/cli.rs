@@ -682,7 +682,6 @@ impl Input {
     }
 }
 
-/// Writes `value` as one NDJSON line; keeps the first error, for closures that cannot return one.
 fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     Ok(if path.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))

@@ -224,26 +224,6 @@ mod tests {
         )
     }
 
-    /// A generated scenario's events in the order the generator wrote them (sources one after
-    /// another, so far out of event-time order) and its registry.
-    fn scenario() -> (Vec<Event>, crate::registry::Registry) {
-        use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
-        let scenario = crate::generate::generate(&crate::generate::Options {
-            identities: 30,
-            days: 10,
-            seed: 9,
-            ..Default::default()
-        });
-        let normalizer = Normalizer::new(
-            Pseudonymizer::new(b"a test key, not a secret").expect("key"),
-            DEFAULT_MAX_RECORD_BYTES,
-        );
-        let events = crate::generate::normalize_all(&scenario.records, &normalizer).expect("normalizes");
-        let registry =
-            crate::registry::Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
-        (events, registry)
-    }
-
     fn run(detection: &mut Detection, events: &[Event]) {
         for e in events {
             detection.push(e.clone(), &mut |_| {});
@@ -257,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_run_stopped_at_a_checkpoint_and_resumed_finds_exactly_what_an_uninterrupted_run_finds() {
-        let (events, registry) = scenario();
+        let (events, registry) = crate::generate::test_events(30, 10, 9);
         let lateness = Duration::hours(6);
         let mut whole = Detection::new(engine(&registry), lateness, false);
         run(&mut whole, &events);
@@ -288,7 +268,7 @@ mod tests {
     #[test]
     fn the_store_restores_the_newest_good_checkpoint_and_says_what_it_passed_over() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (events, registry) = scenario();
+        let (events, registry) = crate::generate::test_events(30, 10, 9);
         let lateness = Duration::minutes(5);
         let (mut store, restored) = StateStore::open(dir.path(), 3, engine(&registry), lateness, true).expect("open");
         assert!(restored.from.is_none() && restored.skipped.is_empty() && restored.offsets.is_empty());

@@ -860,21 +860,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_restores_every_identity_exactly_with_scopes_shared() {
-        use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
-        let scenario = crate::generate::generate(&crate::generate::Options {
-            identities: 30,
-            days: 10,
-            seed: 5,
-            ..Default::default()
-        });
-        let normalizer = Normalizer::new(
-            Pseudonymizer::new(b"a test key, not a secret").expect("key"),
-            DEFAULT_MAX_RECORD_BYTES,
-        );
-        let mut events = crate::generate::normalize_all(&scenario.records, &normalizer).expect("normalizes");
+        let (mut events, registry) = crate::generate::test_events(30, 10, 5);
         events.sort_by_key(|e| e.time);
-        let registry = crate::registry::Registry::parse(&scenario.registry, std::path::Path::new("registry.toml"))
-            .expect("registry");
         let mut engine =
             crate::engine::Engine::new(crate::detect::Detectors::default(), Some(registry), Settings::default());
         let mut updates = Vec::new();

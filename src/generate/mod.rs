@@ -123,6 +123,32 @@ pub fn normalize_all(
     Ok(events)
 }
 
+/// A generated scenario of `identities` over `days` (seed `seed`) as events normalized with a
+/// test key, in generated order, and its registry: what the unit tests of the engine's state
+/// run on.
+#[cfg(test)]
+pub(crate) fn test_events(
+    identities: usize,
+    days: u32,
+    seed: u64,
+) -> (Vec<crate::event::Event>, crate::registry::Registry) {
+    use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
+    let scenario = generate(&Options {
+        identities,
+        days,
+        seed,
+        ..Default::default()
+    });
+    let normalizer = Normalizer::new(
+        Pseudonymizer::new(b"a test key, not a secret").expect("key"),
+        DEFAULT_MAX_RECORD_BYTES,
+    );
+    let events = normalize_all(&scenario.records, &normalizer).expect("generated records normalize");
+    let registry =
+        crate::registry::Registry::parse(&scenario.registry, std::path::Path::new("registry.toml")).expect("registry");
+    (events, registry)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Archetype {
     Ehr,

@@ -29,8 +29,8 @@ use crate::pipeline::Pipeline;
 use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
-/// A broker error, a dead letter that could not be written, or a stage that could not be made
-/// durable.
+/// A broker error or a dead letter that could not be written (a stage that cannot be made
+/// durable is logged and retried at the next commit point, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaIngestError {
     /// The broker or client failed (retryable by restarting).
