@@ -112,16 +112,8 @@ impl Checkpoints {
             let path = path.to_owned();
             move |source| WriteError { path, source }
         };
-        let mut header = [0u8; HEADER];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..10].copy_from_slice(&VERSION.to_le_bytes());
-        header[16..24].copy_from_slice(&sequence.to_le_bytes());
-        header[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        let digest = Sha256::new().chain_update(header).chain_update(payload).finalize();
         let mut file = std::fs::File::create(&tmp).map_err(failed(&tmp))?;
-        file.write_all(&header).map_err(failed(&tmp))?;
-        file.write_all(payload).map_err(failed(&tmp))?;
-        file.write_all(&digest).map_err(failed(&tmp))?;
+        file.write_all(&seal(sequence, payload)).map_err(failed(&tmp))?;
         file.sync_all().map_err(failed(&tmp))?;
         drop(file);
         std::fs::rename(&tmp, &path).map_err(failed(&path))?;
@@ -190,11 +182,26 @@ impl Checkpoints {
     }
 }
 
-/// The payload of the checkpoint file at `path`, named with `sequence`, or why it is unusable.
-fn read(path: &Path, sequence: u64) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+/// `payload` in the container: header, payload, checksum (the bytes of a checkpoint file, or
+/// of a changelog record, whose sequence is the input offset it reflects).
+pub fn seal(sequence: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len() + TRAILER);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// The sequence and payload of a sealed container, or why it is unusable (not one, another
+/// format version, torn, corrupt).
+pub fn unseal(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err("is not a checkpoint file (no magic)".into());
+        return Err("is not a checkpoint (no magic)".into());
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version < VERSION {
@@ -208,9 +215,6 @@ fn read(path: &Path, sequence: u64) -> Result<Vec<u8>, String> {
         ));
     }
     let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-    if field(16) != sequence {
-        return Err(format!("holds sequence {} under the name of {sequence}", field(16)));
-    }
     let length = usize::try_from(field(24)).map_err(|_| "declares an impossible length".to_owned())?;
     let expected = HEADER.checked_add(length).and_then(|n| n.checked_add(TRAILER));
     if expected != Some(bytes.len()) {
@@ -224,7 +228,17 @@ fn read(path: &Path, sequence: u64) -> Result<Vec<u8>, String> {
     if Sha256::digest(body).as_slice() != digest {
         return Err("fails its checksum: corrupt".into());
     }
-    Ok(body[HEADER..].to_vec())
+    Ok((field(16), &body[HEADER..]))
+}
+
+/// The payload of the checkpoint file at `path`, named with `sequence`, or why it is unusable.
+fn read(path: &Path, sequence: u64) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let (held, payload) = unseal(&bytes)?;
+    if held != sequence {
+        return Err(format!("holds sequence {held} under the name of {sequence}"));
+    }
+    Ok(payload.to_vec())
 }
 
 #[cfg(test)]
@@ -297,7 +311,7 @@ mod tests {
         let (loaded, skipped) = c.latest();
         assert_eq!(loaded, None);
         assert_eq!(skipped.len(), 2);
-        assert_eq!(skipped[1].reason, "is not a checkpoint file (no magic)");
+        assert_eq!(skipped[1].reason, "is not a checkpoint (no magic)");
     }
 
     #[test]

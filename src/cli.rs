@@ -97,6 +97,21 @@ pub struct RunArgs {
     /// happens.
     #[arg(long)]
     pub findings_out: Option<PathBuf>,
+    /// What this instance does (README, "Running a group").
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    pub role: Role,
+}
+
+/// What a `run` instance does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything, alone: normalize the raw topics and detect, with checkpoints in `state.dir`.
+    All,
+    /// Normalize the raw topics and publish each event to `kafka.events_topic`, keyed by identity.
+    Rekey,
+    /// One member of a group consuming `kafka.events_topic`: detect on the partitions it is
+    /// assigned, their state in `kafka.changelog_topic`.
+    Detect,
 }
 
 /// `detect` options.
@@ -435,6 +450,12 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = build_engine(&settings, None, None)?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     let from_kafka = args.inputs.is_empty();
+    if args.role != Role::All {
+        if !from_kafka {
+            bail!("--role {:?} reads Kafka; --input is for --role all", args.role);
+        }
+        return run_role(args, &settings, pipeline, engine, lateness, metrics);
+    }
     let state_cfg = &settings.raw.state;
     // Checkpoints belong to the Kafka service: a file run is a batch, read whole each time.
     let (state, detection, resume, saved) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
@@ -452,72 +473,11 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         (None, Detection::new(engine, lateness, true), Offsets::default(), None)
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let http = &settings.raw.http;
-    let store = if http.findings_journal.as_os_str().is_empty() {
-        FindingStore::in_memory(http.max_findings)
-    } else {
-        FindingStore::open(&http.findings_journal, http.max_findings).with_context(|| {
-            format!(
-                "opening the findings journal (http.findings_journal in {})",
-                settings.origin
-            )
-        })?
-    };
-    // SIEM sinks, each delivering from the durable outbox (none configured: no outbox).
-    let sinks = if settings.raw.sinks.is_empty() {
-        None
-    } else {
-        let _guard = runtime.enter();
-        let sinks = Sinks::start(&settings)?;
-        metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
-        tracing::info!(
-            sinks = sinks.stats.len(),
-            "Delivering findings to the configured sinks."
-        );
-        Some(sinks)
-    };
-    let store = Arc::new(match &sinks {
-        Some(s) => store.with_outbox(Arc::clone(&s.outbox)),
-        None => store,
-    });
+    let (store, sinks) = findings_store(&settings, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
-    if !http.listen.is_empty() {
-        let env = |name: &str| std::env::var(name).ok();
-        let auth = Auth::new(http, env(READ_TOKEN_ENV).as_deref(), env(ADMIN_TOKEN_ENV).as_deref());
-        if http.tokens.is_empty() && env(READ_TOKEN_ENV).is_none() && env(ADMIN_TOKEN_ENV).is_none() {
-            tracing::warn!("No API tokens are configured: every API request but /healthz and /readyz will be refused.");
-        }
-        let state = AppState::new(
-            detection.engine(),
-            Arc::clone(&store),
-            auth,
-            http,
-            Arc::clone(&metrics),
-            Arc::clone(&ready),
-        );
-        // Compliance queries over the archive, when there is one.
-        let state = match settings.archive_location() {
-            Some(location) => {
-                let sql = runtime.block_on(crate::replay::Sql::open(&location, query_limits(&settings)))?;
-                if let Some(registry) = detection.engine().registry() {
-                    sql.register_registry(registry)?;
-                }
-                state.with_sql(Arc::new(sql))
-            }
-            None => state,
-        };
-        let (addr, _task) = runtime
-            .block_on(crate::http::serve(&http.listen, state))
-            .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
-        tracing::info!(%addr, "Serving the HTTP API.");
-    }
-    let archive = settings
-        .archive_location()
-        .map(|l| crate::archive::Archive::open(&l, settings.archive_limits()))
-        .transpose()
-        .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))?;
+    serve_http(&settings, &runtime, detection.engine(), None, Arc::clone(&store), &metrics, &ready)?;
     let outputs = Outputs::new(
-        archive,
+        open_archive(&settings)?,
         Arc::clone(&store),
         Arc::clone(&metrics),
         output(args.findings_out.as_ref())?,
@@ -535,21 +495,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
             // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
-            // SIGINT from a terminal, SIGTERM from systemd or Kubernetes: both stop cleanly.
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let shutdown = async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            };
-            let options = kafka::Options {
-                metrics: Some(&metrics),
-                commit_every: std::time::Duration::from_secs(state_cfg.interval_seconds),
-                ..kafka::Options::default()
-            };
-            kafka::consume(&consumer, &mut pipeline, &mut service, options, shutdown).await?;
-            anyhow::Ok(())
+            let interval = std::time::Duration::from_secs(state_cfg.interval_seconds);
+            consume_until_stopped(&consumer, &mut pipeline, &mut service, &metrics, interval).await
         })?;
     } else {
         for input in &args.inputs {
@@ -573,6 +520,175 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     if state.is_none() {
         detection.finish(&mut |update| outputs.report(update));
     }
+    close_outputs(outputs, sinks, &runtime)?;
+    eprint!("{}", summary(pipeline.stats(), 10));
+    eprint!("{}", findings_summary(detection.findings()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --role rekey` or `--role detect`: one part of a group deployment (see [`crate::group`]).
+fn run_role(
+    args: RunArgs,
+    settings: &Settings,
+    pipeline: Pipeline,
+    engine: Engine,
+    lateness: chrono::Duration,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<ExitCode> {
+    let kafka = &settings.raw.kafka;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let interval = std::time::Duration::from_secs(settings.raw.state.interval_seconds);
+    let registry = engine.registry().cloned();
+    let mut pipeline = pipeline;
+    if args.role == Role::Rekey {
+        // Health, readiness and metrics; no findings are made here.
+        serve_http(settings, &runtime, &engine, None, Arc::new(FindingStore::in_memory(1)), &metrics, &ready)?;
+        let mut rekey = crate::group::Rekey::new(kafka, registry)?;
+        let group = format!("{}-rekey", kafka.group_id);
+        runtime.block_on(async {
+            let consumer = kafka::subscribe_to(kafka, &group, &kafka.topics, Some(Arc::clone(&metrics)), Offsets::default(), None)?;
+            tracing::info!(topics = ?kafka.topics, events_topic = %kafka.events_topic, %group, "Rekeying.");
+            ready.store(true, Ordering::Release);
+            consume_until_stopped(&consumer, &mut pipeline, &mut rekey, &metrics, interval).await
+        })?;
+        eprint!("{}", summary(pipeline.stats(), 10));
+        eprintln!("published {} events to {}", rekey.published, kafka.events_topic);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut pipeline = pipeline.normalized();
+    let changelog = runtime
+        .block_on(crate::group::Changelog::open(kafka))
+        .with_context(|| format!("opening the changelog (kafka.changelog_topic in {})", settings.origin))?;
+    let partitions = Arc::new(crate::group::Partitions::new(&kafka.events_topic, changelog, engine, lateness));
+    let (store, sinks) = findings_store(settings, &runtime, &metrics)?;
+    serve_http(
+        settings,
+        &runtime,
+        partitions.template(),
+        Some(partitions.baselines().clone()),
+        Arc::clone(&store),
+        &metrics,
+        &ready,
+    )?;
+    let outputs = Outputs::new(
+        open_archive(settings)?,
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        output(args.findings_out.as_ref())?,
+        args.events_out.as_ref().map(|p| output(Some(p))).transpose()?,
+    );
+    let mut member = crate::group::Member {
+        partitions: Arc::clone(&partitions),
+        outputs,
+        unowned: 0,
+    };
+    runtime.block_on(async {
+        let owner: Arc<dyn kafka::Owner> = partitions.clone();
+        let topics = [kafka.events_topic.clone()];
+        let consumer = kafka::subscribe_to(kafka, &kafka.group_id, &topics, Some(Arc::clone(&metrics)), Offsets::default(), Some(owner))?;
+        tracing::info!(topic = %kafka.events_topic, changelog = %kafka.changelog_topic, group = %kafka.group_id, "Detecting as a group member.");
+        ready.store(true, Ordering::Release);
+        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval).await
+    })?;
+    let findings = partitions.findings();
+    close_outputs(member.outputs, sinks, &runtime)?;
+    eprint!("{}", summary(pipeline.stats(), 10));
+    eprint!("{}", findings_summary(&findings));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The findings store (journal and API) of `[http]`, delivering to the configured sinks
+/// through the outbox.
+fn findings_store(
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<FindingStore>, Option<Sinks>)> {
+    let http = &settings.raw.http;
+    let store = if http.findings_journal.as_os_str().is_empty() {
+        FindingStore::in_memory(http.max_findings)
+    } else {
+        FindingStore::open(&http.findings_journal, http.max_findings).with_context(|| {
+            format!(
+                "opening the findings journal (http.findings_journal in {})",
+                settings.origin
+            )
+        })?
+    };
+    // SIEM sinks, each delivering from the durable outbox (none configured: no outbox).
+    let sinks = if settings.raw.sinks.is_empty() {
+        None
+    } else {
+        let _guard = runtime.enter();
+        let sinks = Sinks::start(settings)?;
+        metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
+        tracing::info!(
+            sinks = sinks.stats.len(),
+            "Delivering findings to the configured sinks."
+        );
+        Some(sinks)
+    };
+    let store = Arc::new(match &sinks {
+        Some(s) => store.with_outbox(Arc::clone(&s.outbox)),
+        None => store,
+    });
+    Ok((store, sinks))
+}
+
+/// Serves the HTTP API at `http.listen`, if set: `engine`'s identities (or `baselines`'),
+/// `store`'s findings, SQL over the archive.
+fn serve_http(
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+    engine: &Engine,
+    baselines: Option<crate::baseline::Baselines>,
+    store: Arc<FindingStore>,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let http = &settings.raw.http;
+    if http.listen.is_empty() {
+        return Ok(());
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let auth = Auth::new(http, env(READ_TOKEN_ENV).as_deref(), env(ADMIN_TOKEN_ENV).as_deref());
+    if http.tokens.is_empty() && env(READ_TOKEN_ENV).is_none() && env(ADMIN_TOKEN_ENV).is_none() {
+        tracing::warn!("No API tokens are configured: every API request but /healthz and /readyz will be refused.");
+    }
+    let mut state = AppState::new(engine, store, auth, http, Arc::clone(metrics), Arc::clone(ready));
+    if let Some(b) = baselines {
+        state = state.with_baselines(b);
+    }
+    // Compliance queries over the archive, when there is one.
+    let state = match settings.archive_location() {
+        Some(location) => {
+            let sql = runtime.block_on(crate::replay::Sql::open(&location, query_limits(settings)))?;
+            if let Some(registry) = engine.registry() {
+                sql.register_registry(registry)?;
+            }
+            state.with_sql(Arc::new(sql))
+        }
+        None => state,
+    };
+    let (addr, _task) = runtime
+        .block_on(crate::http::serve(&http.listen, state))
+        .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
+    tracing::info!(%addr, "Serving the HTTP API.");
+    Ok(())
+}
+
+/// The archive of `archive.location`, if set.
+fn open_archive(settings: &Settings) -> anyhow::Result<Option<crate::archive::Archive>> {
+    settings
+        .archive_location()
+        .map(|l| crate::archive::Archive::open(&l, settings.archive_limits()))
+        .transpose()
+        .with_context(|| format!("opening the archive (archive.location in {})", settings.origin))
+}
+
+/// Flushes the archive and streams, and gives the sinks a moment to deliver.
+fn close_outputs(mut outputs: Outputs, sinks: Option<Sinks>, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     if let Some(a) = &mut outputs.archive {
         let flushed = a.flush().context("writing the archive")?;
         tracing::info!(
@@ -599,9 +715,32 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &mut outputs.events_out {
         out.flush()?;
     }
-    eprint!("{}", summary(pipeline.stats(), 10));
-    eprint!("{}", findings_summary(detection.findings()));
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Consumes through `stage` until SIGINT or SIGTERM, with a commit point every `interval`.
+async fn consume_until_stopped(
+    consumer: &kafka::Consumer,
+    pipeline: &mut Pipeline,
+    stage: &mut dyn kafka::Stage,
+    metrics: &Metrics,
+    interval: std::time::Duration,
+) -> anyhow::Result<()> {
+    // SIGINT from a terminal, SIGTERM from systemd or Kubernetes: both stop cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let options = kafka::Options {
+        metrics: Some(metrics),
+        commit_every: interval,
+        ..kafka::Options::default()
+    };
+    kafka::consume(consumer, pipeline, stage, options, shutdown).await?;
+    Ok(())
 }
 
 /// Logs what was restored and what was passed over.

@@ -72,6 +72,14 @@ impl Engine {
         self
     }
 
+    /// A new engine configured as this one (detectors, registry, learning), with no state.
+    pub fn sibling(&self) -> Engine {
+        Engine {
+            registry: self.registry.clone(),
+            ..Engine::new(self.detectors.clone(), None, self.baseline.settings())
+        }
+    }
+
     /// The per-identity state (shared, for the inventory).
     pub fn baseline(&self) -> &Arc<Baseline> {
         &self.baseline

@@ -36,6 +36,7 @@ pub mod engine;
 pub mod event;
 pub mod findings;
 pub mod generate;
+pub mod group;
 pub mod http;
 pub mod ingest;
 pub mod inventory;

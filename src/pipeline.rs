@@ -41,6 +41,8 @@ pub struct Pipeline {
     buffer: Vec<Event>,
     limit: usize,
     metrics: Option<Arc<Metrics>>,
+    /// Records are nhiwatch's own normalized events (the rekeyed topic), not source formats.
+    normalized: bool,
 }
 
 impl Pipeline {
@@ -53,7 +55,15 @@ impl Pipeline {
             buffer: Vec::with_capacity(8),
             limit: max_record_bytes,
             metrics: None,
+            normalized: false,
         }
+    }
+
+    /// A pipeline whose records are events nhiwatch already normalized (JSON of
+    /// [`Event`], as `run --role rekey` publishes them); one that is not goes to the dead letter.
+    pub fn normalized(mut self) -> Pipeline {
+        self.normalized = true;
+        self
     }
 
     /// Also counts into `metrics` (for `/metrics`).
@@ -82,7 +92,14 @@ impl Pipeline {
             origin: Some(record.origin.clone()),
             received: record.received,
         };
-        match self.normalizer.normalize_into(record.bytes, &meta, &mut self.buffer) {
+        let normalized = if self.normalized {
+            serde_json::from_slice::<Event>(record.bytes)
+                .map(|event| self.buffer.push(event))
+                .map_err(ParseError::MalformedJson)
+        } else {
+            self.normalizer.normalize_into(record.bytes, &meta, &mut self.buffer).map(drop)
+        };
+        match normalized {
             Ok(_) => {
                 for event in self.buffer.drain(..) {
                     self.stats.events += 1;

@@ -85,6 +85,18 @@ impl Outputs {
         write_line(&mut self.findings_out, f, &mut self.write_error);
     }
 
+    /// Makes the findings and events streams and the archive durable.
+    pub fn durable(&mut self) -> anyhow::Result<()> {
+        self.findings_out.flush().context("flushing the findings stream")?;
+        if let Some(events) = &mut self.events_out {
+            events.flush().context("flushing the events stream")?;
+        }
+        if let Some(archive) = &mut self.archive {
+            archive.flush()?;
+        }
+        Ok(())
+    }
+
     /// Archives and writes one event before it goes to detection.
     pub fn event(&mut self, event: &Event) {
         if let Some(out) = &mut self.events_out {
@@ -130,14 +142,8 @@ impl Stage for Service {
     }
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
-        let out = &mut self.outputs;
-        out.findings_out.flush().context("flushing the findings stream")?;
-        if let Some(events) = &mut out.events_out {
-            events.flush().context("flushing the events stream")?;
-        }
-        if let Some(archive) = &mut out.archive {
-            archive.flush()?;
-        }
+        self.outputs.durable()?;
+        let out = &self.outputs;
         if let Some(state) = &mut self.state
             && self.saved.as_ref() != Some(offsets)
         {

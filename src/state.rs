@@ -45,6 +45,11 @@ impl Offsets {
         }
     }
 
+    /// Forgets `topic`/`partition` (revoked from a group member, or about to be restarted).
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.0.remove(&(topic.to_owned(), partition));
+    }
+
     /// The next offset of `topic`/`partition`, if it was ever read.
     pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
         self.0.get(&(topic.to_owned(), partition)).copied()

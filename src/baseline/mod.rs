@@ -167,6 +167,67 @@ impl Baseline {
     }
 }
 
+/// The baselines the inventory reads: one for a single instance, one per owned partition for a
+/// member of a consumer group (added when a partition is assigned, removed when it is revoked).
+/// An identity lives in exactly one of them, because events are partitioned by identity.
+#[derive(Debug, Clone)]
+pub struct Baselines {
+    settings: Settings,
+    parts: Arc<std::sync::RwLock<std::collections::BTreeMap<i32, Arc<Baseline>>>>,
+}
+
+impl Baselines {
+    /// Partition baselines learning with `settings`, none yet.
+    pub fn new(settings: Settings) -> Baselines {
+        Baselines {
+            settings,
+            parts: Arc::default(),
+        }
+    }
+
+    /// The one baseline of a single instance.
+    pub fn single(baseline: Arc<Baseline>) -> Baselines {
+        let b = Baselines::new(baseline.settings());
+        b.insert(0, baseline);
+        b
+    }
+
+    fn parts(&self) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<i32, Arc<Baseline>>> {
+        self.parts.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds (or replaces) the baseline of `partition`.
+    pub fn insert(&self, partition: i32, baseline: Arc<Baseline>) {
+        let mut parts = self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        parts.insert(partition, baseline);
+    }
+
+    /// Drops the baseline of `partition`.
+    pub fn remove(&self, partition: i32) {
+        let mut parts = self.parts.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        parts.remove(&partition);
+    }
+
+    /// The learning settings.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Visits every identity of every baseline.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &IdentityState)) {
+        for baseline in self.parts().values() {
+            baseline.for_each(&mut f);
+        }
+    }
+
+    /// `f` of the state of `identity`, if it is held.
+    pub fn with<R>(&self, identity: &str, f: impl FnOnce(&IdentityState) -> R) -> Option<R> {
+        let parts = self.parts();
+        let state = parts.values().find_map(|b| b.get(identity))?;
+        Some(f(&state))
+    }
+}
+
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
 /// Failure counting bucket.

@@ -109,6 +109,15 @@ pub struct KafkaConfig {
     pub auto_offset_reset: String,
     /// Static membership id (`group.instance.id`); empty for dynamic membership.
     pub instance_id: String,
+    /// The topic `run --role rekey` publishes normalized events to, keyed by identity, and
+    /// `run --role detect` consumes.
+    pub events_topic: String,
+    /// The compacted topic of each events partition's state (`--role detect`).
+    pub changelog_topic: String,
+    /// Replication factor of the changelog topic when nhiwatch creates it (-1: the broker's).
+    pub changelog_replication: i32,
+    /// Largest changelog record (one partition's state), bytes.
+    pub changelog_max_bytes: u64,
     /// librdkafka properties passed through.
     pub properties: BTreeMap<String, String>,
 }
@@ -487,6 +496,19 @@ impl Settings {
         self.validate_sinks()?;
         if raw.state.interval_seconds == 0 || raw.state.interval_seconds > 86_400 {
             return Err(self.invalid("state.interval_seconds", "must be between 1 and 86400"));
+        }
+        let k = &raw.kafka;
+        if k.events_topic.is_empty() || k.changelog_topic.is_empty() || k.events_topic == k.changelog_topic {
+            return Err(self.invalid(
+                "kafka.changelog_topic",
+                "kafka.events_topic and kafka.changelog_topic must be two different, non-empty topics",
+            ));
+        }
+        if k.changelog_replication == 0 || k.changelog_replication < -1 {
+            return Err(self.invalid("kafka.changelog_replication", "must be -1 (the broker's default) or at least 1"));
+        }
+        if !(1 << 20..=1 << 30).contains(&k.changelog_max_bytes) {
+            return Err(self.invalid("kafka.changelog_max_bytes", "must be between 1 MiB and 1 GiB"));
         }
         if raw.state.keep < 2 {
             return Err(self.invalid(

@@ -191,6 +191,17 @@ pub(crate) use detector_config;
 /// The configured set of detectors.
 pub struct Detectors {
     list: Vec<Box<dyn DynDetector>>,
+    /// The settings each was built from, to build the same set again.
+    sources: Vec<(DetectorId, Option<(PathBuf, String)>)>,
+}
+
+/// Another set configured the same way (each partition of a group member has its own engine).
+impl Clone for Detectors {
+    fn clone(&self) -> Detectors {
+        let sources = &self.sources;
+        Detectors::build(|id| Ok(sources.iter().find(|(i, _)| *i == id).and_then(|(_, s)| s.clone())))
+            .expect("settings that built once build again")
+    }
 }
 
 impl fmt::Debug for Detectors {
@@ -247,8 +258,10 @@ impl Detectors {
             Ok(Box::new(D::new(config)))
         }
         let mut list = Vec::new();
+        let mut sources = Vec::new();
         for id in configured_ids() {
             let src = source(id)?;
+            sources.push((id, src.clone()));
             let detector = match id {
                 DetectorId::DormantWakeup => make::<DormantWakeup>(src)?,
                 DetectorId::ScopeDrift => make::<ScopeDrift>(src)?,
@@ -264,7 +277,7 @@ impl Detectors {
             };
             list.push(detector);
         }
-        Ok(Detectors { list })
+        Ok(Detectors { list, sources })
     }
 
     /// Loads `dir/<id>.toml` for each detector (defaults where a file is absent); a file in

@@ -286,13 +286,8 @@ pub async fn get(
     let canonical = entry.map_or(id.as_str(), |e| e.id.as_str()).to_owned();
     let now = as_of(&state).unwrap_or(0);
     let open = open_findings(&state);
-    let s = state
-        .baseline
-        .get(&canonical)
-        .ok_or_else(|| ApiError::not_found(format!("no identity {id} has been seen")))?;
-    let summary = summarise(&canonical, &s, entry, now, &open, &state);
-    Ok(Json(IdentityDetail {
-        summary,
+    let detail = state.baseline.with(&canonical, |s| IdentityDetail {
+        summary: summarise(&canonical, s, entry, now, &open, &state),
         purpose: entry.and_then(|e| e.purpose.clone()),
         longest_silence_hours: (s.max_gap as f64 / 360.0).round() / 10.0,
         active_days: s.active_days,
@@ -318,5 +313,8 @@ pub async fn get(
         credential_added_at: s.credential_added_at().map(rfc3339),
         expires_at: entry.and_then(|e| e.expires_at),
         offboarded_at: entry.and_then(|e| e.offboarded_at),
-    }))
+    });
+    detail
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no identity {id} has been seen")))
 }

@@ -27,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::{ApiError, ErrorBody};
 
-use crate::baseline::Baseline;
+use crate::baseline::Baselines;
 use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::findings::store::FindingStore;
@@ -86,7 +86,7 @@ pub struct AppState {
     /// Set once the consumer is assigned and caught up.
     pub ready: Arc<AtomicBool>,
     /// Per-identity state, read for the inventory.
-    pub baseline: Arc<Baseline>,
+    pub baseline: Baselines,
     /// The registry, if configured.
     pub registry: Option<Arc<Registry>>,
     /// Counters and latency for `/metrics`.
@@ -100,6 +100,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state reading the identities of `baselines` instead (a group member's partitions).
+    pub fn with_baselines(mut self, baselines: Baselines) -> AppState {
+        self.baseline = baselines;
+        self
+    }
+
     /// The state serving `engine`'s identities and `store`'s findings under `[http]` settings.
     pub fn new(
         engine: &Engine,
@@ -114,7 +120,7 @@ impl AppState {
             auth: Arc::new(auth),
             limits: Limits::from_config(cfg),
             ready,
-            baseline: Arc::clone(engine.baseline()),
+            baseline: Baselines::single(Arc::clone(engine.baseline())),
             registry: engine.registry().cloned(),
             metrics,
             metrics_open: cfg.metrics_open,

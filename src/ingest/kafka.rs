@@ -46,6 +46,12 @@ pub trait Stage {
     /// Takes one event.
     fn event(&mut self, event: Event);
 
+    /// Takes one event read from `partition` (a group member keeps state per partition).
+    fn event_from(&mut self, partition: i32, event: Event) {
+        let _ = partition;
+        self.event(event);
+    }
+
     /// Makes everything taken so far durable; `offsets` are the positions it reflects, committed
     /// to Kafka once this returns `Ok`. On `Err` nothing is committed (the commit point is
     /// retried at the next interval, and the error is logged).
@@ -73,11 +79,22 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// State kept per partition by a member of a consumer group: restored when a partition is
+/// assigned, before any of its records is read, and dropped when it is revoked.
+pub trait Owner: Send + Sync {
+    /// `topic`/`partition` was assigned to this member: restore its state and say the offset it
+    /// reflects (where reading starts), or `None` to start at the group's committed offset.
+    fn assigned(&self, topic: &str, partition: i32) -> Option<i64>;
+    /// `topic`/`partition` went to another member: forget its state.
+    fn revoked(&self, topic: &str, partition: i32);
+}
+
 /// The consumer's context: turns librdkafka's statistics (once a second) into the lag gauge, and
 /// starts each assigned partition where this process's state ends.
 pub struct Context {
     metrics: Option<Arc<Metrics>>,
     positions: Mutex<Offsets>,
+    owner: Option<Arc<dyn Owner>>,
 }
 
 impl Context {
@@ -113,6 +130,18 @@ impl ConsumerContext for Context {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // A group member restores each partition's state now, before its first record,
+                // and reads on from the offset that state reflects.
+                if let Some(owner) = &self.owner {
+                    for e in tpl.elements() {
+                        let start = owner.assigned(e.topic(), e.partition());
+                        let mut positions = self.positions();
+                        positions.forget(e.topic(), e.partition());
+                        if let Some(next) = start {
+                            positions.advance(e.topic(), e.partition(), next);
+                        }
+                    }
+                }
                 let known: Vec<(String, i32, i64)> = {
                     let positions = self.positions();
                     tpl.elements()
@@ -141,6 +170,12 @@ impl ConsumerContext for Context {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "Partitions revoked.");
+                if let Some(owner) = &self.owner {
+                    for e in tpl.elements() {
+                        owner.revoked(e.topic(), e.partition());
+                        self.positions().forget(e.topic(), e.partition());
+                    }
+                }
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -169,12 +204,25 @@ pub fn subscribe(
     metrics: Option<Arc<Metrics>>,
     resume: Offsets,
 ) -> Result<Consumer, rdkafka::error::KafkaError> {
+    subscribe_to(cfg, &cfg.group_id, &cfg.topics, metrics, resume, None)
+}
+
+/// A consumer in `group`, subscribed to `topics`; with an `owner`, partition state is restored
+/// on assignment and dropped on revocation.
+pub fn subscribe_to(
+    cfg: &KafkaConfig,
+    group: &str,
+    topics: &[String],
+    metrics: Option<Arc<Metrics>>,
+    resume: Offsets,
+    owner: Option<Arc<dyn Owner>>,
+) -> Result<Consumer, rdkafka::error::KafkaError> {
     let mut config = client_config(cfg);
     if metrics.is_some() && !cfg.properties.contains_key("statistics.interval.ms") {
         config.set("statistics.interval.ms", "1000");
     }
     config
-        .set("group.id", &cfg.group_id)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &cfg.auto_offset_reset)
         .set("partition.assignment.strategy", "cooperative-sticky");
@@ -184,21 +232,23 @@ pub fn subscribe(
     let context = Context {
         metrics,
         positions: Mutex::new(resume),
+        owner,
     };
     let consumer: Consumer = config.create_with_context(context)?;
-    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
 /// Sends `record`, polling while librdkafka's local queue is full.
-pub fn send_waiting<K, P>(
-    producer: &rdkafka::producer::BaseProducer,
+pub fn send_waiting<K, P, C>(
+    producer: &rdkafka::producer::BaseProducer<C>,
     mut record: rdkafka::producer::BaseRecord<'_, K, P>,
 ) -> Result<(), rdkafka::error::KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
 {
     loop {
         match producer.send(record) {
@@ -296,7 +346,7 @@ pub async fn consume(
                 oversized_len: None,
                 received,
             },
-            &mut |event| stage.event(event),
+            &mut |event| stage.event_from(partition, event),
         )?;
         consumer.context().positions().advance(topic, partition, offset + 1);
         processed += 1;

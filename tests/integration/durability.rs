@@ -17,12 +17,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::support::{self, Reaped};
 
-const TOPIC: &str = "audit";
-const PARTITIONS: i32 = 6;
-const KEY: &str = "a test key for the durability tests";
+pub(crate) const TOPIC: &str = "audit";
+pub(crate) const PARTITIONS: i32 = 6;
+pub(crate) const KEY: &str = "a test key for the durability tests";
 
 /// A generated stream: every record in event-time order.
-fn stream() -> Vec<GenRecord> {
+pub(crate) fn stream() -> Vec<GenRecord> {
     nhiwatch::generate::generate(&nhiwatch::generate::Options {
         identities: 24,
         days: 10,
@@ -78,7 +78,7 @@ fn start(config: &Path, log: &Path) -> Reaped {
 }
 
 /// Stops `run` as a service manager would (SIGTERM) and waits for a clean exit.
-fn stop(mut service: Reaped, log: &Path) {
+pub(crate) fn stop(mut service: Reaped, log: &Path) {
     let status = Command::new("kill")
         .args(["-TERM", &service.0.id().to_string()])
         .status()
@@ -96,7 +96,7 @@ fn stop(mut service: Reaped, log: &Path) {
 }
 
 /// Produces `records` keyed by identity, all acknowledged; `batch` records at most per batch.
-fn produce(brokers: &str, records: &[GenRecord], batch: usize) {
+pub(crate) fn produce(brokers: &str, records: &[GenRecord], batch: usize) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -153,6 +153,11 @@ fn taken_in(log: &Path, records: u64) -> u64 {
 
 /// Records `group` has committed, summed over the partitions.
 fn committed(brokers: &str, group: &str) -> i64 {
+    committed_on(brokers, group, TOPIC)
+}
+
+/// Records `group` has committed on `topic`, summed over its partitions.
+pub(crate) fn committed_on(brokers: &str, group: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -160,7 +165,7 @@ fn committed(brokers: &str, group: &str) -> i64 {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
+        tpl.add_partition(topic, p);
     }
     match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
         Ok(tpl) => tpl
@@ -189,7 +194,7 @@ fn caught_up(brokers: &str, group: &str, total: i64, log: &Path) {
     }
 }
 
-fn strings(answer: &Answer) -> Vec<Vec<String>> {
+pub(crate) fn strings(answer: &Answer) -> Vec<Vec<String>> {
     let options = FormatOptions::default();
     let mut rows = Vec::new();
     for batch in &answer.batches {

@@ -7,6 +7,7 @@ mod e2e;
 mod findings;
 mod fixtures;
 mod governance;
+mod group;
 mod http;
 mod ocsf;
 mod replay;

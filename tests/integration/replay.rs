@@ -667,6 +667,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         auto_offset_reset: "earliest".into(),
         instance_id: String::new(),
         properties: Default::default(),
+        ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let archive_cell = std::cell::RefCell::new(&mut archive);
