@@ -222,9 +222,17 @@ impl Changelog {
         let producer: BaseProducer<Deliveries> = producer_config(cfg)
             .set("message.max.bytes", cfg.changelog_max_bytes.to_string())
             .create_with_context(Deliveries::default())?;
+        // Metadata through a consumer: it never creates a topic it asks about (a producer's
+        // request may, with the broker's default partition count).
+        let mut reader = client_config(cfg);
+        reader
+            .set("group.id", format!("{}-changelog-reader", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("allow.auto.create.topics", "false")
+            .set("fetch.message.max.bytes", cfg.changelog_max_bytes.to_string());
+        let meta: BaseConsumer = reader.create()?;
         let partitions = |topic: &str| -> anyhow::Result<usize> {
-            let metadata = producer
-                .client()
+            let metadata = meta
                 .fetch_metadata(Some(topic), Duration::from_secs(30))
                 .with_context(|| format!("reading the metadata of {topic}"))?;
             Ok(metadata
@@ -240,8 +248,7 @@ impl Changelog {
                 cfg.events_topic
             );
         }
-        let have = partitions(&cfg.changelog_topic)?;
-        if have == 0 {
+        if partitions(&cfg.changelog_topic)? == 0 {
             let admin: AdminClient<_> = client_config(cfg).create()?;
             let max = cfg.changelog_max_bytes.to_string();
             let topic = NewTopic::new(
@@ -251,25 +258,29 @@ impl Changelog {
             )
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", &max);
-            for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
+            let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+            let created = admin.create_topics(&[topic], &options).await.with_context(|| {
+                format!(
+                    "creating the changelog topic {}: create it with cleanup.policy=compact and {events} partitions",
+                    cfg.changelog_topic
+                )
+            })?;
+            for result in created {
                 match result {
-                    Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Ok(_) => tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted)."),
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((name, code)) => bail!("creating the changelog topic {name}: {code}"),
                 }
             }
-            tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted).");
-        } else if have < events {
+        }
+        let have = partitions(&cfg.changelog_topic)?;
+        if have < events {
             bail!(
                 "the changelog topic {} has {have} partitions, fewer than the {events} of {}",
                 cfg.changelog_topic,
                 cfg.events_topic
             );
         }
-        let mut reader = client_config(cfg);
-        reader
-            .set("group.id", format!("{}-changelog-reader", cfg.group_id))
-            .set("enable.auto.commit", "false")
-            .set("fetch.message.max.bytes", cfg.changelog_max_bytes.to_string());
         Ok(Changelog {
             topic: cfg.changelog_topic.clone(),
             events_topic: cfg.events_topic.clone(),
