@@ -386,7 +386,7 @@ fn pipeline_run(
         properties: [("fetch.wait.max.ms".to_owned(), "10".to_owned())]
             .into_iter()
             .collect(),
-           ..crate::config::Settings::load(None)?.raw.kafka
+        ..crate::config::Settings::load(None)?.raw.kafka
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let mut first: Option<Instant> = None;

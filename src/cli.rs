@@ -475,7 +475,15 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (store, sinks) = findings_store(&settings, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
-    serve_http(&settings, &runtime, detection.engine(), None, Arc::clone(&store), &metrics, &ready)?;
+    serve_http(
+        &settings,
+        &runtime,
+        detection.engine(),
+        None,
+        Arc::clone(&store),
+        &metrics,
+        &ready,
+    )?;
     let outputs = Outputs::new(
         open_archive(&settings)?,
         Arc::clone(&store),
@@ -543,11 +551,26 @@ fn run_role(
     let mut pipeline = pipeline;
     if args.role == Role::Rekey {
         // Health, readiness and metrics; no findings are made here.
-        serve_http(settings, &runtime, &engine, None, Arc::new(FindingStore::in_memory(1)), &metrics, &ready)?;
+        serve_http(
+            settings,
+            &runtime,
+            &engine,
+            None,
+            Arc::new(FindingStore::in_memory(1)),
+            &metrics,
+            &ready,
+        )?;
         let mut rekey = crate::group::Rekey::new(kafka, registry)?;
         let group = format!("{}-rekey", kafka.group_id);
         runtime.block_on(async {
-            let consumer = kafka::subscribe_to(kafka, &group, &kafka.topics, Some(Arc::clone(&metrics)), Offsets::default(), None)?;
+            let consumer = kafka::subscribe_to(
+                kafka,
+                &group,
+                &kafka.topics,
+                Some(Arc::clone(&metrics)),
+                Offsets::default(),
+                None,
+            )?;
             tracing::info!(topics = ?kafka.topics, events_topic = %kafka.events_topic, %group, "Rekeying.");
             ready.store(true, Ordering::Release);
             consume_until_stopped(&consumer, &mut pipeline, &mut rekey, &metrics, interval).await
@@ -560,7 +583,12 @@ fn run_role(
     let changelog = runtime
         .block_on(crate::group::Changelog::open(kafka))
         .with_context(|| format!("opening the changelog (kafka.changelog_topic in {})", settings.origin))?;
-    let partitions = Arc::new(crate::group::Partitions::new(&kafka.events_topic, changelog, engine, lateness));
+    let partitions = Arc::new(crate::group::Partitions::new(
+        &kafka.events_topic,
+        changelog,
+        engine,
+        lateness,
+    ));
     let (store, sinks) = findings_store(settings, &runtime, &metrics)?;
     serve_http(
         settings,

@@ -83,7 +83,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         auto_offset_reset: "earliest".into(),
         instance_id: String::new(),
         properties: Default::default(),
-           ..crate::config::Settings::load(None)?.raw.kafka
+        ..crate::config::Settings::load(None)?.raw.kafka
     };
     let registry = Registry::parse(&scenario.registry, std::path::Path::new("generated registry.toml"))?;
     let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());

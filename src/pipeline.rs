@@ -97,7 +97,9 @@ impl Pipeline {
                 .map(|event| self.buffer.push(event))
                 .map_err(ParseError::MalformedJson)
         } else {
-            self.normalizer.normalize_into(record.bytes, &meta, &mut self.buffer).map(drop)
+            self.normalizer
+                .normalize_into(record.bytes, &meta, &mut self.buffer)
+                .map(drop)
         };
         match normalized {
             Ok(_) => {

@@ -505,7 +505,10 @@ impl Settings {
             ));
         }
         if k.changelog_replication == 0 || k.changelog_replication < -1 {
-            return Err(self.invalid("kafka.changelog_replication", "must be -1 (the broker's default) or at least 1"));
+            return Err(self.invalid(
+                "kafka.changelog_replication",
+                "must be -1 (the broker's default) or at least 1",
+            ));
         }
         if !(1 << 20..=1 << 30).contains(&k.changelog_max_bytes) {
             return Err(self.invalid("kafka.changelog_max_bytes", "must be between 1 MiB and 1 GiB"));

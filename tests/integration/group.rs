@@ -130,13 +130,17 @@ fn addr(dir: &Path, name: &str) -> String {
 /// Each identity in the inventory of instance `name`, with the events its baseline counted.
 fn identities(dir: &Path, name: &str) -> BTreeMap<String, u64> {
     let mut stream = std::net::TcpStream::connect(addr(dir, name)).expect("connect");
-    let request =
-        format!("GET /v1/identities?sort=id&limit=1000 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {READ_TOKEN}\r\n\r\n");
+    let request = format!(
+        "GET /v1/identities?sort=id&limit=1000 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {READ_TOKEN}\r\n\r\n"
+    );
     std::io::Write::write_all(&mut stream, request.as_bytes()).expect("request");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     let page: serde_json::Value = serde_json::from_str(body).expect("json");
     let items = page["items"].as_array().expect("items");
     items
@@ -198,21 +202,30 @@ fn group_equals_single_instance(brokers: &str, batch: usize) {
     produce(brokers, first, batch);
     // The single instance reads alongside (another group): the embedded broker keeps only the
     // last few megabytes of a partition, so a late reader would not see the stream whole.
-    let reference = start(dir, &config(dir, brokers, "reference", "reference", batch), "all", "reference");
+    let reference = start(
+        dir,
+        &config(dir, brokers, "reference", "reference", batch),
+        "all",
+        "reference",
+    );
     let rekey = start(dir, &member("rekey"), "rekey", "rekey");
     let a = start(dir, &member("a"), "detect", "a");
     let b = start(dir, &member("b"), "detect", "b");
     caught_up(dir, brokers, first.len() as i64);
 
     let c = start(dir, &member("c"), "detect", "c");
-    wait_for(dir, "c restores partitions moved to it", || restored_with_state(dir, "c") > 0);
+    wait_for(dir, "c restores partitions moved to it", || {
+        restored_with_state(dir, "c") > 0
+    });
     produce(brokers, second, batch);
     caught_up(dir, brokers, (first.len() + second.len()) as i64);
 
     let before = committed_on(brokers, GROUP, EVENTS);
     let restores = restored_with_state(dir, "b") + restored_with_state(dir, "c");
     produce(brokers, third, batch);
-    wait_for(dir, "the group reads the third part", || committed_on(brokers, GROUP, EVENTS) > before);
+    wait_for(dir, "the group reads the third part", || {
+        committed_on(brokers, GROUP, EVENTS) > before
+    });
     let mut a = a;
     let _ = a.0.kill();
     let _ = a.0.wait();
@@ -245,7 +258,10 @@ fn group_equals_single_instance(brokers: &str, batch: usize) {
     let got = findings(dir, &["a", "b", "c"]);
     let want = findings(dir, &["reference"]);
     let detectors: BTreeSet<&str> = want.iter().map(|f| f[1].as_str()).collect();
-    assert!(detectors.len() >= 3, "the stream raises findings of several detectors: {detectors:?}");
+    assert!(
+        detectors.len() >= 3,
+        "the stream raises findings of several detectors: {detectors:?}"
+    );
     let missing: Vec<_> = want.difference(&got).collect();
     let extra: Vec<_> = got.difference(&want).collect();
     assert!(
@@ -273,4 +289,69 @@ fn a_group_growing_to_three_then_losing_one_on_tansu_finds_what_one_instance_fin
     // One record per batch: tansu 0.6 skips the rest of a batch fetched from inside it (see the
     // durability tests), and a member resumes a moved partition mid-stream.
     group_equals_single_instance(&brokers, 1);
+}
+
+#[test]
+fn rekeyed_events_land_on_the_partition_the_java_client_would_choose() {
+    use nhiwatch::ingest::kafka::Stage as _;
+    use rdkafka::Message as _;
+    // Kafka's own murmur2 test vectors (`UtilsTest.testMurmur2` of the Java client), whose
+    // default partitioner puts a keyed record on `(murmur2(key) & 0x7fffffff) % partitions`.
+    let vectors: [(&str, i32); 5] = [
+        ("21", -973_932_308),
+        ("foobar", -790_332_482),
+        ("a-little-bit-long-string", -985_981_536),
+        ("a-little-bit-longer-string", -1_486_304_829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+    ];
+    let partitions = 7;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(EVENTS, partitions, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let cfg = nhiwatch::config::KafkaConfig {
+        brokers: brokers.clone(),
+        events_topic: EVENTS.into(),
+        ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
+    };
+    let mut rekey = nhiwatch::group::Rekey::new(&cfg, None).expect("producer");
+    let template = support::one(
+        &std::fs::read_to_string(support::external().join("ihe-balp/AuditEvent-ex-auditBasicQueryGetNoPatient.json"))
+            .expect("fixture")
+            .replace('\n', " "),
+    );
+    for (key, _) in vectors {
+        let mut event = template.clone();
+        event.identity = key.to_owned();
+        rekey.event(event);
+    }
+    rekey.durable(&Default::default()).expect("acknowledged");
+    assert_eq!(rekey.published, vectors.len() as u64);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "java-partitions")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[EVENTS]).expect("subscribe");
+    let mut landed = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while landed.len() < vectors.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8(m.key().expect("keyed").to_vec()).expect("utf-8");
+            let event: nhiwatch::event::Event =
+                serde_json::from_slice(m.payload().expect("payload")).expect("an event");
+            assert_eq!(event.identity, key, "keyed by its identity");
+            landed.insert(key, m.partition());
+        }
+    }
+    let java: BTreeMap<String, i32> = vectors
+        .iter()
+        .map(|(key, hash)| ((*key).to_owned(), (hash & 0x7fff_ffff) % partitions))
+        .collect();
+    assert_eq!(landed, java);
+    assert!(
+        java.values().collect::<BTreeSet<_>>().len() >= 3,
+        "the keys spread: {java:?}"
+    );
 }
