@@ -119,7 +119,10 @@ fn acknowledged(producer: &BaseProducer<Deliveries>, before: u64, what: &str) ->
         .with_context(|| format!("waiting for the broker to acknowledge the {what}"))?;
     let failed = producer.context().failed() - before;
     if failed > 0 {
-        bail!("{failed} {what} records were not delivered: {}", producer.context().reason());
+        bail!(
+            "{failed} {what} records were not delivered: {}",
+            producer.context().reason()
+        );
     }
     Ok(())
 }
@@ -267,7 +270,9 @@ impl Changelog {
             })?;
             for result in created {
                 match result {
-                    Ok(_) => tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted)."),
+                    Ok(_) => {
+                        tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted).")
+                    }
                     Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((name, code)) => bail!("creating the changelog topic {name}: {code}"),
                 }
@@ -460,7 +465,11 @@ impl Owner for Partitions {
             match self.restore(partition) {
                 Ok(restored) => break restored,
                 Err(error) if attempt < 3 => {
-                    tracing::warn!(partition, error = format!("{error:#}"), "Reading the changelog failed; retrying.");
+                    tracing::warn!(
+                        partition,
+                        error = format!("{error:#}"),
+                        "Reading the changelog failed; retrying."
+                    );
                 }
                 // Reading on without the partition's state would learn it again from the
                 // committed offset and judge against an empty baseline: stop instead, and let
@@ -488,7 +497,8 @@ impl Owner for Partitions {
             seconds = started.elapsed().as_secs_f64(),
             "Partition state restored."
         );
-        self.baselines.insert(partition, Arc::clone(detection.engine().baseline()));
+        self.baselines
+            .insert(partition, Arc::clone(detection.engine().baseline()));
         self.parts().insert(
             partition,
             Part {
@@ -527,7 +537,10 @@ impl Stage for Member {
         let mut parts = self.partitions.parts();
         let Some(part) = parts.get_mut(&partition) else {
             self.unowned += 1;
-            tracing::warn!(partition, "An event of a partition this member does not own was passed over.");
+            tracing::warn!(
+                partition,
+                "An event of a partition this member does not own was passed over."
+            );
             return;
         };
         self.outputs.event(&event);

@@ -355,3 +355,67 @@ fn rekeyed_events_land_on_the_partition_the_java_client_would_choose() {
         "the keys spread: {java:?}"
     );
 }
+
+#[test]
+fn a_corrupt_an_older_format_and_a_stale_changelog_record_are_passed_over() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(EVENTS, 2, 1).expect("topic");
+    cluster.create_topic(CHANGELOG, 2, 1).expect("topic");
+    let cfg = nhiwatch::config::KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        events_topic: EVENTS.into(),
+        changelog_topic: CHANGELOG.into(),
+        ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let changelog = runtime
+        .block_on(nhiwatch::group::Changelog::open(&cfg))
+        .expect("changelog");
+    let before = changelog.failures();
+    changelog.write(1, 10, b"state at 10").expect("write");
+    changelog.write(1, 20, b"state at 20").expect("write");
+    // A member that lost the partition writes late: its state reflects less.
+    changelog.write(1, 15, b"state at 15").expect("write");
+    changelog.flush(before).expect("acknowledged");
+    // Newer, but unusable: a flipped byte, and the format version before this one.
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .expect("producer");
+    let mut corrupt = nhiwatch::checkpoint::seal(30, b"state at 30");
+    corrupt[40] ^= 0x10;
+    let mut older = nhiwatch::checkpoint::seal(40, b"state at 40");
+    older[8..10].copy_from_slice(&0u16.to_le_bytes());
+    let key = format!("{EVENTS}/1");
+    for value in [&corrupt, &older] {
+        let record = rdkafka::producer::BaseRecord::to(CHANGELOG)
+            .partition(1)
+            .key(key.as_str())
+            .payload(value.as_slice());
+        nhiwatch::ingest::kafka::send_waiting(&producer, record).expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+
+    let read = changelog.read(1).expect("read");
+    let found: Vec<(i64, &[u8])> = read.found.iter().map(|s| (s.next, s.payload.as_slice())).collect();
+    assert_eq!(
+        found,
+        [
+            (20, &b"state at 20"[..]),
+            (15, &b"state at 15"[..]),
+            (10, &b"state at 10"[..])
+        ]
+    );
+    let reasons: Vec<&str> = read.skipped.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "fails its checksum: corrupt",
+            "is in format version 0, older than this build's 1; its state is not read"
+        ]
+    );
+    assert!(
+        changelog.read(0).expect("read").found.is_empty(),
+        "nothing for partition 0"
+    );
+}
