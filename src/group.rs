@@ -543,9 +543,7 @@ impl Stage for Member {
             );
             return;
         };
-        self.outputs.event(&event);
-        let outputs = &mut self.outputs;
-        part.detection.push(event, &mut |update| outputs.report(update));
+        self.outputs.detect(&mut part.detection, event);
     }
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {

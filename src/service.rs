@@ -97,6 +97,23 @@ impl Outputs {
         Ok(())
     }
 
+    /// Archives and writes one event, then hands it to `detection`, reporting what it raises
+    /// and counting it when it came later than the lateness bound (judged at once, flagged in the
+    /// log and `nhiwatch_late_events_total`, never dropped).
+    pub fn detect(&mut self, detection: &mut Detection, event: Event) {
+        self.event(&event);
+        let late = detection.late();
+        let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
+        detection.push(event, &mut |update| self.report(update));
+        if detection.late() > late {
+            self.metrics.late_event();
+            tracing::debug!(
+                event_id = id.as_deref().unwrap_or_default(),
+                "An event arrived later than engine.lateness_seconds: judged at once."
+            );
+        }
+    }
+
     /// Archives and writes one event before it goes to detection.
     pub fn event(&mut self, event: &Event) {
         if let Some(out) = &mut self.events_out {
@@ -136,9 +153,7 @@ pub struct Service {
 
 impl Stage for Service {
     fn event(&mut self, event: Event) {
-        self.outputs.event(&event);
-        let outputs = &mut self.outputs;
-        self.detection.push(event, &mut |update| outputs.report(update));
+        self.outputs.detect(&mut self.detection, event);
     }
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ pub struct Metrics {
     checkpoints: AtomicU64,
     checkpoint_micros: AtomicU64,
     checkpoint_at: AtomicI64,
+    late: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
 }
@@ -54,6 +55,7 @@ impl Default for Metrics {
             checkpoints: AtomicU64::new(0),
             checkpoint_micros: AtomicU64::new(0),
             checkpoint_at: AtomicI64::new(0),
+            late: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
@@ -106,6 +108,11 @@ impl Metrics {
             .store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.checkpoint_at
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// An event arrived later than the lateness bound (judged at once, out of order).
+    pub fn late_event(&self) {
+        self.late.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Time from Kafka append to processed, in microseconds.
@@ -271,10 +278,13 @@ impl Metrics {
              # HELP nhiwatch_checkpoint_duration_seconds How long the last checkpoint took to write.\n\
              # TYPE nhiwatch_checkpoint_duration_seconds gauge\nnhiwatch_checkpoint_duration_seconds {}\n\
              # HELP nhiwatch_checkpoint_timestamp_seconds When the last checkpoint was written (0: none yet).\n\
-             # TYPE nhiwatch_checkpoint_timestamp_seconds gauge\nnhiwatch_checkpoint_timestamp_seconds {}",
+             # TYPE nhiwatch_checkpoint_timestamp_seconds gauge\nnhiwatch_checkpoint_timestamp_seconds {}\n\
+             # HELP nhiwatch_late_events_total Events later than engine.lateness_seconds: judged at once, out of event-time order.\n\
+             # TYPE nhiwatch_late_events_total counter\nnhiwatch_late_events_total {}",
             self.checkpoints.load(Ordering::Relaxed),
             self.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            self.checkpoint_at.load(Ordering::Relaxed)
+            self.checkpoint_at.load(Ordering::Relaxed),
+            self.late.load(Ordering::Relaxed)
         );
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
@@ -316,6 +326,8 @@ mod tests {
         m.finding(DetectorId::BreakGlass);
         m.set_lag(42);
         m.checkpoint(std::time::Duration::from_millis(1500));
+        m.late_event();
+        m.late_event();
         for micros in [1_000, 2_000, 3_000, 100_000] {
             m.latency_micros(micros);
         }
@@ -328,6 +340,7 @@ mod tests {
             "nhiwatch_findings_total{detector=\"break_glass\"} 1",
             "nhiwatch_consumer_lag_records 42",
             "nhiwatch_checkpoints_total 1",
+            "nhiwatch_late_events_total 2",
             "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
             "nhiwatch_processing_latency_seconds_count 4",
