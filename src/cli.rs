@@ -463,14 +463,18 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the checkpoints (state.dir in {})", settings.origin))?;
         report_restore(&restored);
         let saved = restored.from.is_some().then(|| restored.offsets.clone());
-        (Some(store), restored.detection, restored.offsets, saved)
+        let detection = restored
+            .detection
+            .with_max_waiting(settings.raw.engine.max_waiting_events);
+        (Some(store), detection, restored.offsets, saved)
     } else {
         if from_kafka {
             tracing::warn!(
                 "No state directory (state.dir): baselines are not checkpointed, and a restart learns every identity again."
             );
         }
-        (None, Detection::new(engine, lateness, true), Offsets::default(), None)
+        let detection = Detection::new(engine, lateness, true).with_max_waiting(settings.raw.engine.max_waiting_events);
+        (None, detection, Offsets::default(), None)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let (store, sinks) = findings_store(&settings, &runtime, &metrics)?;
@@ -588,6 +592,7 @@ fn run_role(
         changelog,
         engine,
         lateness,
+        settings.raw.engine.max_waiting_events,
     ));
     let (store, sinks) = findings_store(settings, &runtime, &metrics)?;
     serve_http(

@@ -164,7 +164,9 @@ impl Engine {
 ///
 /// Events wait in a min-heap until the latest event time seen is `lateness` past them, then are
 /// released in time order (ties in arrival order). An event older than what was already
-/// released is released at once, flagged late and counted: never dropped.
+/// released is released at once, flagged late and counted: never dropped. At most `limit`
+/// events wait: past it the oldest is released before its lateness has passed (counted as
+/// `early`), so a high rate under a long lateness bounds memory instead of growing it.
 #[derive(Debug)]
 pub struct Reorder {
     heap: BinaryHeap<Reverse<Pending>>,
@@ -173,6 +175,8 @@ pub struct Reorder {
     released: Option<DateTime<Utc>>,
     seq: u64,
     late: u64,
+    limit: usize,
+    early: u64,
 }
 
 #[derive(Debug)]
@@ -212,7 +216,15 @@ impl Reorder {
             released: None,
             seq: 0,
             late: 0,
+            limit: usize::MAX,
+            early: 0,
         }
+    }
+
+    /// The same buffer holding at most `limit` events (at least one).
+    pub fn with_limit(mut self, limit: usize) -> Reorder {
+        self.limit = limit.max(1);
+        self
     }
 
     /// Adds an event; calls `emit` with each event now due, in order, and whether it was late.
@@ -237,6 +249,18 @@ impl Reorder {
                 emit(p.event, false);
             }
         }
+        while self.heap.len() > self.limit {
+            if let Some(Reverse(p)) = self.heap.pop() {
+                self.early += 1;
+                self.released = Some(p.time);
+                emit(p.event, false);
+            }
+        }
+    }
+
+    /// Events released before their lateness had passed, to stay within the limit.
+    pub fn early(&self) -> u64 {
+        self.early
     }
 
     /// Releases everything still waiting (end of input).
@@ -283,6 +307,8 @@ impl Reorder {
             released: state.released,
             seq: state.seq,
             late: state.late,
+            limit: usize::MAX,
+            early: 0,
         }
     }
 
@@ -371,6 +397,17 @@ impl Detection {
     /// Events that arrived later than the lateness bound (processed, flagged, counted).
     pub fn late(&self) -> u64 {
         self.reorder.late()
+    }
+
+    /// At most `limit` events wait for order (`engine.max_waiting_events`); see [`Reorder`].
+    pub fn with_max_waiting(mut self, limit: usize) -> Detection {
+        self.reorder = std::mem::replace(&mut self.reorder, Reorder::new(Duration::zero())).with_limit(limit);
+        self
+    }
+
+    /// Events released before their lateness had passed, to stay within the limit.
+    pub fn released_early(&self) -> u64 {
+        self.reorder.early()
     }
 
     /// Events waiting in the reorder buffer.
@@ -482,5 +519,30 @@ mod tests {
             ]
         );
         assert_eq!(r.late(), 1);
+    }
+
+    #[test]
+    fn past_its_limit_the_buffer_releases_the_oldest_early_and_later_ones_count_as_late() {
+        let mut r = Reorder::new(Duration::hours(1)).with_limit(2);
+        let mut out = Vec::new();
+        let mut emit = |e: Event, late: bool| out.push((e.event_id, late));
+        for (id, s) in [("c", 30), ("a", 10), ("b", 20), ("d", 40), ("x", 15), ("e", 50)] {
+            r.push(ev(id, s), &mut emit);
+        }
+        r.flush(&mut emit);
+        let got: Vec<(&str, bool)> = out.iter().map(|(i, l)| (i.as_str(), *l)).collect();
+        // Never more than two wait: a, then b go early; x is older than b was, so late.
+        assert_eq!(
+            got,
+            [
+                ("a", false),
+                ("b", false),
+                ("x", true),
+                ("c", false),
+                ("d", false),
+                ("e", false)
+            ]
+        );
+        assert_eq!((r.early(), r.late()), (3, 1));
     }
 }

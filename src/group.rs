@@ -384,12 +384,20 @@ pub struct Partitions {
     changelog: Changelog,
     template: Engine,
     lateness: chrono::Duration,
+    max_waiting: usize,
     baselines: Baselines,
 }
 
 impl Partitions {
-    /// Partitions of `topic` with engines configured as `template`, state kept in `changelog`.
-    pub fn new(topic: &str, changelog: Changelog, template: Engine, lateness: chrono::Duration) -> Partitions {
+    /// Partitions of `topic` with engines configured as `template`, state kept in `changelog`,
+    /// events reordered within `lateness`, at most `max_waiting` waiting per partition.
+    pub fn new(
+        topic: &str,
+        changelog: Changelog,
+        template: Engine,
+        lateness: chrono::Duration,
+        max_waiting: usize,
+    ) -> Partitions {
         Partitions {
             topic: topic.to_owned(),
             parts: Mutex::default(),
@@ -397,6 +405,7 @@ impl Partitions {
             baselines: Baselines::new(template.baseline().settings()),
             template,
             lateness,
+            max_waiting,
         }
     }
 
@@ -430,7 +439,9 @@ impl Partitions {
         for stored in read.found {
             match state::decode(&stored.payload, settings) {
                 Ok(decoded) if decoded.offsets.get(&self.topic, partition) == Some(stored.next) => {
-                    let detection = decoded.into_detection(self.template.sibling(), self.lateness, true);
+                    let detection = decoded
+                        .into_detection(self.template.sibling(), self.lateness, true)
+                        .with_max_waiting(self.max_waiting);
                     return Ok(Some((stored.next, detection)));
                 }
                 Ok(_) => tracing::error!(
@@ -486,7 +497,10 @@ impl Owner for Partitions {
         };
         let (start, detection) = match restored {
             Some((next, detection)) => (Some(next), detection),
-            None => (None, Detection::new(self.template.sibling(), self.lateness, true)),
+            None => (
+                None,
+                Detection::new(self.template.sibling(), self.lateness, true).with_max_waiting(self.max_waiting),
+            ),
         };
         tracing::info!(
             partition,

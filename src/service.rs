@@ -102,9 +102,12 @@ impl Outputs {
     /// log and `nhiwatch_late_events_total`, never dropped).
     pub fn detect(&mut self, detection: &mut Detection, event: Event) {
         self.event(&event);
-        let late = detection.late();
+        let (late, early) = (detection.late(), detection.released_early());
         let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
         detection.push(event, &mut |update| self.report(update));
+        for _ in early..detection.released_early() {
+            self.metrics.released_early();
+        }
         if detection.late() > late {
             self.metrics.late_event();
             tracing::debug!(

@@ -109,6 +109,8 @@ pub struct KafkaConfig {
     pub auto_offset_reset: String,
     /// Static membership id (`group.instance.id`); empty for dynamic membership.
     pub instance_id: String,
+    /// Records fetched ahead of processing, bytes.
+    pub fetch_buffer_bytes: u64,
     /// The topic `run --role rekey` publishes normalized events to, keyed by identity, and
     /// `run --role detect` consumes.
     pub events_topic: String,
@@ -163,6 +165,8 @@ pub struct EngineConfig {
     pub retention_days: u32,
     /// How far out of event-time order an event may arrive and still be put in order.
     pub lateness_seconds: u32,
+    /// Most events waiting for order.
+    pub max_waiting_events: usize,
 }
 
 /// `[http]`
@@ -498,6 +502,12 @@ impl Settings {
             return Err(self.invalid("state.interval_seconds", "must be between 1 and 86400"));
         }
         let k = &raw.kafka;
+        if !(1 << 20..=1 << 31).contains(&k.fetch_buffer_bytes) {
+            return Err(self.invalid("kafka.fetch_buffer_bytes", "must be between 1 MiB and 2 GiB"));
+        }
+        if raw.engine.max_waiting_events == 0 {
+            return Err(self.invalid("engine.max_waiting_events", "must be at least 1"));
+        }
         if k.events_topic.is_empty() || k.changelog_topic.is_empty() || k.events_topic == k.changelog_topic {
             return Err(self.invalid(
                 "kafka.changelog_topic",

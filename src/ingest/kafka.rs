@@ -225,7 +225,11 @@ pub fn subscribe_to(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &cfg.auto_offset_reset)
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "queued.max.messages.kbytes",
+            (cfg.fetch_buffer_bytes / 1024).to_string(),
+        );
     if !cfg.instance_id.is_empty() {
         config.set("group.instance.id", &cfg.instance_id);
     }

@@ -28,6 +28,7 @@ pub struct Metrics {
     checkpoint_micros: AtomicU64,
     checkpoint_at: AtomicI64,
     late: AtomicU64,
+    early: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
 }
@@ -56,6 +57,7 @@ impl Default for Metrics {
             checkpoint_micros: AtomicU64::new(0),
             checkpoint_at: AtomicI64::new(0),
             late: AtomicU64::new(0),
+            early: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
@@ -113,6 +115,11 @@ impl Metrics {
     /// An event arrived later than the lateness bound (judged at once, out of order).
     pub fn late_event(&self) {
         self.late.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event was judged before its lateness had passed (`engine.max_waiting_events` reached).
+    pub fn released_early(&self) {
+        self.early.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Time from Kafka append to processed, in microseconds.
@@ -280,11 +287,17 @@ impl Metrics {
              # HELP nhiwatch_checkpoint_timestamp_seconds When the last checkpoint was written (0: none yet).\n\
              # TYPE nhiwatch_checkpoint_timestamp_seconds gauge\nnhiwatch_checkpoint_timestamp_seconds {}\n\
              # HELP nhiwatch_late_events_total Events later than engine.lateness_seconds: judged at once, out of event-time order.\n\
-             # TYPE nhiwatch_late_events_total counter\nnhiwatch_late_events_total {}",
+             # TYPE nhiwatch_late_events_total counter\nnhiwatch_late_events_total {}\n\
+             # HELP nhiwatch_released_early_total Events judged before their lateness had passed, engine.max_waiting_events being reached.\n\
+             # TYPE nhiwatch_released_early_total counter\nnhiwatch_released_early_total {}\n\
+             # HELP nhiwatch_resident_memory_bytes Resident memory of the process.\n\
+             # TYPE nhiwatch_resident_memory_bytes gauge\nnhiwatch_resident_memory_bytes {}",
             self.checkpoints.load(Ordering::Relaxed),
             self.checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.checkpoint_at.load(Ordering::Relaxed),
-            self.late.load(Ordering::Relaxed)
+            self.late.load(Ordering::Relaxed),
+            self.early.load(Ordering::Relaxed),
+            resident_bytes()
         );
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
@@ -310,6 +323,18 @@ impl Metrics {
         self.render_sinks(&mut s);
         s
     }
+}
+
+/// Resident memory of this process in bytes (`VmRSS` of Linux's `/proc/self/status`; 0 where
+/// unknown).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 #[cfg(test)]
@@ -341,6 +366,7 @@ mod tests {
             "nhiwatch_consumer_lag_records 42",
             "nhiwatch_checkpoints_total 1",
             "nhiwatch_late_events_total 2",
+            "nhiwatch_released_early_total 0",
             "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
             "nhiwatch_processing_latency_seconds_count 4",
@@ -348,5 +374,11 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert_eq!(m.lag(), Some(42));
+        let resident: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nhiwatch_resident_memory_bytes "))
+            .and_then(|n| n.parse().ok())
+            .expect("resident memory");
+        assert!(resident > 1 << 20, "a running test holds more than 1 MiB: {resident}");
     }
 }
