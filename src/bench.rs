@@ -117,14 +117,14 @@ pub struct Figures {
     pub checkpoint_write_s: f64,
     /// Seconds to restore it at start (read, verify, decode).
     pub checkpoint_restore_s: f64,
-}
-
-/// Resident set size of this process, bytes.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * 4096)
+    /// Identities of one partition's share of that state.
+    pub partition_identities: usize,
+    /// Size of that partition's changelog record, bytes.
+    pub partition_state_bytes: u64,
+    /// Seconds to write it to the changelog at a commit point (encode, send, acknowledged).
+    pub partition_write_s: f64,
+    /// Seconds for the new owner to restore it when the partition moves (read, verify, decode).
+    pub partition_restore_s: f64,
 }
 
 /// The events one identity of the common case shows: a token with three scopes, then reads
@@ -179,7 +179,7 @@ pub fn state_memory(n: usize) -> (usize, f64) {
     let mut engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
     let mut updates = Vec::new();
     let mut events = Vec::with_capacity(32);
-    let before = rss_bytes();
+    let before = crate::telemetry::metrics::resident_bytes();
     for i in 0..n {
         events.clear();
         common_case(&format!("integration-{i:07}"), start, &mut events);
@@ -188,16 +188,15 @@ pub fn state_memory(n: usize) -> (usize, f64) {
         }
         updates.clear();
     }
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = crate::telemetry::metrics::resident_bytes().saturating_sub(before);
     (engine.baseline().len(), grown as f64 / n.max(1) as f64)
 }
 
-/// What a checkpoint of `n` identities of the common case costs: its size in bytes, the time to
-/// write it (encode, write, sync) and the time to restore it at start (read, verify, decode).
-pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
+/// Detection holding `n` identities of the common case.
+fn common_state(n: usize) -> crate::engine::Detection {
     let start: DateTime<Utc> = DateTime::from_timestamp(1_767_571_200, 0).unwrap_or_default();
-    let engine = || Engine::new(Detectors::default(), None, baseline::Settings::default());
-    let mut detection = crate::engine::Detection::new(engine(), chrono::Duration::zero(), false);
+    let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let mut detection = crate::engine::Detection::new(engine, chrono::Duration::zero(), false);
     let mut events = Vec::with_capacity(32);
     for i in 0..n {
         events.clear();
@@ -206,6 +205,68 @@ pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
             detection.push(e, &mut |_| {});
         }
     }
+    detection
+}
+
+/// What moving one partition holding `n` identities costs a group member, besides the
+/// group's own rebalance: the partition's state written to the changelog at a commit point
+/// (encode, send, acknowledged), and read back and restored by the member it is assigned to
+/// (read to the end, verify, decode). Returns (record bytes, write, restore).
+pub fn partition_move_cost(
+    brokers: &str,
+    cluster: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    n: usize,
+) -> anyhow::Result<(u64, Duration, Duration)> {
+    use crate::ingest::kafka::Owner as _;
+    let suffix = std::process::id();
+    let cfg = crate::config::KafkaConfig {
+        brokers: brokers.to_owned(),
+        events_topic: format!("bench-events-{suffix}"),
+        changelog_topic: format!("bench-changelog-{suffix}"),
+        changelog_replication: 1,
+        ..crate::config::Settings::load(None)?.raw.kafka
+    };
+    match cluster {
+        Some(c) => {
+            c.create_topic(&cfg.events_topic, 1, 1)?;
+            c.create_topic(&cfg.changelog_topic, 1, 1)?;
+        }
+        None => create_topics(brokers, &[&cfg.events_topic], 1)?,
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let changelog = runtime.block_on(crate::group::Changelog::open(&cfg))?;
+    let detection = common_state(n);
+    let written = Instant::now();
+    let mut offsets = crate::state::Offsets::default();
+    offsets.advance(&cfg.events_topic, 0, 1);
+    let payload = crate::state::encode(&detection, &offsets)?;
+    let before = changelog.failures();
+    changelog.write(0, 1, &payload)?;
+    changelog.flush(before)?;
+    let write = written.elapsed();
+    drop(detection);
+    let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let partitions = crate::group::Partitions::new(&cfg.events_topic, changelog, engine, chrono::Duration::zero(), 1);
+    let restored = Instant::now();
+    let start = partitions.assigned(&cfg.events_topic, 0);
+    let restore = restored.elapsed();
+    let held: usize = {
+        let mut count = 0;
+        partitions.baselines().for_each(|_, _| count += 1);
+        count
+    };
+    anyhow::ensure!(
+        start == Some(1) && held == n,
+        "restored {held} identities of {n}, from {start:?}"
+    );
+    Ok((crate::checkpoint::seal(1, &payload).len() as u64, write, restore))
+}
+
+/// What a checkpoint of `n` identities of the common case costs: its size in bytes, the time to
+/// write it (encode, write, sync) and the time to restore it at start (read, verify, decode).
+pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
+    let engine = || Engine::new(Detectors::default(), None, baseline::Settings::default());
+    let detection = common_state(n);
     let dir = std::env::temp_dir().join(format!("nhiwatch-bench-checkpoint-{}", std::process::id()));
     let open = || crate::state::StateStore::open(&dir, 2, engine(), chrono::Duration::zero(), false);
     let (mut store, _) = open()?;
@@ -493,6 +554,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         create_topics(&brokers, &[&topic, &paced_topic], partitions)?;
     }
 
+    let per_partition = args.state_identities / usize::try_from(partitions.max(1))?;
+    let (move_bytes, move_write, move_restore) = partition_move_cost(&brokers, cluster.as_ref(), per_partition)?;
+    println!(
+        "  moving a partition of {per_partition} identities: {:.1} MB to the changelog in {:.2} s, restored in {:.2} s",
+        move_bytes as f64 / 1e6,
+        move_write.as_secs_f64(),
+        move_restore.as_secs_f64()
+    );
+
     let produced = produce(&brokers, &topic, partitions, &lines, None)?;
     check_kept(&brokers, &topic, partitions, lines.len() as u64)?;
     let n = lines.len() as f64;
@@ -575,6 +645,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         checkpoint_bytes,
         checkpoint_write_s: write.as_secs_f64(),
         checkpoint_restore_s: restore.as_secs_f64(),
+        partition_identities: per_partition,
+        partition_state_bytes: move_bytes,
+        partition_write_s: move_write.as_secs_f64(),
+        partition_restore_s: move_restore.as_secs_f64(),
     };
     print!("{}", table(&figures));
     if let Some(path) = &args.json {
@@ -644,6 +718,10 @@ pub fn table(f: &Figures) -> String {
         f.checkpoint_bytes as f64 / 1e6,
         f.checkpoint_write_s,
         f.checkpoint_restore_s
+    ));
+    out.push_str(&format!(
+        "| a partition of {} identities moving to another member: changelog MB / write s / restore s | {:.1} / {:.2} / {:.2} |\n",
+        f.partition_identities, f.partition_state_bytes as f64 / 1e6, f.partition_write_s, f.partition_restore_s
     ));
     out
 }
