@@ -304,6 +304,7 @@ pub async fn consume(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut processed = 0u64;
+    let mut paused = false;
     while options.limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => match m {
@@ -317,7 +318,8 @@ pub async fn consume(
                 }
             },
             _ = ticker.tick() => {
-                commit_point(consumer, pipeline, stage, CommitMode::Async)?;
+                let durable = commit_point(consumer, pipeline, stage, CommitMode::Async)?;
+                hold(consumer, !durable, &mut paused, options.metrics);
                 continue;
             }
             () = &mut shutdown => break,
@@ -368,19 +370,57 @@ pub async fn consume(
         // The consumer stops here: its last lag would go stale.
         m.set_lag(-1);
     }
-    commit_point(consumer, pipeline, stage, CommitMode::Sync)?;
+    if !commit_point(consumer, pipeline, stage, CommitMode::Sync)? {
+        tracing::error!(
+            "Stopped with work not durable: the records since the last commit point are read again at the next start."
+        );
+    }
     Ok(processed)
 }
 
+/// Backpressure: while the stage cannot be made durable (the archive's store refuses files, the
+/// changelog's broker does not acknowledge), every assigned partition is paused, so what waits
+/// to be made durable stops growing; the first commit point that succeeds resumes them.
+fn hold(consumer: &Consumer, stop: bool, paused: &mut bool, metrics: Option<&Metrics>) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    if stop {
+        // Again at every commit point: a partition assigned meanwhile is paused too.
+        if let Err(error) = consumer.pause(&assigned) {
+            tracing::error!(%error, "Could not pause consumption.");
+            return;
+        }
+        if !std::mem::replace(paused, true) {
+            tracing::warn!(
+                partitions = assigned.count(),
+                "Consumption paused until what was taken in is durable."
+            );
+        }
+    } else if std::mem::replace(paused, false) {
+        match consumer.resume(&assigned) {
+            Ok(()) => tracing::info!(partitions = assigned.count(), "Consumption resumed."),
+            Err(error) => {
+                tracing::error!(%error, "Could not resume consumption.");
+                *paused = true;
+            }
+        }
+    }
+    if let Some(m) = metrics {
+        m.set_paused(*paused);
+    }
+}
+
 /// Makes the dead letter and the stage durable, then commits the offsets they reflect for the
-/// partitions still assigned. A stage that cannot be made durable is logged and nothing is
-/// committed: the records since the last commit point are replayed after a restart.
+/// partitions still assigned; `false` when the stage could not be made durable. That is logged
+/// and nothing is committed: the records since the last commit point are replayed after a
+/// restart.
 fn commit_point(
     consumer: &Consumer,
     pipeline: &mut Pipeline,
     stage: &mut dyn Stage,
     mode: CommitMode,
-) -> Result<(), KafkaIngestError> {
+) -> Result<bool, KafkaIngestError> {
     pipeline.flush()?;
     let offsets = consumer.context().offsets();
     tracing::debug!(
@@ -393,7 +433,7 @@ fn commit_point(
             error = format!("{error:#}"),
             "Not durable yet: offsets not committed; retrying at the next commit point."
         );
-        return Ok(());
+        return Ok(false);
     }
     let assigned = consumer.assignment()?;
     let mut commit = TopicPartitionList::new();
@@ -403,14 +443,11 @@ fn commit_point(
         }
     }
     if commit.count() == 0 {
-        return Ok(());
+        return Ok(true);
     }
-    match consumer.commit(&commit, mode) {
-        Ok(()) => Ok(()),
-        // A failed commit costs a replay after a restart, which the checkpoint's offsets skip.
-        Err(error) => {
-            tracing::warn!(%error, "Committing offsets failed; the next commit point retries.");
-            Ok(())
-        }
+    // A failed commit costs a replay after a restart, which the checkpoint's offsets skip.
+    if let Err(error) = consumer.commit(&commit, mode) {
+        tracing::warn!(%error, "Committing offsets failed; the next commit point retries.");
     }
+    Ok(true)
 }

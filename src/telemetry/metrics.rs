@@ -29,6 +29,7 @@ pub struct Metrics {
     checkpoint_at: AtomicI64,
     late: AtomicU64,
     early: AtomicU64,
+    paused: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
 }
@@ -58,6 +59,7 @@ impl Default for Metrics {
             checkpoint_at: AtomicI64::new(0),
             late: AtomicU64::new(0),
             early: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
@@ -120,6 +122,11 @@ impl Metrics {
     /// An event was judged before its lateness had passed (`engine.max_waiting_events` reached).
     pub fn released_early(&self) {
         self.early.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether consumption is paused for backpressure.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(u64::from(paused), Ordering::Relaxed);
     }
 
     /// Time from Kafka append to processed, in microseconds.
@@ -290,6 +297,8 @@ impl Metrics {
              # TYPE nhiwatch_late_events_total counter\nnhiwatch_late_events_total {}\n\
              # HELP nhiwatch_released_early_total Events judged before their lateness had passed, engine.max_waiting_events being reached.\n\
              # TYPE nhiwatch_released_early_total counter\nnhiwatch_released_early_total {}\n\
+             # HELP nhiwatch_consumption_paused 1 while consumption is paused until what was taken in is durable.\n\
+             # TYPE nhiwatch_consumption_paused gauge\nnhiwatch_consumption_paused {}\n\
              # HELP nhiwatch_resident_memory_bytes Resident memory of the process.\n\
              # TYPE nhiwatch_resident_memory_bytes gauge\nnhiwatch_resident_memory_bytes {}",
             self.checkpoints.load(Ordering::Relaxed),
@@ -297,6 +306,7 @@ impl Metrics {
             self.checkpoint_at.load(Ordering::Relaxed),
             self.late.load(Ordering::Relaxed),
             self.early.load(Ordering::Relaxed),
+            self.paused.load(Ordering::Relaxed),
             resident_bytes()
         );
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,6 +363,7 @@ mod tests {
         m.checkpoint(std::time::Duration::from_millis(1500));
         m.late_event();
         m.late_event();
+        m.set_paused(true);
         for micros in [1_000, 2_000, 3_000, 100_000] {
             m.latency_micros(micros);
         }
@@ -367,6 +378,7 @@ mod tests {
             "nhiwatch_checkpoints_total 1",
             "nhiwatch_late_events_total 2",
             "nhiwatch_released_early_total 0",
+            "nhiwatch_consumption_paused 1",
             "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
             "nhiwatch_processing_latency_seconds_count 4",

@@ -116,11 +116,18 @@ pub(crate) fn produce(brokers: &str, records: &[GenRecord], batch: usize) {
 /// Waits until the process logging to `log` (its latest start) serves `/metrics` and has taken
 /// in at least `records` records; returns how many it had.
 fn taken_in(log: &Path, records: u64) -> u64 {
+    metric_at_least(log, "nhiwatch_records_total", records)
+}
+
+/// Waits until the process logging to `log` (its latest start) serves `/metrics` with `name` at
+/// least `value`; returns the value.
+fn metric_at_least(log: &Path, name: &str, value: u64) -> u64 {
+    let records = value;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
             Instant::now() < deadline,
-            "no progress to {records} records:\n{}",
+            "no {name} of {records}:\n{}",
             support::read(log)
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -142,7 +149,7 @@ fn taken_in(log: &Path, records: u64) -> u64 {
         let _ = std::io::Read::read_to_string(&mut stream, &mut body);
         let taken = body
             .lines()
-            .find_map(|l| l.strip_prefix("nhiwatch_records_total "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
         if taken >= records {
@@ -411,5 +418,63 @@ fn the_embedded_broker_down_for_30_s_mid_stream_loses_nothing() {
         10_000,
         || cluster.broker_down(1).expect("down"),
         || cluster.broker_up(1).expect("up"),
+    );
+}
+
+#[test]
+fn an_archive_that_refuses_files_pauses_consumption_and_loses_nothing() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Half the stream: produced before the run starts, the whole of it stays within what the
+    // embedded broker keeps of a partition (about 5 MB; the whole stream overflows one).
+    let mut records = stream();
+    records.truncate(records.len() / 2);
+    let total = records.len() as i64;
+    let faulted = config(dir.path(), &brokers, "faulted");
+    let log = dir.path().join("faulted.log");
+    // A plain file where each day's directory of events must go: the store refuses every file.
+    let days: BTreeSet<String> = support::normalized(&records)
+        .iter()
+        .map(|e| e.time.format("date=%Y-%m-%d").to_string())
+        .collect();
+    let events_dir = dir.path().join("faulted-archive").join("events");
+    std::fs::create_dir_all(&events_dir).expect("archive dir");
+    for day in &days {
+        std::fs::write(events_dir.join(day), b"in the way").expect("blocker");
+    }
+    produce(&brokers, &records, 10_000);
+    let service = start(&faulted, &log);
+    metric_at_least(&log, "nhiwatch_consumption_paused", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let held = taken_in(&log, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(taken_in(&log, 0), held, "nothing more is taken in while paused");
+    assert!(
+        held < total as u64,
+        "paused before the end of the stream: {held} of {total}"
+    );
+    assert_eq!(
+        committed(&brokers, "faulted"),
+        0,
+        "nothing is committed that is not durable"
+    );
+
+    for day in &days {
+        std::fs::remove_file(events_dir.join(day)).expect("unblock");
+    }
+    caught_up(&brokers, "faulted", total, &log);
+    stop(service, &log);
+    let text = support::read(&log);
+    assert!(text.contains("Consumption resumed."), "{text}");
+    let (events, _) = archived(&dir.path().join("faulted-archive"));
+    let expected: BTreeSet<String> = support::normalized(&records).into_iter().map(|e| e.event_id).collect();
+    let ids: BTreeSet<String> = events.into_keys().collect();
+    assert!(
+        ids == expected,
+        "every event of the stream is archived: {} of {}",
+        ids.len(),
+        expected.len()
     );
 }

@@ -80,6 +80,28 @@ fn logs(dir: &Path) -> String {
     out
 }
 
+/// The rebalances as the members logged them, in time order (printed: `--no-capture` shows how
+/// long partitions paused).
+fn timeline(dir: &Path) -> String {
+    let mut lines = Vec::new();
+    for name in ["a", "b", "c"] {
+        for line in support::read(&dir.join(format!("{name}.log"))).lines() {
+            if ["Partitions assigned", "Partitions revoked", "Partition state"]
+                .iter()
+                .any(|m| line.contains(m))
+            {
+                lines.push(format!(
+                    "{} {name} {}",
+                    &line[..line.len().min(27)],
+                    line.get(27..).unwrap_or("")
+                ));
+            }
+        }
+    }
+    lines.sort();
+    lines.join("\n")
+}
+
 /// Waits for `done`, at most two minutes.
 fn wait_for(dir: &Path, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -190,6 +212,8 @@ fn restored_with_state(dir: &Path, name: &str) -> usize {
 /// The stream in three parts: members `a` and `b` read the first, `c` joins for the second,
 /// and `a` is killed during the third; then one instance (`--role all`, another group) reads it
 /// whole. Findings and baselines must be the same.
+// Prints the rebalance timeline: `--no-capture` shows how long partitions paused.
+#[allow(clippy::print_stdout)]
 fn group_equals_single_instance(brokers: &str, batch: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
@@ -262,6 +286,7 @@ fn group_equals_single_instance(brokers: &str, batch: usize) {
     assert!(expected.len() >= 20, "the stream has its identities: {expected:?}");
     assert_eq!(held, expected, "the group's baselines against one instance's");
 
+    println!("{}", timeline(dir));
     let got = findings(dir, &["a", "b", "c"]);
     let want = findings(dir, &["reference"]);
     let detectors: BTreeSet<&str> = want.iter().map(|f| f[1].as_str()).collect();
