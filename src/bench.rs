@@ -117,6 +117,9 @@ pub struct Figures {
     pub checkpoint_write_s: f64,
     /// Seconds to restore it at start (read, verify, decode).
     pub checkpoint_restore_s: f64,
+    /// Seconds from a restart with that state (restore, group join) to having read the whole
+    /// set again as its backlog.
+    pub recovery_s: f64,
     /// Identities of one partition's share of that state.
     pub partition_identities: usize,
     /// Size of that partition's changelog record, bytes.
@@ -392,6 +395,9 @@ struct Run {
     metrics: Arc<Metrics>,
     /// Kept equal to the records processed so far.
     progress: Arc<AtomicU64>,
+    /// A checkpoint directory to restore first (a restart after `kill -9`): then the time
+    /// returned runs from before the restore, the group's join included, to the last record.
+    restore_from: Option<std::path::PathBuf>,
 }
 
 impl Run {
@@ -401,6 +407,7 @@ impl Run {
             lateness,
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(AtomicU64::new(0)),
+            restore_from: None,
         }
     }
 }
@@ -430,14 +437,26 @@ fn pipeline_run(
         Some(registry.clone()),
         baseline::Settings::default(),
     );
-    let mut detection = Detection::new(engine, run.lateness, false);
+    let called = Instant::now();
+    let (mut detection, group) = match &run.restore_from {
+        Some(dir) => (
+            crate::state::StateStore::open(dir, 2, engine, run.lateness, false)?
+                .1
+                .detection,
+            format!("nhiwatch-bench-{topic}-restarted"),
+        ),
+        None => (
+            Detection::new(engine, run.lateness, false),
+            format!("nhiwatch-bench-{topic}"),
+        ),
+    };
     let mut archive = crate::archive::Archive::open(
         archive_dir.join(topic).to_str().context("archive path")?,
         crate::archive::Limits::default(),
     )?;
     let cfg = KafkaConfig {
         brokers: brokers.to_owned(),
-        group_id: format!("nhiwatch-bench-{topic}"),
+        group_id: group,
         topics: vec![topic.to_owned()],
         auto_offset_reset: "earliest".into(),
         instance_id: String::new(),
@@ -488,7 +507,10 @@ fn pipeline_run(
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let took = first.map_or(Duration::ZERO, |t| t.elapsed());
+    let took = match run.restore_from {
+        Some(_) => called.elapsed(),
+        None => first.map_or(Duration::ZERO, |t| t.elapsed()),
+    };
     let q = metrics.latency_quantiles(&[0.5, 0.99, 0.999]);
     Ok((took, detection.findings().len(), [q[0], q[1], q[2]]))
 }
@@ -590,6 +612,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let rate = n / took.as_secs_f64();
     println!("  nhiwatch processed the topic in {:.1} s", took.as_secs_f64());
 
+    // Recovery after `kill -9`: a process restoring the checkpoint of the state measured above
+    // and reading the topic again as its backlog (another group, so the join is counted).
+    let recovery_dir = work.join("recovery-state");
+    {
+        let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
+        let (mut store, _) = crate::state::StateStore::open(&recovery_dir, 2, engine, chrono::Duration::zero(), false)?;
+        store.save(&common_state(args.state_identities), &Offsets::default())?;
+    }
+    let restarted = Run {
+        restore_from: Some(recovery_dir),
+        ..Run::new(chrono::Duration::seconds(i64::from(lateness)))
+    };
+    let (recovery, _, _) = pipeline_run(&brokers, &topic, lines.len() as u64, &registry, &work, &restarted)?;
+    println!(
+        "  restarted with {} identities of state and the topic as backlog: caught up in {:.1} s",
+        args.state_identities,
+        recovery.as_secs_f64()
+    );
+
     // Latency at half the rate just reached, on a fresh topic and engine. The reorder bound is
     // 0 here, so an event is judged by the detectors as soon as it is processed: the figure is
     // append-to-judged, the time a finding waits for the pipeline. In the service a finding also
@@ -645,6 +686,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         checkpoint_bytes,
         checkpoint_write_s: write.as_secs_f64(),
         checkpoint_restore_s: restore.as_secs_f64(),
+        recovery_s: recovery.as_secs_f64(),
         partition_identities: per_partition,
         partition_state_bytes: move_bytes,
         partition_write_s: move_write.as_secs_f64(),
@@ -718,6 +760,10 @@ pub fn table(f: &Figures) -> String {
         f.checkpoint_bytes as f64 / 1e6,
         f.checkpoint_write_s,
         f.checkpoint_restore_s
+    ));
+    out.push_str(&format!(
+        "| restart with that state and these {} events as backlog: start to caught up, s | {:.1} |\n",
+        f.events, f.recovery_s
     ));
     out.push_str(&format!(
         "| a partition of {} identities moving to another member: changelog MB / write s / restore s | {:.1} / {:.2} / {:.2} |\n",

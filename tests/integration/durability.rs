@@ -478,3 +478,17 @@ fn an_archive_that_refuses_files_pauses_consumption_and_loses_nothing() {
         expected.len()
     );
 }
+
+#[test]
+fn tansu_frozen_for_30_s_mid_stream_loses_nothing() {
+    let (tansu, brokers) = support::tansu();
+    support::create_topic(&brokers, TOPIC, PARTITIONS);
+    // SIGSTOP: the broker process stops answering (connections stay open, nothing is read), as a
+    // hung or partitioned broker; SIGCONT brings it back with its data.
+    let pid = tansu.0.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    outage_costs_nothing(&brokers, 1, || signal("-STOP"), || signal("-CONT"));
+}
