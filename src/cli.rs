@@ -624,6 +624,12 @@ fn run_role(
         ready.store(true, Ordering::Release);
         consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval).await
     })?;
+    if member.unowned > 0 {
+        tracing::warn!(
+            events = member.unowned,
+            "Events of partitions this member did not own were passed over."
+        );
+    }
     let findings = partitions.findings();
     close_outputs(member.outputs, sinks, &runtime)?;
     eprint!("{}", summary(pipeline.stats(), 10));

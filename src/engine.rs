@@ -497,52 +497,58 @@ mod tests {
         )
     }
 
+    /// Pushes `(id, seconds)` events through `r`, flushes, and returns each released id with
+    /// whether it was late.
+    fn released(r: &mut Reorder, input: &[(&str, i64)]) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut emit = |e: Event, late: bool| out.push((e.event_id, late));
+        for (id, s) in input {
+            r.push(ev(id, *s), &mut emit);
+        }
+        r.flush(&mut emit);
+        out
+    }
+
+    fn ids(expected: &[(&str, bool)]) -> Vec<(String, bool)> {
+        expected.iter().map(|(i, l)| ((*i).to_owned(), *l)).collect()
+    }
+
     #[test]
     fn reorder_sorts_within_lateness_and_flags_the_rest() {
         let mut r = Reorder::new(Duration::seconds(60));
-        let mut out = Vec::new();
-        let mut emit = |e: Event, late: bool| out.push((e.event_id, late));
-        for (id, s) in [("b", 30), ("a", 0), ("c", 50), ("d", 100), ("e", 200), ("x", 10)] {
-            r.push(ev(id, s), &mut emit);
-        }
-        r.flush(&mut emit);
-        let got: Vec<(&str, bool)> = out.iter().map(|(i, l)| (i.as_str(), *l)).collect();
-        assert_eq!(
-            got,
-            [
-                ("a", false),
-                ("b", false),
-                ("c", false),
-                ("d", false),
-                ("x", true),
-                ("e", false)
-            ]
+        let got = released(
+            &mut r,
+            &[("b", 30), ("a", 0), ("c", 50), ("d", 100), ("e", 200), ("x", 10)],
         );
+        let want = [
+            ("a", false),
+            ("b", false),
+            ("c", false),
+            ("d", false),
+            ("x", true),
+            ("e", false),
+        ];
+        assert_eq!(got, ids(&want));
         assert_eq!(r.late(), 1);
     }
 
     #[test]
     fn past_its_limit_the_buffer_releases_the_oldest_early_and_later_ones_count_as_late() {
         let mut r = Reorder::new(Duration::hours(1)).with_limit(2);
-        let mut out = Vec::new();
-        let mut emit = |e: Event, late: bool| out.push((e.event_id, late));
-        for (id, s) in [("c", 30), ("a", 10), ("b", 20), ("d", 40), ("x", 15), ("e", 50)] {
-            r.push(ev(id, s), &mut emit);
-        }
-        r.flush(&mut emit);
-        let got: Vec<(&str, bool)> = out.iter().map(|(i, l)| (i.as_str(), *l)).collect();
-        // Never more than two wait: a, then b go early; x is older than b was, so late.
-        assert_eq!(
-            got,
-            [
-                ("a", false),
-                ("b", false),
-                ("x", true),
-                ("c", false),
-                ("d", false),
-                ("e", false)
-            ]
+        let got = released(
+            &mut r,
+            &[("c", 30), ("a", 10), ("b", 20), ("d", 40), ("x", 15), ("e", 50)],
         );
+        // Never more than two wait: a, then b go early; x is older than b was, so late.
+        let want = [
+            ("a", false),
+            ("b", false),
+            ("x", true),
+            ("c", false),
+            ("d", false),
+            ("e", false),
+        ];
+        assert_eq!(got, ids(&want));
         assert_eq!((r.early(), r.late()), (3, 1));
     }
 }

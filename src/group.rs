@@ -423,11 +423,6 @@ impl Partitions {
         &self.baselines
     }
 
-    /// Partitions owned now.
-    pub fn owned(&self) -> Vec<i32> {
-        self.parts().keys().copied().collect()
-    }
-
     /// The newest usable state of `partition` in the changelog, restored; `None` when there is
     /// none.
     pub fn restore(&self, partition: i32) -> anyhow::Result<Option<(i64, Detection)>> {

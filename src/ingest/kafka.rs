@@ -8,6 +8,12 @@
 //! says where its state ends: when a partition is assigned, reading starts at the offset this
 //! process knows (restored or reached), not at the group's committed one, and a record below it
 //! is passed over, so nothing is counted twice.
+//!
+//! A member of a group whose state is per partition gives an [`Owner`]: the rebalance callback
+//! has it restore a partition's state before the partition is read, and start reading at the
+//! offset that state reflects. While a commit point fails (the stage cannot be made durable),
+//! every assigned partition is paused, so nothing piles up behind it; the first commit point
+//! that succeeds resumes them.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

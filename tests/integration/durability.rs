@@ -354,16 +354,19 @@ fn same_as_uninterrupted(dir: &Path, brokers: &str, total: i64, case: &str) {
         ids.len(),
         expected_ids.len()
     );
-    let detectors: BTreeMap<&str, usize> = expected_findings.iter().fold(BTreeMap::new(), |mut m, f| {
-        *m.entry(f[1].as_str()).or_default() += 1;
-        m
-    });
+    same_findings(&expected_findings, &findings, case);
+}
+
+/// Asserts that `got` is `want` — findings in their last state, of several detectors — with
+/// `case` in the message.
+pub(crate) fn same_findings(want: &BTreeSet<Vec<String>>, got: &BTreeSet<Vec<String>>, case: &str) {
+    let detectors: BTreeSet<&str> = want.iter().map(|f| f[1].as_str()).collect();
     assert!(
         detectors.len() >= 3,
         "the stream raises findings of several detectors: {detectors:?}"
     );
-    let missing: Vec<_> = expected_findings.difference(&findings).collect();
-    let extra: Vec<_> = findings.difference(&expected_findings).collect();
+    let missing: Vec<_> = want.difference(got).collect();
+    let extra: Vec<_> = got.difference(want).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "{case}: missing {missing:#?}\nextra {extra:#?}"
