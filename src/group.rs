@@ -196,7 +196,9 @@ pub struct Changelog {
     topic: String,
     events_topic: String,
     producer: BaseProducer<Deliveries>,
-    reader: rdkafka::ClientConfig,
+    /// One consumer for every read (assigned the partition to read, then unassigned): a new
+    /// one per read costs its connection each time.
+    reader: Mutex<BaseConsumer>,
 }
 
 /// A state read back from the changelog: where it ends and its payload.
@@ -232,8 +234,12 @@ impl Changelog {
             .set("group.id", format!("{}-changelog-reader", cfg.group_id))
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
+            // A restore waits for each fetch: answered as soon as there is data, and at once
+            // at the end of the partition rather than after the broker's default half second.
+            .set("fetch.wait.max.ms", "10")
             .set("fetch.message.max.bytes", cfg.changelog_max_bytes.to_string());
         let meta: BaseConsumer = reader.create()?;
+        let reader = Mutex::new(reader.create()?);
         let partitions = |topic: &str| -> anyhow::Result<usize> {
             let metadata = meta
                 .fetch_metadata(Some(topic), Duration::from_secs(30))
@@ -323,15 +329,29 @@ impl Changelog {
 
     /// Reads `partition`'s records to the end.
     pub fn read(&self, partition: i32) -> anyhow::Result<Read> {
-        let consumer: BaseConsumer = self.reader.create()?;
+        let consumer = self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (low, high) = consumer.fetch_watermarks(&self.topic, partition, Duration::from_secs(30))?;
-        let mut read = Read::default();
+        let read = Read::default();
         if high <= low {
             return Ok(read);
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(low))?;
         consumer.assign(&tpl)?;
+        let result = self.read_assigned(&consumer, partition, low, high, read);
+        consumer.unassign()?;
+        result
+    }
+
+    /// Reads `partition`, assigned to `consumer`, from `low` to `high` into `read`.
+    fn read_assigned(
+        &self,
+        consumer: &BaseConsumer,
+        partition: i32,
+        low: i64,
+        high: i64,
+        mut read: Read,
+    ) -> anyhow::Result<Read> {
         let key = self.key(partition);
         let deadline = Instant::now() + RESTORE;
         let mut at = low;
@@ -347,6 +367,10 @@ impl Changelog {
                 continue;
             };
             let message = message?;
+            // The reader was assigned other partitions before: only this one's records count.
+            if message.partition() != partition || message.topic() != self.topic || message.offset() < low {
+                continue;
+            }
             at = message.offset() + 1;
             if message.key() != Some(key.as_bytes()) {
                 continue;
