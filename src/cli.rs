@@ -452,7 +452,11 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let from_kafka = args.inputs.is_empty();
     if args.role != Role::All {
         if !from_kafka {
-            bail!("--role {:?} reads Kafka; --input is for --role all", args.role);
+            let role = clap::ValueEnum::to_possible_value(&args.role).map(|v| v.get_name().to_owned());
+            bail!(
+                "--role {} reads Kafka; --input is for --role all",
+                role.unwrap_or_default()
+            );
         }
         return run_role(args, &settings, pipeline, engine, lateness, metrics);
     }

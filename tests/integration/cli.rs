@@ -66,6 +66,23 @@ fn run_refuses_to_start_without_a_pseudonymisation_key() {
 }
 
 #[test]
+fn the_group_roles_read_kafka_only() {
+    for role in ["rekey", "detect"] {
+        let out = nhiwatch()
+            .args(["run", "--role", role, "--input", "-"])
+            .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("--role {role} reads Kafka; --input is for --role all")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn generate_then_run_over_the_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
