@@ -249,7 +249,14 @@ pub fn partition_move_cost(
     let write = written.elapsed();
     drop(detection);
     let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
-    let partitions = crate::group::Partitions::new(&cfg.events_topic, changelog, engine, chrono::Duration::zero(), 1);
+    let partitions = crate::group::Partitions::new(
+        &cfg.events_topic,
+        changelog,
+        engine,
+        chrono::Duration::zero(),
+        1,
+        usize::MAX,
+    );
     let restored = Instant::now();
     let start = partitions.assigned(&cfg.events_topic, 0);
     let restore = restored.elapsed();

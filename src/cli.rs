@@ -469,7 +469,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         let saved = restored.from.is_some().then(|| restored.offsets.clone());
         let detection = restored
             .detection
-            .with_max_waiting(settings.raw.engine.max_waiting_events);
+            .with_max_waiting(settings.raw.engine.max_waiting_events)
+            .with_history(settings.raw.http.max_findings);
         (Some(store), detection, restored.offsets, saved)
     } else {
         if from_kafka {
@@ -477,7 +478,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "No state directory (state.dir): baselines are not checkpointed, and a restart learns every identity again."
             );
         }
-        let detection = Detection::new(engine, lateness, true).with_max_waiting(settings.raw.engine.max_waiting_events);
+        let detection = Detection::new(engine, lateness, true)
+            .with_max_waiting(settings.raw.engine.max_waiting_events)
+            .with_history(settings.raw.http.max_findings);
         (None, detection, Offsets::default(), None)
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -597,6 +600,7 @@ fn run_role(
         engine,
         lateness,
         settings.raw.engine.max_waiting_events,
+        settings.raw.http.max_findings,
     ));
     let (store, sinks) = findings_store(settings, &runtime, &metrics)?;
     serve_http(

@@ -330,6 +330,8 @@ pub struct Detection {
     updates: Vec<Update>,
     findings: Vec<Finding>,
     index: HashMap<String, usize>,
+    /// Most findings kept in `findings` (the oldest raised are forgotten past it).
+    history: usize,
     live: bool,
     /// Events the reorder buffer released, kept to reuse its allocation.
     due: Vec<Event>,
@@ -345,6 +347,7 @@ impl Detection {
             updates: Vec::new(),
             findings: Vec::new(),
             index: HashMap::new(),
+            history: usize::MAX,
             live,
             due: Vec::new(),
         }
@@ -372,19 +375,53 @@ impl Detection {
     fn judge(&mut self, event: &Event, on_update: &mut impl FnMut(&Update)) {
         let detected_at = if self.live { Utc::now() } else { event.time };
         self.engine.process(event, detected_at, &mut self.updates);
-        for update in self.updates.drain(..) {
+        let mut updates = std::mem::take(&mut self.updates);
+        for update in updates.drain(..) {
             on_update(&update);
-            match self.index.get(&update.finding.id) {
-                Some(&i) => self.findings[i] = update.finding,
-                None => {
-                    self.index.insert(update.finding.id.clone(), self.findings.len());
-                    self.findings.push(update.finding);
+            self.keep(update.finding);
+        }
+        self.updates = updates;
+    }
+
+    /// Holds `finding` in its latest state.
+    fn keep(&mut self, finding: Finding) {
+        match self.index.get(&finding.id) {
+            Some(&i) => self.findings[i] = finding,
+            None => {
+                self.index.insert(finding.id.clone(), self.findings.len());
+                self.findings.push(finding);
+                if self.findings.len() >= self.history.saturating_mul(2) {
+                    self.forget_oldest();
                 }
             }
         }
     }
 
-    /// Every finding in its latest state, in the order they were first raised.
+    /// Keeps the newest `history` findings (amortised: done when twice as many are held).
+    fn forget_oldest(&mut self) {
+        let excess = self.findings.len().saturating_sub(self.history);
+        self.findings.drain(..excess);
+        self.index = self
+            .findings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), i))
+            .collect();
+    }
+
+    /// A service runs for years: keep at most about `limit` of the findings raised (between
+    /// `limit` and twice it), newest first kept; the findings store and the journal have them
+    /// all. Open findings are the engine's and are never forgotten here.
+    pub fn with_history(mut self, limit: usize) -> Detection {
+        self.history = limit.max(1);
+        if self.findings.len() > self.history {
+            self.forget_oldest();
+        }
+        self
+    }
+
+    /// Every finding in its latest state, in the order they were first raised (the newest of
+    /// them with [`Detection::with_history`]).
     pub fn findings(&self) -> &[Finding] {
         &self.findings
     }
@@ -451,6 +488,7 @@ impl Detection {
             updates: Vec::new(),
             findings: state.findings,
             index,
+            history: usize::MAX,
             live,
             due: Vec::new(),
         }
@@ -530,6 +568,43 @@ mod tests {
         ];
         assert_eq!(got, ids(&want));
         assert_eq!(r.late(), 1);
+    }
+
+    #[test]
+    fn a_bounded_history_keeps_the_newest_findings_in_their_latest_state() {
+        let mut d = Detection::new(
+            Engine::new(Detectors::default(), None, baseline::Settings::default()),
+            Duration::zero(),
+            false,
+        )
+        .with_history(2);
+        let finding = |id: &str, count: u64| {
+            let hit = crate::findings::Hit {
+                detector: DetectorId::BreakGlass,
+                severity: crate::findings::Severity::High,
+                confidence: crate::findings::Confidence::High,
+                title: "t".into(),
+                explanation: String::new(),
+                analysis: Vec::new(),
+                suppress_for: Duration::minutes(30),
+            };
+            let who = IdentityRef {
+                id: "a".into(),
+                name: None,
+                owner: None,
+                registered: false,
+            };
+            let event = ev("e", 0);
+            let mut f = Folder::default().fold(hit, &who, &event, event.time).finding;
+            f.id = id.into();
+            f.count = count;
+            f
+        };
+        for (id, count) in [("f1", 1), ("f2", 1), ("f1", 2), ("f3", 1), ("f4", 1), ("f3", 5)] {
+            d.keep(finding(id, count));
+        }
+        let held: Vec<(&str, u64)> = d.findings().iter().map(|f| (f.id.as_str(), f.count)).collect();
+        assert_eq!(held, [("f3", 5), ("f4", 1)]);
     }
 
     #[test]

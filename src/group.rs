@@ -409,18 +409,21 @@ pub struct Partitions {
     template: Engine,
     lateness: chrono::Duration,
     max_waiting: usize,
+    history: usize,
     baselines: Baselines,
 }
 
 impl Partitions {
     /// Partitions of `topic` with engines configured as `template`, state kept in `changelog`,
-    /// events reordered within `lateness`, at most `max_waiting` waiting per partition.
+    /// events reordered within `lateness`, at most `max_waiting` waiting and about `history`
+    /// findings kept per partition.
     pub fn new(
         topic: &str,
         changelog: Changelog,
         template: Engine,
         lateness: chrono::Duration,
         max_waiting: usize,
+        history: usize,
     ) -> Partitions {
         Partitions {
             topic: topic.to_owned(),
@@ -430,6 +433,7 @@ impl Partitions {
             template,
             lateness,
             max_waiting,
+            history,
         }
     }
 
@@ -460,7 +464,8 @@ impl Partitions {
                 Ok(decoded) if decoded.offsets.get(&self.topic, partition) == Some(stored.next) => {
                     let detection = decoded
                         .into_detection(self.template.sibling(), self.lateness, true)
-                        .with_max_waiting(self.max_waiting);
+                        .with_max_waiting(self.max_waiting)
+                        .with_history(self.history);
                     return Ok(Some((stored.next, detection)));
                 }
                 Ok(_) => tracing::error!(
@@ -518,7 +523,9 @@ impl Owner for Partitions {
             Some((next, detection)) => (Some(next), detection),
             None => (
                 None,
-                Detection::new(self.template.sibling(), self.lateness, true).with_max_waiting(self.max_waiting),
+                Detection::new(self.template.sibling(), self.lateness, true)
+                    .with_max_waiting(self.max_waiting)
+                    .with_history(self.history),
             ),
         };
         tracing::info!(
