@@ -484,6 +484,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         (None, detection, Offsets::default(), None)
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    // A file run is a batch: Ctrl-C keeps its default there.
+    let stop = from_kafka.then(|| StopSignals::take(&runtime)).transpose()?;
     let (store, sinks) = findings_store(&settings, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     serve_http(
@@ -508,14 +510,14 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         state,
         saved,
     };
-    if from_kafka {
+    if let Some(stop) = stop {
         runtime.block_on(async {
             let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)), resume)?;
             tracing::info!(brokers = %settings.raw.kafka.brokers, topics = ?settings.raw.kafka.topics, "Consuming.");
             // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
             let interval = std::time::Duration::from_secs(state_cfg.interval_seconds);
-            consume_until_stopped(&consumer, &mut pipeline, &mut service, &metrics, interval).await
+            consume_until_stopped(&consumer, &mut pipeline, &mut service, &metrics, interval, stop).await
         })?;
     } else {
         for input in &args.inputs {
@@ -556,6 +558,7 @@ fn run_role(
 ) -> anyhow::Result<ExitCode> {
     let kafka = &settings.raw.kafka;
     let runtime = tokio::runtime::Runtime::new()?;
+    let stop = StopSignals::take(&runtime)?;
     let ready = Arc::new(AtomicBool::new(false));
     let interval = std::time::Duration::from_secs(settings.raw.state.interval_seconds);
     let registry = engine.registry().cloned();
@@ -584,7 +587,7 @@ fn run_role(
             )?;
             tracing::info!(topics = ?kafka.topics, events_topic = %kafka.events_topic, %group, "Rekeying.");
             ready.store(true, Ordering::Release);
-            consume_until_stopped(&consumer, &mut pipeline, &mut rekey, &metrics, interval).await
+            consume_until_stopped(&consumer, &mut pipeline, &mut rekey, &metrics, interval, stop).await
         })?;
         eprint!("{}", summary(pipeline.stats(), 10));
         eprintln!("published {} events to {}", rekey.published, kafka.events_topic);
@@ -630,7 +633,7 @@ fn run_role(
         let consumer = kafka::subscribe_to(kafka, &kafka.group_id, &topics, Some(Arc::clone(&metrics)), Offsets::default(), Some(owner))?;
         tracing::info!(topic = %kafka.events_topic, changelog = %kafka.changelog_topic, group = %kafka.group_id, "Detecting as a group member.");
         ready.store(true, Ordering::Release);
-        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval).await
+        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval, stop).await
     })?;
     if member.unowned > 0 {
         tracing::warn!(
@@ -765,6 +768,24 @@ fn close_outputs(mut outputs: Outputs, sinks: Option<Sinks>, runtime: &tokio::ru
     Ok(())
 }
 
+/// SIGINT from a terminal, SIGTERM from systemd or Kubernetes: both stop `run` cleanly. Taken
+/// as soon as the runtime exists, so a stop during start-up is not the default (killing) one.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn take(runtime: &tokio::runtime::Runtime) -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _guard = runtime.enter();
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 /// Consumes through `stage` until SIGINT or SIGTERM, with a commit point every `interval`.
 async fn consume_until_stopped(
     consumer: &kafka::Consumer,
@@ -772,12 +793,12 @@ async fn consume_until_stopped(
     stage: &mut dyn kafka::Stage,
     metrics: &Metrics,
     interval: std::time::Duration,
+    stop: StopSignals,
 ) -> anyhow::Result<()> {
-    // SIGINT from a terminal, SIGTERM from systemd or Kubernetes: both stop cleanly.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let StopSignals { mut int, mut term } = stop;
     let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     };
