@@ -238,10 +238,9 @@ impl Changelog {
             // at the end of the partition rather than after the broker's default half second.
             .set("fetch.wait.max.ms", "10")
             .set("fetch.message.max.bytes", cfg.changelog_max_bytes.to_string());
-        let meta: BaseConsumer = reader.create()?;
-        let reader = Mutex::new(reader.create()?);
+        let reader: BaseConsumer = reader.create()?;
         let partitions = |topic: &str| -> anyhow::Result<usize> {
-            let metadata = meta
+            let metadata = reader
                 .fetch_metadata(Some(topic), Duration::from_secs(30))
                 .with_context(|| format!("reading the metadata of {topic}"))?;
             Ok(metadata
@@ -296,7 +295,7 @@ impl Changelog {
             topic: cfg.changelog_topic.clone(),
             events_topic: cfg.events_topic.clone(),
             producer,
-            reader,
+            reader: Mutex::new(reader),
         })
     }
 
