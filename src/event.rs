@@ -197,7 +197,12 @@ wire_enum! {
         CredentialChange => "credential_change",
         /// The application was created, updated, enabled, disabled or deleted.
         AppLifecycle => "app_lifecycle",
-        /// Another administrative action (permission grants, configuration).
+        /// A permission was granted to the identity: an OAuth consent, a delegated or
+        /// application permission, an app role, a client grant, an IAM role binding. The
+        /// event's identity is the client that receives it; `scopes` holds what was granted,
+        /// `initiator` who granted it.
+        PermissionGrant => "permission_grant",
+        /// Another administrative action (configuration, permission removals).
         Admin => "admin",
         /// An interactive sign-in of a person (not a token grant to a machine).
         SignIn => "sign_in",
