@@ -2,7 +2,8 @@
 //!
 //! This is the volume format, so it is read with borrowed, typed deserialization: strings that
 //! need no unescaping are not copied until they land in the event. `resource_type` and
-//! `interaction` are derived from `method` + `path` when the gateway does not state them.
+//! `interaction` are derived from `method` + `path` by the FHIR REST grammar
+//! ([`super::fhir_rest`]) when the gateway does not state them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use super::fhir_rest::Route;
 use super::{Ctx, ParseError, network_address, parse_time};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
 use crate::scope::Scope;
@@ -223,144 +225,4 @@ pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
     event.token_issued_at = line.token_issued_at.map(|t| t.at("token_issued_at")).transpose()?;
     event.token_expires_at = line.token_expires_at.map(|t| t.at("token_expires_at")).transpose()?;
     Ok(event)
-}
-
-/// What a FHIR REST path says: `[base/]Type[/id[/_history[/vid]]]`, compartments, `$operations`.
-#[derive(Debug, Default, PartialEq)]
-struct Route<'a> {
-    resource_type: Option<&'a str>,
-    id: bool,
-    history: bool,
-    version: bool,
-    search: bool,
-    operation: Option<&'a str>,
-    metadata: bool,
-    base: bool,
-}
-
-impl<'a> Route<'a> {
-    fn parse(path: &'a str) -> Route<'a> {
-        let path = path.split(['?', '#']).next().unwrap_or(path);
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let mut route = Route::default();
-        let is_type = |s: &str| {
-            let mut c = s.chars();
-            c.next().is_some_and(|c| c.is_ascii_uppercase()) && c.all(|c| c.is_ascii_alphanumeric())
-        };
-        route.operation = segments.iter().copied().find(|s| s.starts_with('$') && s.len() > 1);
-        route.metadata = segments.last() == Some(&"metadata");
-        let Some(first) = segments.iter().position(|s| is_type(s)) else {
-            route.base = true;
-            return route;
-        };
-        let rest = &segments[first + 1..];
-        route.resource_type = Some(segments[first]);
-        match rest {
-            [] => {}
-            ["_search"] => route.search = true,
-            ["_history"] => route.history = true,
-            [op] if op.starts_with('$') => {}
-            [_id] => route.id = true,
-            [_id, "_history"] => route.history = true,
-            [_id, "_history", _v] => route.version = true,
-            [_id, op] if op.starts_with('$') => route.id = true,
-            [_id, compartment, ..] if is_type(compartment) => {
-                route.resource_type = Some(compartment);
-                route.search = true;
-            }
-            _ => route.id = true,
-        }
-        route
-    }
-
-    fn interaction(&self, method: &str) -> Option<Interaction> {
-        if self.operation.is_some() {
-            return Some(Interaction::Operation);
-        }
-        let method = method.to_ascii_uppercase();
-        Some(match method.as_str() {
-            "GET" | "HEAD" if self.metadata => Interaction::Capabilities,
-            "GET" | "HEAD" if self.version => Interaction::Vread,
-            "GET" | "HEAD" if self.history => Interaction::History,
-            "GET" | "HEAD" if self.id => Interaction::Read,
-            "GET" | "HEAD" if self.resource_type.is_some() || self.search => Interaction::Search,
-            "POST" if self.search => Interaction::Search,
-            "POST" if self.base => Interaction::Transaction,
-            "POST" => Interaction::Create,
-            "PUT" => Interaction::Update,
-            "PATCH" => Interaction::Patch,
-            "DELETE" => Interaction::Delete,
-            _ => return None,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn derive(method: &str, path: &str) -> (Option<Interaction>, Option<&'static str>, Option<String>) {
-        let path: &'static str = Box::leak(path.to_owned().into_boxed_str());
-        let route = Route::parse(path);
-        (
-            route.interaction(method),
-            route.resource_type,
-            route.operation.map(str::to_owned),
-        )
-    }
-
-    #[test]
-    fn derives_interactions_from_method_and_path() {
-        use Interaction::*;
-        assert_eq!(
-            derive("GET", "/fhir/r4/Patient/123"),
-            (Some(Read), Some("Patient"), None)
-        );
-        assert_eq!(
-            derive("GET", "/fhir/Patient/123/_history/2"),
-            (Some(Vread), Some("Patient"), None)
-        );
-        assert_eq!(
-            derive("GET", "/fhir/Patient/123/_history"),
-            (Some(History), Some("Patient"), None)
-        );
-        assert_eq!(
-            derive("GET", "/fhir/Observation?patient=1"),
-            (Some(Search), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("POST", "/fhir/Observation/_search"),
-            (Some(Search), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("GET", "/fhir/Patient/1/Observation"),
-            (Some(Search), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("POST", "/fhir/Observation"),
-            (Some(Create), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("PUT", "/fhir/Observation/9"),
-            (Some(Update), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("PATCH", "/fhir/Observation/9"),
-            (Some(Patch), Some("Observation"), None)
-        );
-        assert_eq!(
-            derive("DELETE", "/fhir/Observation/9"),
-            (Some(Delete), Some("Observation"), None)
-        );
-        assert_eq!(derive("GET", "/fhir/metadata"), (Some(Capabilities), None, None));
-        assert_eq!(derive("POST", "/fhir"), (Some(Transaction), None, None));
-        assert_eq!(
-            derive("GET", "/fhir/$export"),
-            (Some(Operation), None, Some("$export".into()))
-        );
-        assert_eq!(
-            derive("GET", "/fhir/Group/7/$export?_type=Patient"),
-            (Some(Operation), Some("Group"), Some("$export".into()))
-        );
-    }
 }

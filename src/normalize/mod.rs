@@ -12,6 +12,7 @@ mod auth0;
 mod cloudtrail;
 mod entra;
 mod fhir_audit;
+pub mod fhir_rest;
 mod fhir_xml;
 mod gateway;
 mod gcp;
@@ -282,35 +283,32 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// Canonical form of a client network address: an IP address as `IpAddr` prints it, a host name
-/// as given; URLs, empty strings and placeholders are not client addresses.
+/// Canonical form of a client network address: an IP address as `IpAddr` prints it (also from
+/// FHIR's `urn:ipv4:`/`urn:ipv6:` forms, and with a port or IPv6 brackets stripped). Anything
+/// else — a host name, a URL, a redaction placeholder such as `IP` or `REDACTED`, `0.0.0.0` — is
+/// no address: `src_ip` holds an address that parses, or nothing.
 pub(crate) fn network_address(s: &str) -> Option<String> {
     let s = s.trim();
     let s = s
         .strip_prefix("urn:ipv6:")
         .or_else(|| s.strip_prefix("urn:ipv4:"))
         .unwrap_or(s);
-    if s.is_empty() || s.contains("://") || s == "0.0.0.0" || s.eq_ignore_ascii_case("unknown") {
-        return None;
-    }
-    match s.parse::<std::net::IpAddr>() {
-        Ok(ip) => Some(ip.to_string()),
-        Err(_) => Some(s.to_owned()),
-    }
+    let ip = s
+        .parse::<std::net::IpAddr>()
+        .or_else(|_| s.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            s.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+        })
+        .ok()?;
+    (!ip.is_unspecified()).then(|| ip.to_string())
 }
 
-/// Derives the FHIR resource type from a request path or URL: the first path segment that is a
-/// resource type name (`/r4/Observation/_search` → `Observation`).
+/// Derives the FHIR resource type from a request path or URL (`/fhir/R4/Observation?…` →
+/// `Observation`): see [`fhir_rest`].
 pub(crate) fn resource_type_from_path(path: &str) -> Option<&str> {
-    let path = path.split(['?', '#', ' ']).next().unwrap_or(path);
-    let path = match path.find("://") {
-        Some(i) => &path[i + 3..],
-        None => path,
-    };
-    path.split('/').find(|seg| {
-        let mut chars = seg.chars();
-        chars.next().is_some_and(|c| c.is_ascii_uppercase()) && chars.all(|c| c.is_ascii_alphanumeric())
-    })
+    fhir_rest::Route::parse(path).resource_type
 }
 
 #[cfg(test)]
@@ -377,6 +375,11 @@ mod tests {
             resource_type_from_path("https://server.example.com/fhir/Patient?family=X"),
             Some("Patient")
         );
+        assert_eq!(
+            resource_type_from_path("/fhir/R4/Observation?patient=x"),
+            Some("Observation")
+        );
+        assert_eq!(resource_type_from_path("/api/FHIR/R4/Patient/1"), Some("Patient"));
         assert_eq!(resource_type_from_path("/fhir/metadata"), None);
         assert_eq!(resource_type_from_path("/fhir/$export"), None);
     }
@@ -388,12 +391,20 @@ mod tests {
             Some("2001:db8:85a3::8a2e:370:7334")
         );
         assert_eq!(network_address("urn:ipv6:2001:0db8::1").as_deref(), Some("2001:db8::1"));
-        assert_eq!(
-            network_address("myDevice.example.com").as_deref(),
-            Some("myDevice.example.com")
-        );
-        assert_eq!(network_address("http://server.example.com/fhir"), None);
-        assert_eq!(network_address(""), None);
+        assert_eq!(network_address("10.0.0.7:443").as_deref(), Some("10.0.0.7"));
+        assert_eq!(network_address("[2001:db8::1]:8443").as_deref(), Some("2001:db8::1"));
+        // Host names, URLs and redaction placeholders are not addresses (issue 18, item 10).
+        for not_ip in [
+            "myDevice.example.com",
+            "http://server.example.com/fhir",
+            "",
+            "IP",
+            "REDACTED",
+            "0.0.0.0",
+            "::",
+        ] {
+            assert_eq!(network_address(not_ip), None, "{not_ip}");
+        }
     }
 
     #[test]
