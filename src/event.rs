@@ -67,7 +67,7 @@ pub struct Event {
     /// Purpose-of-use codes (e.g. `TREAT`, `ETREAT`, `BTG`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub purpose_of_use: Vec<String>,
-    /// Client network address: an IP address in canonical form, or a host name.
+    /// Client IP address in canonical form; host names and placeholders are not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ip: Option<String>,
     /// Client user agent.

@@ -39,6 +39,8 @@ fn the_schema_rejects_what_the_event_type_forbids() {
         ("kind", Value::from("reading")),
         ("time", Value::from("yesterday")),
         ("patients", Value::from(vec!["Patient/ex-patient"])),
+        ("src_ip", Value::from("myMachine.example.org")),
+        ("src_ip", Value::from("IP")),
     ] {
         let mut instance = good.clone();
         instance[field] = bad;
