@@ -266,6 +266,9 @@ struct Identity {
     network: [u8; 3],
     host: u8,
     user_agent: String,
+    /// The FHIR base path the integration calls: servers differ (`/fhir`, `/fhir/R4`, Epic's
+    /// `/api/FHIR/R4`, a tenant path, HAPI's `/baseR4`).
+    base: String,
     /// Active from this instant (onboarded mid-period) ...
     from: DateTime<Utc>,
     /// ... and silent in these windows.
@@ -361,6 +364,10 @@ type AnomalyFn = fn(usize) -> Anomaly;
 struct Gen {
     opts: Options,
     rng: ChaCha8Rng,
+    /// The real world's variety of shapes (base URLs, who records an audit event, people among
+    /// the agents, redactions): drawn from a stream of its own, so that adding variety does not
+    /// move the traffic and anomalies drawn from `rng`.
+    vary: ChaCha8Rng,
     ids: Vec<Identity>,
     records: Vec<GenRecord>,
     labels: Vec<Label>,
@@ -381,6 +388,7 @@ impl Gen {
         let end = opts.start + Duration::days(i64::from(opts.days));
         Gen {
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
+            vary: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_0f_7a71e7),
             opts,
             ids: Vec::new(),
             records: Vec::new(),
@@ -431,6 +439,14 @@ impl Gen {
                 Archetype::Monthly => "QualityReporter/3.2 Java/17",
                 Archetype::Smart => "cds-hooks-service/1.4 okhttp/4.12",
             };
+            let base = match self.vary.random_range(0..6) {
+                0 => "/fhir".to_owned(),
+                1 => "/fhir/R4".to_owned(),
+                2 => "/api/FHIR/R4".to_owned(),
+                3 => format!("/r4/{TENANT}"),
+                4 => "/baseR4".to_owned(),
+                _ => "https://fhir.example.org/fhir/R4".to_owned(),
+            };
             self.ids.push(Identity {
                 archetype,
                 idp,
@@ -441,6 +457,7 @@ impl Gen {
                 network: [10, 20 + (i / 200) as u8, (i % 200) as u8],
                 host: 10 + (i % 40) as u8,
                 user_agent: ua.to_owned(),
+                base,
                 from,
                 silent: Vec::new(),
                 registered: true,

@@ -181,6 +181,7 @@ pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ki
             ("search", "E", resource, patients(g, n))
         }
     };
+    let base = g.ids[i].base.clone();
     let mut out = Vec::with_capacity(found.len());
     for p in &found {
         let event_id = g.uuid();
@@ -190,7 +191,7 @@ pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ki
             "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
         })];
         if interaction == "search" {
-            let query = format!("GET /fhir/{resource}?patient={p}&_count=50");
+            let query = format!("GET {base}/{resource}?patient={p}&_count=50 HTTP/1.1");
             entities.push(json!({
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
@@ -204,21 +205,21 @@ pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ki
         }
         entities.push(json!({"what": {"identifier": {"value": request_id}},
             "type": {"system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType", "code": "XrequestId"}}));
+        let agents = balp_agents(g, &client, &name, ip, interaction);
+        let (observer, source_type) = if g.vary.random_bool(0.25) {
+            // Recorded by the client itself, a data interface (security-source-type 2).
+            (json!({"display": name}), "2")
+        } else {
+            (json!({"reference": "Device/fhir-server"}), "4")
+        };
         let mut event = json!({
             "resourceType": "AuditEvent", "id": event_id,
             "meta": {"profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
             "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
             "action": action, "recorded": ts(at), "outcome": "0",
-            "agent": [
-                {"type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110153"}]},
-                 "who": {"identifier": {"system": "urn:example:oauth-client", "value": client}, "display": name},
-                 "requestor": true, "network": {"address": ip, "type": "2"}},
-                {"type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110152"}]},
-                 "who": {"reference": "Device/fhir-server"}, "requestor": false,
-                 "network": {"address": "https://fhir.example.org/fhir", "type": "5"}},
-            ],
-            "source": {"observer": {"reference": "Device/fhir-server"}},
+            "agent": agents,
+            "source": {"observer": observer, "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": source_type}]},
             "entity": entities,
         });
         if matches!(kind, DataKind::BreakGlass) {
@@ -229,6 +230,44 @@ pub(super) fn balp_events(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ki
         out.push(fhir_line(event));
     }
     out
+}
+
+/// The agents of a BALP event, by data flow (IHE BALP; DICOM PS3.15 A.5): the Source (110153)
+/// sends, the Destination (110152) receives. A read is sent by the server to the client, so the
+/// client is the Destination; a search, a create or a delete is sent by the client, the Source.
+/// The server is at the FHIR base URL (network type 5), or now and then named without one; a
+/// clinician the interface acts for is now and then among the agents, as the requestor.
+fn balp_agents(g: &mut Gen, client_id: &str, name: &str, ip: &str, interaction: &str) -> Vec<Value> {
+    const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+    let person = g.vary.random_bool(0.3);
+    let (client_role, server_role) = if interaction == "read" {
+        ("110152", "110153")
+    } else {
+        ("110153", "110152")
+    };
+    let mut client = json!({"type": {"coding": [{"system": DCM, "code": client_role}]},
+        "who": {"identifier": {"system": "urn:example:oauth-client", "value": client_id}, "display": name},
+        "requestor": !person, "network": {"address": ip, "type": "2"}});
+    if g.vary.random_bool(0.1) {
+        // A client named by a bare identifier and the R4 `agent.name`.
+        client["who"] = json!({"identifier": {"value": client_id}});
+        client["name"] = json!(name);
+    }
+    let mut server = json!({"type": {"coding": [{"system": DCM, "code": server_role}]},
+        "who": {"reference": "Device/fhir-server"}, "requestor": false});
+    if g.vary.random_bool(0.8) {
+        server["network"] = json!({"address": "https://fhir.example.org/fhir/R4", "type": "5"});
+    }
+    let mut agents = vec![client, server];
+    if g.vary.random_bool(0.5) {
+        agents.swap(0, 1);
+    }
+    if person {
+        let who = format!("Practitioner/pr-{:04}", g.vary.random_range(0..400));
+        agents.push(json!({"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "who": {"reference": who}, "requestor": true}));
+    }
+    agents
 }
 
 /// One gateway access-log line.
@@ -325,6 +364,16 @@ pub(super) fn gateway_line(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, k
     } else {
         found
     };
+    // The integration's own base URL in place of `/fhir`.
+    let path = format!("{}{}", g.ids[i].base, &path["/fhir".len()..]);
+    // Gateways log the peer as `ip:port` now and then, and some redact it.
+    if matches!(kind, DataKind::Normal) {
+        match g.vary.random_range(0..100) {
+            0 => v["src_ip"] = json!(["-", "REDACTED", "IP"][g.vary.random_range(0..3)]),
+            1..=5 => v["src_ip"] = json!(format!("{ip}:{}", g.vary.random_range(1024..65535))),
+            _ => {}
+        }
+    }
     v["method"] = json!(method);
     v["path"] = json!(path);
     v["status"] = json!(status);
