@@ -333,6 +333,201 @@ fn okta_array_of_user_events() {
     );
 }
 
+/// Scopes as the event serializes them (sorted and deduplicated, as `Scope::collect` keeps them).
+fn scopes(list: &[&str]) -> Value {
+    json!(nhiwatch::scope::Scope::collect(list.iter().copied()))
+}
+
+/// The System Log `LogEvent` fields every Okta record below shares (Okta System Log API, LogEvent
+/// object: `uuid`, `published`, `eventType`, `actor`, `client`, `outcome`, `target`).
+fn okta(uuid: &str, event_type: &str, actor: Value, outcome: &str, target: Value) -> String {
+    json!({
+        "uuid": uuid, "published": "2026-03-02T14:05:11.204Z", "eventType": event_type, "version": "0",
+        "severity": "INFO", "actor": actor,
+        "client": {"ipAddress": "198.51.100.23", "userAgent": {"rawUserAgent": "Mozilla/5.0 (X11; Linux x86_64)"}},
+        "outcome": {"result": outcome, "reason": null}, "target": target,
+    })
+    .to_string()
+}
+
+const OKTA_PERSON: &str = "00u5qnsdwiFfu6tk22p7";
+const OKTA_CLIENT: &str = "0oa7rb3qjbKyi6j7O2p7";
+
+/// `ConsentGrant` targets as the System Log records them for `app.oauth2.as.consent.grant`: one
+/// per scope, the scope in `displayName`, the client in `detailEntry.publicclientapp` (shape of a
+/// System Log API response recorded in department-of-veterans-affairs/vets-api,
+/// spec/support/vcr_cassettes/okta/connection_logs.yml; ids and scopes here are made up).
+fn consent_targets(scopes: &[&str]) -> Value {
+    scopes
+        .iter()
+        .enumerate()
+        .map(|(i, scope)| {
+            json!({"id": format!("oagnhue9y5HBzoAOp2p{i}"), "type": "ConsentGrant", "alternateId": null,
+            "displayName": scope, "detailEntry": {"publicclientapp": OKTA_CLIENT,
+            "authorizationserver": "aus1bptuzqo48Ut942p7", "user": OKTA_PERSON}})
+        })
+        .collect()
+}
+
+#[test]
+fn okta_consent_grant_lands_on_the_client_that_receives_the_scopes() {
+    // Okta Workflows, "OAuth2 App Consent Granted" (app.oauth2.as.consent.grant): the actor is
+    // "the Okta actor who granted the consent", each target "the scope granted". The identity is
+    // the client those scopes were granted to; the person who consented is the initiator.
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let granted = ["launch/patient", "patient/Observation.read", "offline_access"];
+    let record = okta(
+        "64c501c6-4568-11eb-8734-8539fa555daa",
+        "app.oauth2.as.consent.grant",
+        person.clone(),
+        "SUCCESS",
+        consent_targets(&granted),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "64c501c6-4568-11eb-8734-8539fa555daa", "time": "2026-03-02T14:05:11.204Z",
+        "format": "okta", "kind": "permission_grant", "identity": OKTA_CLIENT, "identity_type": "application",
+        "initiator": OKTA_PERSON, "scopes": scopes(&granted), "src_ip": "198.51.100.23",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "success", "action": "app.oauth2.as.consent.grant"}),
+    );
+    // Okta event types: app.oauth2.as.consent.revoke takes a grant away; it is no grant, but a
+    // permission change on the same client.
+    let revoke = one(&okta(
+        "85049f25-4568-11eb-ba7d-892e1f144239",
+        "app.oauth2.as.consent.revoke",
+        person,
+        "SUCCESS",
+        consent_targets(&["launch/patient"]),
+    ));
+    assert_eq!(
+        (
+            revoke.kind.as_str(),
+            revoke.identity.as_str(),
+            revoke.identity_type.as_str()
+        ),
+        ("admin", OKTA_CLIENT, "application")
+    );
+    assert_eq!(revoke.initiator.as_deref(), Some(OKTA_PERSON));
+    assert!(revoke.scopes.is_empty(), "a revoke grants nothing");
+}
+
+#[test]
+fn okta_refresh_token_reuse_is_an_auth_failure_of_the_client() {
+    // Okta refresh token guide, "Refresh token reuse detection": when a rotated refresh token is
+    // used again Okta "immediately invalidates the most recently issued refresh token and all
+    // access tokens issued since the user authenticated" and fires
+    // app.oauth2.as.token.detect_reuse (custom authorization server) or
+    // app.oauth2.token.detect_reuse (org authorization server). The client presented the token:
+    // its auth failure, the event type kept as the action and the error.
+    let client = json!({"id": OKTA_CLIENT, "type": "PublicClientApp", "alternateId": OKTA_CLIENT, "displayName": "Bedside Charts"});
+    let record = okta(
+        "21b88508-456b-11eb-9cff-f1bfeb710ec6",
+        "app.oauth2.as.token.detect_reuse",
+        client,
+        "SUCCESS",
+        Value::Null,
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "21b88508-456b-11eb-9cff-f1bfeb710ec6", "time": "2026-03-02T14:05:11.204Z",
+        "format": "okta", "kind": "auth_failure", "identity": OKTA_CLIENT, "identity_name": "Bedside Charts",
+        "identity_type": "application", "src_ip": "198.51.100.23", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "outcome": "failure", "error": "app.oauth2.as.token.detect_reuse", "action": "app.oauth2.as.token.detect_reuse"}),
+    );
+    // The same event recorded with the person as actor and the client as a target is still the client's.
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let app = json!([{"id": OKTA_CLIENT, "type": "PublicClientApp", "displayName": "Bedside Charts"}]);
+    let e = one(&okta(
+        "a291c74c-4568-11eb-8235-539d6a6bdeac",
+        "app.oauth2.token.detect_reuse",
+        person,
+        "FAILURE",
+        app,
+    ));
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.outcome.as_str()
+        ),
+        ("auth_failure", OKTA_CLIENT, "application", "failure")
+    );
+}
+
+#[test]
+fn okta_people_are_never_apps_and_ips_never_identities() {
+    // Okta event types: user.session.start is a person's sign-in to Okta; failed, it is the
+    // person's auth failure, never an app's (issue 18 item 5).
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let e = one(&okta(
+        "bba65f3b-4568-11eb-a2e2-17cc2f3b9cbf",
+        "user.session.start",
+        person,
+        "FAILURE",
+        Value::Null,
+    ));
+    assert_eq!(
+        (e.kind.as_str(), e.identity.as_str(), e.identity_type.as_str()),
+        ("auth_failure", OKTA_PERSON, "user")
+    );
+    // An actor of type `IP address` is where a request came from: the source address, not an
+    // identity. With no app or person targeted, the event names nobody.
+    let ip = json!({"id": "192.0.2.44", "type": "IP address", "alternateId": "unknown", "displayName": "192.0.2.44"});
+    let record = json!({"uuid": "9c2a1f0e-1111-11eb-8000-000000000001", "published": "2026-03-02T14:06:00.000Z",
+        "eventType": "security.threat.detected", "actor": ip, "client": {"ipAddress": null},
+        "outcome": {"result": "DENY", "reason": "Password Spray"}, "target": null})
+    .to_string();
+    check(
+        &one(&record),
+        json!({"event_id": "9c2a1f0e-1111-11eb-8000-000000000001", "time": "2026-03-02T14:06:00Z", "format": "okta",
+        "kind": "other", "identity": "unidentified", "identity_type": "unknown", "src_ip": "192.0.2.44",
+        "outcome": "failure", "error": "Password Spray", "action": "security.threat.detected"}),
+    );
+    // SystemPrincipal is Okta itself: acting on a person, the event is the person's, Okta the
+    // initiator; acting on nothing of the tenant's, it is Okta's own principal, a system.
+    let okta_itself = json!({"id": "unknown", "type": "SystemPrincipal", "alternateId": "system@okta.com", "displayName": "Okta System"});
+    let target = json!([{"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"}]);
+    let e = one(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000002",
+        "user.lifecycle.suspend",
+        okta_itself.clone(),
+        "SUCCESS",
+        target,
+    ));
+    assert_eq!(
+        (e.identity.as_str(), e.identity_type.as_str(), e.initiator.as_deref()),
+        (OKTA_PERSON, "user", Some("system@okta.com"))
+    );
+    let e = one(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000003",
+        "system.email.delivery",
+        okta_itself,
+        "SUCCESS",
+        Value::Null,
+    ));
+    assert_eq!(
+        (e.identity.as_str(), e.identity_type.as_str(), e.kind.as_str()),
+        ("system@okta.com", "device", "admin")
+    );
+    // RFC 6749 §3.3: scopes are space-separated; the stray comma of "a, b" is not part of a scope.
+    let app = json!({"id": OKTA_CLIENT, "type": "PublicClientApp", "displayName": "Bedside Charts"});
+    let mut grant: Value = serde_json::from_str(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000004",
+        "app.oauth2.as.token.grant.access_token",
+        app,
+        "SUCCESS",
+        Value::Null,
+    ))
+    .expect("json");
+    grant["debugContext"] = json!({"debugData": {"grantedScopes": "system/Patient.read, system/Observation.read"}});
+    let e = one(&grant.to_string());
+    assert_eq!(
+        json!(e.scopes),
+        scopes(&["system/Patient.read", "system/Observation.read"])
+    );
+}
+
 // ---- Keycloak ----
 
 #[test]
