@@ -1012,13 +1012,25 @@ fn auth0_management_api_operations() {
     assert_eq!(records.len(), 5);
     let chrome = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/95.0.4638.69 Safari/537.36";
     let admin = "auth0|6181ce2b0f293a006d158194";
+    // Auth0 log event schema, sapi: `ip` is "the IP of the admin using the manage dashboard"; the
+    // record names the admin in `user_id` (and `details.request.auth.user`). A log stream created
+    // from the dashboard is the person's admin action, not one of the dashboard's client.
     check(
         &one(&records[0]),
         json!({"event_id": "90020211104001144643223441133851203963552710102024716354",
-        "time": "2021-11-04T00:11:39.575Z", "format": "auth0", "kind": "admin", "identity": "360yuN1BXP4u3tBChK5VOgekgGJ7CwLL",
-        "identity_type": "application", "initiator": admin, "src_ip": "35.167.74.121",
+        "time": "2021-11-04T00:11:39.575Z", "format": "auth0", "kind": "admin", "identity": admin,
+        "identity_type": "user", "src_ip": "35.167.74.121",
         "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWeb Kit/537.36 (KHTML, like Gecko) Chrome/95.0.4638.69 Safari/537.36",
         "outcome": "success", "action": "Create a log stream"}),
+    );
+    let update = one(&records[1]);
+    assert_eq!(
+        (
+            update.kind.as_str(),
+            update.identity.as_str(),
+            update.identity_type.as_str()
+        ),
+        ("admin", admin, "user")
     );
     check(
         &one(&records[2]),
@@ -1027,17 +1039,37 @@ fn auth0_management_api_operations() {
         "identity_name": "My Test App", "identity_type": "application", "initiator": admin, "src_ip": "35.167.74.121",
         "user_agent": chrome, "outcome": "success", "action": "Create aclient"}),
     );
+    // Auth0 Management API, POST /api/v2/client-grants ("Create client grant"): the grant gives
+    // `scope` on `audience` to `client_id`. That client receives the permission; the admin who
+    // called the API granted it.
     let grant = one(&records[3]);
     assert_eq!(
-        (grant.kind.as_str(), grant.identity.as_str(), grant.initiator.as_deref()),
-        ("admin", "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ", Some(admin))
+        (
+            grant.kind.as_str(),
+            grant.identity.as_str(),
+            grant.identity_type.as_str(),
+            grant.initiator.as_deref()
+        ),
+        (
+            "permission_grant",
+            "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ",
+            "application",
+            Some(admin)
+        )
     );
+    assert_eq!(grant.action.as_deref(), Some("Create client grant"));
     let raw: Value = serde_json::from_str(&records[3]).expect("json");
-    let granted = raw["data"]["details"]["response"]["body"]["scope"]
+    let granted: Vec<&str> = raw["data"]["details"]["response"]["body"]["scope"]
         .as_array()
         .expect("scope array")
-        .len();
-    assert_eq!(grant.scopes.len(), granted, "every granted management scope is carried");
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        json!(grant.scopes),
+        scopes(&granted),
+        "every granted management scope is carried"
+    );
     assert!(grant.scopes.iter().any(|s| s.to_string() == "create:client_grants"));
     check(
         &one(&records[4]),
@@ -1045,6 +1077,134 @@ fn auth0_management_api_operations() {
         "time": "2021-11-03T02:24:28.694Z", "format": "auth0", "kind": "app_lifecycle", "identity": "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ",
         "identity_type": "application", "initiator": admin, "src_ip": "35.166.202.113", "user_agent": chrome,
         "outcome": "success", "action": "Delete a client"}),
+    );
+}
+
+/// An Auth0 tenant log event (Auth0 log event schema: `log_id`, `date`, `type`, `description`,
+/// `client_id`, `client_name`, `ip`, `user_agent`, `user_id`, `user_name`, `hostname`), in the
+/// log-stream envelope. Ids are made up.
+fn auth0(log_id: &str, code: &str, description: &str, extra: Value) -> String {
+    let mut data = json!({"date": "2026-03-02T09:15:00.000Z", "type": code, "description": description,
+        "client_id": "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi", "client_name": "Bedside Charts", "ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "hostname": "ehr-dev.eu.auth0.com", "log_id": log_id});
+    for (k, v) in extra.as_object().expect("object") {
+        data[k] = v.clone();
+    }
+    json!({"log_id": log_id, "data": data}).to_string()
+}
+
+#[test]
+fn auth0_people_logins_and_blocks_are_the_persons_not_the_apps() {
+    // Auth0 log event type codes: s "Successful Login", f "Failed Login", fp "Failed Login
+    // (Incorrect Password)", fu "Failed Login (Invalid Email/Username)", limit_wc "Blocked Account"
+    // (an IP reached the maximum failed logins into a single account), limit_mu (an IP blocked
+    // for too many failed logins or signups). All are a person at the login page of the client:
+    // the person's events (identity_type user), never the client's auth failures.
+    let person = "auth0|5f0ccc02d86d8c0013f0e7da";
+    let user =
+        json!({"user_id": person, "user_name": "ana@example.org", "connection": "Username-Password-Authentication"});
+    check(
+        &one(&auth0(
+            "90020260302091500000000000000000000000000000000000000001",
+            "limit_wc",
+            "Too many failed login attempts for this account.",
+            user.clone(),
+        )),
+        json!({"event_id": "90020260302091500000000000000000000000000000000000000001", "time": "2026-03-02T09:15:00Z",
+        "format": "auth0", "kind": "auth_failure", "identity": person, "identity_name": "ana@example.org",
+        "identity_type": "user", "tenant": "ehr-dev.eu.auth0.com", "src_ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "failure",
+        "error": "Too many failed login attempts for this account.", "action": "limit_wc"}),
+    );
+    let cases = [
+        ("fp", "Wrong email or password.", user.clone(), "auth_failure", person),
+        ("f", "Invalid user", user.clone(), "auth_failure", person),
+        ("s", "Successful login", user.clone(), "sign_in", person),
+        (
+            "fu",
+            "Wrong email or password.",
+            json!({"user_name": "nobody@example.org"}),
+            "auth_failure",
+            "nobody@example.org",
+        ),
+        (
+            "limit_mu",
+            "Too many failed login attempts from this IP.",
+            json!({}),
+            "auth_failure",
+            "unidentified",
+        ),
+    ];
+    for (n, (code, description, extra, kind, identity)) in cases.into_iter().enumerate() {
+        let e = one(&auth0(
+            &format!("9002026030209150000000000000000000000000000000000000001{n}"),
+            code,
+            description,
+            extra,
+        ));
+        assert_eq!(
+            (
+                e.kind.as_str(),
+                e.identity.as_str(),
+                e.identity_type.as_str(),
+                e.on_behalf_of.as_deref()
+            ),
+            (kind, identity, "user", None),
+            "{code}"
+        );
+    }
+    // A failed exchange of a person's refresh token (fertft) that names the person is theirs too.
+    let e = one(&auth0(
+        "90020260302091500000000000000000000000000000000000000020",
+        "fertft",
+        "Unknown or invalid refresh token.",
+        user,
+    ));
+    assert_eq!(
+        (e.kind.as_str(), e.identity.as_str(), e.identity_type.as_str()),
+        ("auth_failure", person, "user")
+    );
+}
+
+#[test]
+fn auth0_client_credentials_exchanges_are_the_apps() {
+    // Auth0 log event type codes: seccft "Successful exchange of Access Token for a Client
+    // Credentials Grant", feccft its failure. Machine to machine: the client is the identity,
+    // and its failures feed its own auth-failure rate. `scope` is space-separated (RFC 6749 §3.3).
+    let m2m = json!({"client_name": "Lab Results Sync", "audience": "https://fhir.example.org/",
+        "scope": "system/Observation.read system/Patient.read"});
+    check(
+        &one(&auth0(
+            "90020260302091500000000000000000000000000000000000000030",
+            "seccft",
+            "",
+            m2m.clone(),
+        )),
+        json!({"event_id": "90020260302091500000000000000000000000000000000000000030", "time": "2026-03-02T09:15:00Z",
+        "format": "auth0", "kind": "token_issued", "identity": "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi",
+        "identity_name": "Lab Results Sync", "identity_type": "application", "tenant": "ehr-dev.eu.auth0.com",
+        "scopes": scopes(&["system/Observation.read", "system/Patient.read"]), "src_ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "success", "action": "seccft"}),
+    );
+    let e = one(&auth0(
+        "90020260302091500000000000000000000000000000000000000031",
+        "feccft",
+        "Unauthorized",
+        m2m,
+    ));
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.error.as_deref()
+        ),
+        (
+            "auth_failure",
+            "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi",
+            "application",
+            Some("Unauthorized")
+        )
     );
 }
 
