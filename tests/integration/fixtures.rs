@@ -1465,13 +1465,226 @@ fn gcp_audit_entries() {
 fn gcp_workload_identity_token_minting() {
     let records = lines(&fixture("elastic-gcp-audit/test-iamcredentials-googleapis-com.log"));
     assert_eq!(records.len(), 1);
+    // IAM Service Account Credentials API, projects.serviceAccounts.generateAccessToken: `name`
+    // is the service account "for which the credentials are requested"; the caller
+    // (authenticationInfo, here a workload identity pool principal) impersonates it. The token is
+    // the service account's, minted on behalf of the caller.
     check(
         &one(&records[0]),
         json!({"event_id": "15djrryd6bap", "time": "2024-11-19T00:49:55.293368631Z",
         "format": "gcp_audit", "kind": "token_issued",
-        "identity": "principal://iam.googleapis.com/projects/project-id/locations/global/workloadIdentityPools/...",
-        "identity_type": "service_account", "tenant": "project-id", "src_ip": "175.16.199.45",
+        "identity": "made-up-ci-account@project-id.iam.gserviceaccount.com", "identity_type": "service_account",
+        "on_behalf_of": "principal://iam.googleapis.com/projects/project-id/locations/global/workloadIdentityPools/...",
+        "tenant": "project-id", "src_ip": "175.16.199.45",
         "user_agent": "Go-http-client/2.0,gzip(gfe)", "outcome": "success", "action": "GenerateAccessToken"}),
+    );
+}
+
+/// A Cloud Audit Logs entry (LogEntry with a `google.cloud.audit.AuditLog` `protoPayload`),
+/// `payload` laid over the common members. Project, accounts and ids are made up.
+fn gcp(insert_id: &str, log: &str, payload: Value) -> String {
+    let mut p = json!({"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "authenticationInfo": {"principalEmail": "ana@example.org"},
+        "requestMetadata": {"callerIp": "203.0.113.9", "callerSuppliedUserAgent": "google-cloud-sdk gcloud/468.0.0"}});
+    for (k, v) in payload.as_object().expect("object") {
+        p[k] = v.clone();
+    }
+    json!({"insertId": insert_id, "logName": format!("projects/ehr-prod/logs/cloudaudit.googleapis.com%2F{log}"),
+        "protoPayload": p, "receiveTimestamp": "2026-03-02T10:00:01.123456789Z", "severity": "NOTICE",
+        "timestamp": "2026-03-02T10:00:00.5Z"})
+    .to_string()
+}
+
+#[test]
+fn gcp_set_iam_policy_grants_land_on_each_identity_that_receives_a_role() {
+    // Cloud IAM, google.iam.v1.logging.AuditData: "Audit log information specific to Cloud IAM",
+    // in the AuditLog's serviceData; its policyDelta holds BindingDeltas, "each individual change
+    // (only one member in each entry)", action ADD or REMOVE (shape as cloudresourcemanager
+    // SetIamPolicy logs it). IAM principal identifiers: serviceAccount:, user: are one principal;
+    // group: is a set. One permission grant per identity that receives roles, the caller its
+    // initiator; a person receiving a role is a grant to a person (identity_type user).
+    let ci = "ci-deployer@ehr-prod.iam.gserviceaccount.com";
+    let etl = "etl@ehr-prod.iam.gserviceaccount.com";
+    let deltas = json!([
+        {"action": "ADD", "member": format!("serviceAccount:{ci}"), "role": "roles/iam.serviceAccountTokenCreator"},
+        {"action": "ADD", "member": "group:ops@example.org", "role": "roles/viewer"},
+        {"action": "ADD", "member": format!("serviceAccount:{etl}"), "role": "roles/editor"},
+        {"action": "REMOVE", "member": "serviceAccount:old@ehr-prod.iam.gserviceaccount.com", "role": "roles/owner"},
+        {"action": "ADD", "member": format!("serviceAccount:{ci}"), "role": "roles/storage.objectViewer"},
+        {"action": "ADD", "member": "user:bo@example.org", "role": "roles/viewer"},
+    ]);
+    let record = gcp(
+        "-a1b2c3d4e5f6",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "status": {},
+        "request": {"@type": "type.googleapis.com/google.iam.v1.SetIamPolicyRequest", "resource": "ehr-prod"},
+        "serviceData": {"@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+            "policyDelta": {"bindingDeltas": deltas}}}),
+    );
+    let events = normalize(&record).expect("normalizes");
+    let base = |id: &str, identity: &str, identity_type: &str, roles: &[&str]| {
+        json!({"event_id": id, "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit", "kind": "permission_grant",
+        "identity": identity, "identity_type": identity_type, "tenant": "ehr-prod", "initiator": "ana@example.org",
+        "scopes": scopes(roles), "src_ip": "203.0.113.9", "user_agent": "google-cloud-sdk gcloud/468.0.0",
+        "outcome": "success", "action": "SetIamPolicy"})
+    };
+    assert_eq!(events.len(), 3);
+    check(
+        &events[0],
+        base(
+            "-a1b2c3d4e5f6#0",
+            ci,
+            "service_account",
+            &["roles/iam.serviceAccountTokenCreator", "roles/storage.objectViewer"],
+        ),
+    );
+    check(
+        &events[1],
+        base("-a1b2c3d4e5f6#1", etl, "service_account", &["roles/editor"]),
+    );
+    check(
+        &events[2],
+        base("-a1b2c3d4e5f6#2", "bo@example.org", "user", &["roles/viewer"]),
+    );
+
+    // Only a group gains a role: no one identity receives it; the caller's admin change.
+    let record = gcp(
+        "-g1",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "serviceData": {"policyDelta": {"bindingDeltas": [
+            {"action": "ADD", "member": "group:ops@example.org", "role": "roles/viewer"}]}}}),
+    );
+    let e = one(&record);
+    assert_eq!(
+        (
+            e.event_id.as_str(),
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str()
+        ),
+        ("-g1", "admin", "ana@example.org", "user")
+    );
+    // A single grant keeps the entry's own id.
+    let record = gcp(
+        "-s1",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "serviceData": {"policyDelta": {"bindingDeltas": [
+            {"action": "ADD", "member": format!("serviceAccount:{etl}"), "role": "roles/owner"}]}}}),
+    );
+    let e = one(&record);
+    assert_eq!((e.event_id.as_str(), e.identity.as_str()), ("-s1", etl));
+}
+
+#[test]
+fn gcp_service_account_keys_and_impersonation_land_on_the_service_account() {
+    // IAM audit logging, "Example logs for service accounts", and the IAM REST reference
+    // (projects.serviceAccounts.keys.create): request.name is
+    // projects/{PROJECT_ID|-}/serviceAccounts/{EMAIL|UNIQUE_ID}, resourceName carries the unique
+    // id, and a key's name ends in /keys/{KEY_ID}. The key belongs to that service account; the
+    // caller made the change.
+    let sa = "lab-sync@ehr-prod.iam.gserviceaccount.com";
+    let record = gcp(
+        "1r2s3t4u5v6w",
+        "activity",
+        json!({"serviceName": "iam.googleapis.com", "methodName": "google.iam.admin.v1.CreateServiceAccountKey",
+        "resourceName": "projects/-/serviceAccounts/112233445566778899001",
+        "request": {"@type": "type.googleapis.com/google.iam.admin.v1.CreateServiceAccountKeyRequest",
+            "name": format!("projects/-/serviceAccounts/{sa}"), "private_key_type": 2},
+        "response": {"@type": "type.googleapis.com/google.iam.admin.v1.ServiceAccountKey",
+            "name": format!("projects/ehr-prod/serviceAccounts/{sa}/keys/3fa9c6d1e2b4a5f60718293a4b5c6d7e8f901234"),
+            "key_algorithm": 2, "key_origin": 2, "key_type": 1}}),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "1r2s3t4u5v6w", "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit",
+        "kind": "credential_change", "identity": sa, "identity_type": "service_account", "tenant": "ehr-prod",
+        "initiator": "ana@example.org", "credential_id": "3fa9c6d1e2b4a5f60718293a4b5c6d7e8f901234",
+        "src_ip": "203.0.113.9", "user_agent": "google-cloud-sdk gcloud/468.0.0", "outcome": "success",
+        "action": "google.iam.admin.v1.CreateServiceAccountKey"}),
+    );
+    // Named by unique id only: the LogEntry's resource labels give the e-mail (resource type
+    // service_account: email_id, unique_id), else the unique id stands.
+    let mut by_id: Value = serde_json::from_str(&gcp(
+        "1r2s3t4u5v6x",
+        "activity",
+        json!({"serviceName": "iam.googleapis.com", "methodName": "google.iam.admin.v1.DeleteServiceAccountKey",
+        "resourceName": "projects/-/serviceAccounts/112233445566778899001/keys/0a1b2c3d"}),
+    ))
+    .expect("json");
+    let e = one(&by_id.to_string());
+    assert_eq!(
+        (
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.credential_id.as_deref()
+        ),
+        ("112233445566778899001", "service_account", Some("0a1b2c3d"))
+    );
+    by_id["resource"] =
+        json!({"type": "service_account", "labels": {"email_id": sa, "unique_id": "112233445566778899001"}});
+    assert_eq!(one(&by_id.to_string()).identity, sa);
+
+    // IAM Service Account Credentials API: signJwt and generateIdToken sign or mint for the
+    // service account in `name`, called by someone impersonating it; denied, it is still a token
+    // request for that account.
+    for (method, status, kind, outcome) in [
+        ("SignJwt", json!({}), "token_issued", "success"),
+        (
+            "GenerateIdToken",
+            json!({"code": 7, "message": "PERMISSION_DENIED"}),
+            "auth_failure",
+            "failure",
+        ),
+    ] {
+        let record = gcp(
+            "7y8z9a0b1c2d",
+            "data_access",
+            json!({"serviceName": "iamcredentials.googleapis.com", "methodName": method,
+            "resourceName": "projects/-/serviceAccounts/112233445566778899001", "status": status,
+            "request": {"name": format!("projects/-/serviceAccounts/{sa}")}}),
+        );
+        let e = one(&record);
+        assert_eq!(
+            (
+                e.kind.as_str(),
+                e.identity.as_str(),
+                e.identity_type.as_str(),
+                e.on_behalf_of.as_deref(),
+                e.outcome.as_str()
+            ),
+            (kind, sa, "service_account", Some("ana@example.org"), outcome),
+            "{method}"
+        );
+    }
+}
+
+#[test]
+fn gcp_entries_without_a_principal_are_kept_unidentified() {
+    // VPC Service Controls audit logging: Policy Denied entries (log cloudaudit.googleapis.com/policy,
+    // metadata VpcServiceControlAuditMetadata, status PERMISSION_DENIED); the caller's e-mail may
+    // be redacted ("Caller identities in audit logs"), leaving authenticationInfo empty. The
+    // denial is an event with no known principal, not a dead letter.
+    let record = gcp(
+        "-vpcsc1",
+        "policy",
+        json!({"authenticationInfo": {}, "serviceName": "storage.googleapis.com", "methodName": "google.storage.objects.get",
+        "resourceName": "projects/_/buckets/ehr-exports/objects/2026-03-01.ndjson",
+        "status": {"code": 7, "message": "PERMISSION_DENIED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.PreconditionFailure",
+                "violations": [{"type": "VPC_SERVICE_CONTROLS", "description": "Request is prohibited by organization's policy."}]}]},
+        "metadata": {"@type": "type.googleapis.com/google.cloud.audit.VpcServiceControlAuditMetadata",
+            "violationReason": "NO_MATCHING_ACCESS_LEVEL",
+            "securityPolicyInfo": {"servicePerimeterName": "accessPolicies/1234/servicePerimeters/ehr", "organizationId": "1234"}}}),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "-vpcsc1", "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit", "kind": "auth_failure",
+        "identity": "unidentified", "identity_type": "unknown", "tenant": "ehr-prod", "src_ip": "203.0.113.9",
+        "user_agent": "google-cloud-sdk gcloud/468.0.0", "outcome": "failure", "error": "PERMISSION_DENIED",
+        "action": "google.storage.objects.get"}),
     );
 }
 
