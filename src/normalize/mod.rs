@@ -253,7 +253,7 @@ impl Normalizer {
             Shape::EntraSignIn => out.push(entra::normalize_signin(ctx)?),
             Shape::EntraAudit => out.push(entra::normalize_audit(ctx)?),
             Shape::Auth0 => out.push(auth0::normalize(ctx)?),
-            Shape::GcpAudit => out.push(gcp::normalize(ctx)?),
+            Shape::GcpAudit => gcp::normalize(ctx, out)?,
             Shape::CloudTrail => out.push(cloudtrail::normalize(ctx)?),
             Shape::NotAudit(what) => return Err(ParseError::NotAuditEvent(what)),
         }

@@ -349,6 +349,201 @@ fn okta_array_of_user_events() {
     );
 }
 
+/// Scopes as the event serializes them (sorted and deduplicated, as `Scope::collect` keeps them).
+fn scopes(list: &[&str]) -> Value {
+    json!(nhiwatch::scope::Scope::collect(list.iter().copied()))
+}
+
+/// The System Log `LogEvent` fields every Okta record below shares (Okta System Log API, LogEvent
+/// object: `uuid`, `published`, `eventType`, `actor`, `client`, `outcome`, `target`).
+fn okta(uuid: &str, event_type: &str, actor: Value, outcome: &str, target: Value) -> String {
+    json!({
+        "uuid": uuid, "published": "2026-03-02T14:05:11.204Z", "eventType": event_type, "version": "0",
+        "severity": "INFO", "actor": actor,
+        "client": {"ipAddress": "198.51.100.23", "userAgent": {"rawUserAgent": "Mozilla/5.0 (X11; Linux x86_64)"}},
+        "outcome": {"result": outcome, "reason": null}, "target": target,
+    })
+    .to_string()
+}
+
+const OKTA_PERSON: &str = "00u5qnsdwiFfu6tk22p7";
+const OKTA_CLIENT: &str = "0oa7rb3qjbKyi6j7O2p7";
+
+/// `ConsentGrant` targets as the System Log records them for `app.oauth2.as.consent.grant`: one
+/// per scope, the scope in `displayName`, the client in `detailEntry.publicclientapp` (shape of a
+/// System Log API response recorded in department-of-veterans-affairs/vets-api,
+/// spec/support/vcr_cassettes/okta/connection_logs.yml; ids and scopes here are made up).
+fn consent_targets(scopes: &[&str]) -> Value {
+    scopes
+        .iter()
+        .enumerate()
+        .map(|(i, scope)| {
+            json!({"id": format!("oagnhue9y5HBzoAOp2p{i}"), "type": "ConsentGrant", "alternateId": null,
+            "displayName": scope, "detailEntry": {"publicclientapp": OKTA_CLIENT,
+            "authorizationserver": "aus1bptuzqo48Ut942p7", "user": OKTA_PERSON}})
+        })
+        .collect()
+}
+
+#[test]
+fn okta_consent_grant_lands_on_the_client_that_receives_the_scopes() {
+    // Okta Workflows, "OAuth2 App Consent Granted" (app.oauth2.as.consent.grant): the actor is
+    // "the Okta actor who granted the consent", each target "the scope granted". The identity is
+    // the client those scopes were granted to; the person who consented is the initiator.
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let granted = ["launch/patient", "patient/Observation.read", "offline_access"];
+    let record = okta(
+        "64c501c6-4568-11eb-8734-8539fa555daa",
+        "app.oauth2.as.consent.grant",
+        person.clone(),
+        "SUCCESS",
+        consent_targets(&granted),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "64c501c6-4568-11eb-8734-8539fa555daa", "time": "2026-03-02T14:05:11.204Z",
+        "format": "okta", "kind": "permission_grant", "identity": OKTA_CLIENT, "identity_type": "application",
+        "initiator": OKTA_PERSON, "scopes": scopes(&granted), "src_ip": "198.51.100.23",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "success", "action": "app.oauth2.as.consent.grant"}),
+    );
+    // Okta event types: app.oauth2.as.consent.revoke takes a grant away; it is no grant, but a
+    // permission change on the same client.
+    let revoke = one(&okta(
+        "85049f25-4568-11eb-ba7d-892e1f144239",
+        "app.oauth2.as.consent.revoke",
+        person,
+        "SUCCESS",
+        consent_targets(&["launch/patient"]),
+    ));
+    assert_eq!(
+        (
+            revoke.kind.as_str(),
+            revoke.identity.as_str(),
+            revoke.identity_type.as_str()
+        ),
+        ("admin", OKTA_CLIENT, "application")
+    );
+    assert_eq!(revoke.initiator.as_deref(), Some(OKTA_PERSON));
+    assert!(revoke.scopes.is_empty(), "a revoke grants nothing");
+}
+
+#[test]
+fn okta_refresh_token_reuse_is_an_auth_failure_of_the_client() {
+    // Okta refresh token guide, "Refresh token reuse detection": when a rotated refresh token is
+    // used again Okta "immediately invalidates the most recently issued refresh token and all
+    // access tokens issued since the user authenticated" and fires
+    // app.oauth2.as.token.detect_reuse (custom authorization server) or
+    // app.oauth2.token.detect_reuse (org authorization server). The client presented the token:
+    // its auth failure, the event type kept as the action and the error.
+    let client = json!({"id": OKTA_CLIENT, "type": "PublicClientApp", "alternateId": OKTA_CLIENT, "displayName": "Bedside Charts"});
+    let record = okta(
+        "21b88508-456b-11eb-9cff-f1bfeb710ec6",
+        "app.oauth2.as.token.detect_reuse",
+        client,
+        "SUCCESS",
+        Value::Null,
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "21b88508-456b-11eb-9cff-f1bfeb710ec6", "time": "2026-03-02T14:05:11.204Z",
+        "format": "okta", "kind": "auth_failure", "identity": OKTA_CLIENT, "identity_name": "Bedside Charts",
+        "identity_type": "application", "src_ip": "198.51.100.23", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "outcome": "failure", "error": "app.oauth2.as.token.detect_reuse", "action": "app.oauth2.as.token.detect_reuse"}),
+    );
+    // The same event recorded with the person as actor and the client as a target is still the client's.
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let app = json!([{"id": OKTA_CLIENT, "type": "PublicClientApp", "displayName": "Bedside Charts"}]);
+    let e = one(&okta(
+        "a291c74c-4568-11eb-8235-539d6a6bdeac",
+        "app.oauth2.token.detect_reuse",
+        person,
+        "FAILURE",
+        app,
+    ));
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.outcome.as_str()
+        ),
+        ("auth_failure", OKTA_CLIENT, "application", "failure")
+    );
+}
+
+#[test]
+fn okta_people_are_never_apps_and_ips_never_identities() {
+    // Okta event types: user.session.start is a person's sign-in to Okta; failed, it is the
+    // person's auth failure, never an app's (issue 18 item 5).
+    let person = json!({"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"});
+    let e = one(&okta(
+        "bba65f3b-4568-11eb-a2e2-17cc2f3b9cbf",
+        "user.session.start",
+        person,
+        "FAILURE",
+        Value::Null,
+    ));
+    assert_eq!(
+        (e.kind.as_str(), e.identity.as_str(), e.identity_type.as_str()),
+        ("auth_failure", OKTA_PERSON, "user")
+    );
+    // An actor of type `IP address` is where a request came from: the source address, not an
+    // identity. With no app or person targeted, the event names nobody.
+    let ip = json!({"id": "192.0.2.44", "type": "IP address", "alternateId": "unknown", "displayName": "192.0.2.44"});
+    let record = json!({"uuid": "9c2a1f0e-1111-11eb-8000-000000000001", "published": "2026-03-02T14:06:00.000Z",
+        "eventType": "security.threat.detected", "actor": ip, "client": {"ipAddress": null},
+        "outcome": {"result": "DENY", "reason": "Password Spray"}, "target": null})
+    .to_string();
+    check(
+        &one(&record),
+        json!({"event_id": "9c2a1f0e-1111-11eb-8000-000000000001", "time": "2026-03-02T14:06:00Z", "format": "okta",
+        "kind": "other", "identity": "unidentified", "identity_type": "unknown", "src_ip": "192.0.2.44",
+        "outcome": "failure", "error": "Password Spray", "action": "security.threat.detected"}),
+    );
+    // SystemPrincipal is Okta itself: acting on a person, the event is the person's, Okta the
+    // initiator; acting on nothing of the tenant's, it is Okta's own principal, a system.
+    let okta_itself = json!({"id": "unknown", "type": "SystemPrincipal", "alternateId": "system@okta.com", "displayName": "Okta System"});
+    let target = json!([{"id": OKTA_PERSON, "type": "User", "alternateId": "ana@example.org", "displayName": "Ana"}]);
+    let e = one(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000002",
+        "user.lifecycle.suspend",
+        okta_itself.clone(),
+        "SUCCESS",
+        target,
+    ));
+    assert_eq!(
+        (e.identity.as_str(), e.identity_type.as_str(), e.initiator.as_deref()),
+        (OKTA_PERSON, "user", Some("system@okta.com"))
+    );
+    let e = one(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000003",
+        "system.email.delivery",
+        okta_itself,
+        "SUCCESS",
+        Value::Null,
+    ));
+    assert_eq!(
+        (e.identity.as_str(), e.identity_type.as_str(), e.kind.as_str()),
+        ("system@okta.com", "device", "admin")
+    );
+    // RFC 6749 §3.3: scopes are space-separated; the stray comma of "a, b" is not part of a scope.
+    let app = json!({"id": OKTA_CLIENT, "type": "PublicClientApp", "displayName": "Bedside Charts"});
+    let mut grant: Value = serde_json::from_str(&okta(
+        "9c2a1f0e-1111-11eb-8000-000000000004",
+        "app.oauth2.as.token.grant.access_token",
+        app,
+        "SUCCESS",
+        Value::Null,
+    ))
+    .expect("json");
+    grant["debugContext"] = json!({"debugData": {"grantedScopes": "system/Patient.read, system/Observation.read"}});
+    let e = one(&grant.to_string());
+    assert_eq!(
+        json!(e.scopes),
+        scopes(&["system/Patient.read", "system/Observation.read"])
+    );
+}
+
 // ---- Keycloak ----
 
 #[test]
@@ -833,13 +1028,25 @@ fn auth0_management_api_operations() {
     assert_eq!(records.len(), 5);
     let chrome = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/95.0.4638.69 Safari/537.36";
     let admin = "auth0|6181ce2b0f293a006d158194";
+    // Auth0 log event schema, sapi: `ip` is "the IP of the admin using the manage dashboard"; the
+    // record names the admin in `user_id` (and `details.request.auth.user`). A log stream created
+    // from the dashboard is the person's admin action, not one of the dashboard's client.
     check(
         &one(&records[0]),
         json!({"event_id": "90020211104001144643223441133851203963552710102024716354",
-        "time": "2021-11-04T00:11:39.575Z", "format": "auth0", "kind": "admin", "identity": "360yuN1BXP4u3tBChK5VOgekgGJ7CwLL",
-        "identity_type": "application", "initiator": admin, "src_ip": "35.167.74.121",
+        "time": "2021-11-04T00:11:39.575Z", "format": "auth0", "kind": "admin", "identity": admin,
+        "identity_type": "user", "src_ip": "35.167.74.121",
         "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWeb Kit/537.36 (KHTML, like Gecko) Chrome/95.0.4638.69 Safari/537.36",
         "outcome": "success", "action": "Create a log stream"}),
+    );
+    let update = one(&records[1]);
+    assert_eq!(
+        (
+            update.kind.as_str(),
+            update.identity.as_str(),
+            update.identity_type.as_str()
+        ),
+        ("admin", admin, "user")
     );
     check(
         &one(&records[2]),
@@ -848,17 +1055,37 @@ fn auth0_management_api_operations() {
         "identity_name": "My Test App", "identity_type": "application", "initiator": admin, "src_ip": "35.167.74.121",
         "user_agent": chrome, "outcome": "success", "action": "Create aclient"}),
     );
+    // Auth0 Management API, POST /api/v2/client-grants ("Create client grant"): the grant gives
+    // `scope` on `audience` to `client_id`. That client receives the permission; the admin who
+    // called the API granted it.
     let grant = one(&records[3]);
     assert_eq!(
-        (grant.kind.as_str(), grant.identity.as_str(), grant.initiator.as_deref()),
-        ("admin", "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ", Some(admin))
+        (
+            grant.kind.as_str(),
+            grant.identity.as_str(),
+            grant.identity_type.as_str(),
+            grant.initiator.as_deref()
+        ),
+        (
+            "permission_grant",
+            "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ",
+            "application",
+            Some(admin)
+        )
     );
+    assert_eq!(grant.action.as_deref(), Some("Create client grant"));
     let raw: Value = serde_json::from_str(&records[3]).expect("json");
-    let granted = raw["data"]["details"]["response"]["body"]["scope"]
+    let granted: Vec<&str> = raw["data"]["details"]["response"]["body"]["scope"]
         .as_array()
         .expect("scope array")
-        .len();
-    assert_eq!(grant.scopes.len(), granted, "every granted management scope is carried");
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        json!(grant.scopes),
+        scopes(&granted),
+        "every granted management scope is carried"
+    );
     assert!(grant.scopes.iter().any(|s| s.to_string() == "create:client_grants"));
     check(
         &one(&records[4]),
@@ -866,6 +1093,134 @@ fn auth0_management_api_operations() {
         "time": "2021-11-03T02:24:28.694Z", "format": "auth0", "kind": "app_lifecycle", "identity": "OjVPkOH645QsMFPitAEmQOx2J7NcAYCZ",
         "identity_type": "application", "initiator": admin, "src_ip": "35.166.202.113", "user_agent": chrome,
         "outcome": "success", "action": "Delete a client"}),
+    );
+}
+
+/// An Auth0 tenant log event (Auth0 log event schema: `log_id`, `date`, `type`, `description`,
+/// `client_id`, `client_name`, `ip`, `user_agent`, `user_id`, `user_name`, `hostname`), in the
+/// log-stream envelope. Ids are made up.
+fn auth0(log_id: &str, code: &str, description: &str, extra: Value) -> String {
+    let mut data = json!({"date": "2026-03-02T09:15:00.000Z", "type": code, "description": description,
+        "client_id": "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi", "client_name": "Bedside Charts", "ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "hostname": "ehr-dev.eu.auth0.com", "log_id": log_id});
+    for (k, v) in extra.as_object().expect("object") {
+        data[k] = v.clone();
+    }
+    json!({"log_id": log_id, "data": data}).to_string()
+}
+
+#[test]
+fn auth0_people_logins_and_blocks_are_the_persons_not_the_apps() {
+    // Auth0 log event type codes: s "Successful Login", f "Failed Login", fp "Failed Login
+    // (Incorrect Password)", fu "Failed Login (Invalid Email/Username)", limit_wc "Blocked Account"
+    // (an IP reached the maximum failed logins into a single account), limit_mu (an IP blocked
+    // for too many failed logins or signups). All are a person at the login page of the client:
+    // the person's events (identity_type user), never the client's auth failures.
+    let person = "auth0|5f0ccc02d86d8c0013f0e7da";
+    let user =
+        json!({"user_id": person, "user_name": "ana@example.org", "connection": "Username-Password-Authentication"});
+    check(
+        &one(&auth0(
+            "90020260302091500000000000000000000000000000000000000001",
+            "limit_wc",
+            "Too many failed login attempts for this account.",
+            user.clone(),
+        )),
+        json!({"event_id": "90020260302091500000000000000000000000000000000000000001", "time": "2026-03-02T09:15:00Z",
+        "format": "auth0", "kind": "auth_failure", "identity": person, "identity_name": "ana@example.org",
+        "identity_type": "user", "tenant": "ehr-dev.eu.auth0.com", "src_ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "failure",
+        "error": "Too many failed login attempts for this account.", "action": "limit_wc"}),
+    );
+    let cases = [
+        ("fp", "Wrong email or password.", user.clone(), "auth_failure", person),
+        ("f", "Invalid user", user.clone(), "auth_failure", person),
+        ("s", "Successful login", user.clone(), "sign_in", person),
+        (
+            "fu",
+            "Wrong email or password.",
+            json!({"user_name": "nobody@example.org"}),
+            "auth_failure",
+            "nobody@example.org",
+        ),
+        (
+            "limit_mu",
+            "Too many failed login attempts from this IP.",
+            json!({}),
+            "auth_failure",
+            "unidentified",
+        ),
+    ];
+    for (n, (code, description, extra, kind, identity)) in cases.into_iter().enumerate() {
+        let e = one(&auth0(
+            &format!("9002026030209150000000000000000000000000000000000000001{n}"),
+            code,
+            description,
+            extra,
+        ));
+        assert_eq!(
+            (
+                e.kind.as_str(),
+                e.identity.as_str(),
+                e.identity_type.as_str(),
+                e.on_behalf_of.as_deref()
+            ),
+            (kind, identity, "user", None),
+            "{code}"
+        );
+    }
+    // A failed exchange of a person's refresh token (fertft) that names the person is theirs too.
+    let e = one(&auth0(
+        "90020260302091500000000000000000000000000000000000000020",
+        "fertft",
+        "Unknown or invalid refresh token.",
+        user,
+    ));
+    assert_eq!(
+        (e.kind.as_str(), e.identity.as_str(), e.identity_type.as_str()),
+        ("auth_failure", person, "user")
+    );
+}
+
+#[test]
+fn auth0_client_credentials_exchanges_are_the_apps() {
+    // Auth0 log event type codes: seccft "Successful exchange of Access Token for a Client
+    // Credentials Grant", feccft its failure. Machine to machine: the client is the identity,
+    // and its failures feed its own auth-failure rate. `scope` is space-separated (RFC 6749 §3.3).
+    let m2m = json!({"client_name": "Lab Results Sync", "audience": "https://fhir.example.org/",
+        "scope": "system/Observation.read system/Patient.read"});
+    check(
+        &one(&auth0(
+            "90020260302091500000000000000000000000000000000000000030",
+            "seccft",
+            "",
+            m2m.clone(),
+        )),
+        json!({"event_id": "90020260302091500000000000000000000000000000000000000030", "time": "2026-03-02T09:15:00Z",
+        "format": "auth0", "kind": "token_issued", "identity": "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi",
+        "identity_name": "Lab Results Sync", "identity_type": "application", "tenant": "ehr-dev.eu.auth0.com",
+        "scopes": scopes(&["system/Observation.read", "system/Patient.read"]), "src_ip": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "outcome": "success", "action": "seccft"}),
+    );
+    let e = one(&auth0(
+        "90020260302091500000000000000000000000000000000000000031",
+        "feccft",
+        "Unauthorized",
+        m2m,
+    ));
+    assert_eq!(
+        (
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.error.as_deref()
+        ),
+        (
+            "auth_failure",
+            "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi",
+            "application",
+            Some("Unauthorized")
+        )
     );
 }
 
@@ -1126,13 +1481,226 @@ fn gcp_audit_entries() {
 fn gcp_workload_identity_token_minting() {
     let records = lines(&fixture("elastic-gcp-audit/test-iamcredentials-googleapis-com.log"));
     assert_eq!(records.len(), 1);
+    // IAM Service Account Credentials API, projects.serviceAccounts.generateAccessToken: `name`
+    // is the service account "for which the credentials are requested"; the caller
+    // (authenticationInfo, here a workload identity pool principal) impersonates it. The token is
+    // the service account's, minted on behalf of the caller.
     check(
         &one(&records[0]),
         json!({"event_id": "15djrryd6bap", "time": "2024-11-19T00:49:55.293368631Z",
         "format": "gcp_audit", "kind": "token_issued",
-        "identity": "principal://iam.googleapis.com/projects/project-id/locations/global/workloadIdentityPools/...",
-        "identity_type": "service_account", "tenant": "project-id", "src_ip": "175.16.199.45",
+        "identity": "made-up-ci-account@project-id.iam.gserviceaccount.com", "identity_type": "service_account",
+        "on_behalf_of": "principal://iam.googleapis.com/projects/project-id/locations/global/workloadIdentityPools/...",
+        "tenant": "project-id", "src_ip": "175.16.199.45",
         "user_agent": "Go-http-client/2.0,gzip(gfe)", "outcome": "success", "action": "GenerateAccessToken"}),
+    );
+}
+
+/// A Cloud Audit Logs entry (LogEntry with a `google.cloud.audit.AuditLog` `protoPayload`),
+/// `payload` laid over the common members. Project, accounts and ids are made up.
+fn gcp(insert_id: &str, log: &str, payload: Value) -> String {
+    let mut p = json!({"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "authenticationInfo": {"principalEmail": "ana@example.org"},
+        "requestMetadata": {"callerIp": "203.0.113.9", "callerSuppliedUserAgent": "google-cloud-sdk gcloud/468.0.0"}});
+    for (k, v) in payload.as_object().expect("object") {
+        p[k] = v.clone();
+    }
+    json!({"insertId": insert_id, "logName": format!("projects/ehr-prod/logs/cloudaudit.googleapis.com%2F{log}"),
+        "protoPayload": p, "receiveTimestamp": "2026-03-02T10:00:01.123456789Z", "severity": "NOTICE",
+        "timestamp": "2026-03-02T10:00:00.5Z"})
+    .to_string()
+}
+
+#[test]
+fn gcp_set_iam_policy_grants_land_on_each_identity_that_receives_a_role() {
+    // Cloud IAM, google.iam.v1.logging.AuditData: "Audit log information specific to Cloud IAM",
+    // in the AuditLog's serviceData; its policyDelta holds BindingDeltas, "each individual change
+    // (only one member in each entry)", action ADD or REMOVE (shape as cloudresourcemanager
+    // SetIamPolicy logs it). IAM principal identifiers: serviceAccount:, user: are one principal;
+    // group: is a set. One permission grant per identity that receives roles, the caller its
+    // initiator; a person receiving a role is a grant to a person (identity_type user).
+    let ci = "ci-deployer@ehr-prod.iam.gserviceaccount.com";
+    let etl = "etl@ehr-prod.iam.gserviceaccount.com";
+    let deltas = json!([
+        {"action": "ADD", "member": format!("serviceAccount:{ci}"), "role": "roles/iam.serviceAccountTokenCreator"},
+        {"action": "ADD", "member": "group:ops@example.org", "role": "roles/viewer"},
+        {"action": "ADD", "member": format!("serviceAccount:{etl}"), "role": "roles/editor"},
+        {"action": "REMOVE", "member": "serviceAccount:old@ehr-prod.iam.gserviceaccount.com", "role": "roles/owner"},
+        {"action": "ADD", "member": format!("serviceAccount:{ci}"), "role": "roles/storage.objectViewer"},
+        {"action": "ADD", "member": "user:bo@example.org", "role": "roles/viewer"},
+    ]);
+    let record = gcp(
+        "-a1b2c3d4e5f6",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "status": {},
+        "request": {"@type": "type.googleapis.com/google.iam.v1.SetIamPolicyRequest", "resource": "ehr-prod"},
+        "serviceData": {"@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+            "policyDelta": {"bindingDeltas": deltas}}}),
+    );
+    let events = normalize(&record).expect("normalizes");
+    let base = |id: &str, identity: &str, identity_type: &str, roles: &[&str]| {
+        json!({"event_id": id, "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit", "kind": "permission_grant",
+        "identity": identity, "identity_type": identity_type, "tenant": "ehr-prod", "initiator": "ana@example.org",
+        "scopes": scopes(roles), "src_ip": "203.0.113.9", "user_agent": "google-cloud-sdk gcloud/468.0.0",
+        "outcome": "success", "action": "SetIamPolicy"})
+    };
+    assert_eq!(events.len(), 3);
+    check(
+        &events[0],
+        base(
+            "-a1b2c3d4e5f6#0",
+            ci,
+            "service_account",
+            &["roles/iam.serviceAccountTokenCreator", "roles/storage.objectViewer"],
+        ),
+    );
+    check(
+        &events[1],
+        base("-a1b2c3d4e5f6#1", etl, "service_account", &["roles/editor"]),
+    );
+    check(
+        &events[2],
+        base("-a1b2c3d4e5f6#2", "bo@example.org", "user", &["roles/viewer"]),
+    );
+
+    // Only a group gains a role: no one identity receives it; the caller's admin change.
+    let record = gcp(
+        "-g1",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "serviceData": {"policyDelta": {"bindingDeltas": [
+            {"action": "ADD", "member": "group:ops@example.org", "role": "roles/viewer"}]}}}),
+    );
+    let e = one(&record);
+    assert_eq!(
+        (
+            e.event_id.as_str(),
+            e.kind.as_str(),
+            e.identity.as_str(),
+            e.identity_type.as_str()
+        ),
+        ("-g1", "admin", "ana@example.org", "user")
+    );
+    // A single grant keeps the entry's own id.
+    let record = gcp(
+        "-s1",
+        "activity",
+        json!({"serviceName": "cloudresourcemanager.googleapis.com", "methodName": "SetIamPolicy",
+        "resourceName": "projects/ehr-prod", "serviceData": {"policyDelta": {"bindingDeltas": [
+            {"action": "ADD", "member": format!("serviceAccount:{etl}"), "role": "roles/owner"}]}}}),
+    );
+    let e = one(&record);
+    assert_eq!((e.event_id.as_str(), e.identity.as_str()), ("-s1", etl));
+}
+
+#[test]
+fn gcp_service_account_keys_and_impersonation_land_on_the_service_account() {
+    // IAM audit logging, "Example logs for service accounts", and the IAM REST reference
+    // (projects.serviceAccounts.keys.create): request.name is
+    // projects/{PROJECT_ID|-}/serviceAccounts/{EMAIL|UNIQUE_ID}, resourceName carries the unique
+    // id, and a key's name ends in /keys/{KEY_ID}. The key belongs to that service account; the
+    // caller made the change.
+    let sa = "lab-sync@ehr-prod.iam.gserviceaccount.com";
+    let record = gcp(
+        "1r2s3t4u5v6w",
+        "activity",
+        json!({"serviceName": "iam.googleapis.com", "methodName": "google.iam.admin.v1.CreateServiceAccountKey",
+        "resourceName": "projects/-/serviceAccounts/112233445566778899001",
+        "request": {"@type": "type.googleapis.com/google.iam.admin.v1.CreateServiceAccountKeyRequest",
+            "name": format!("projects/-/serviceAccounts/{sa}"), "private_key_type": 2},
+        "response": {"@type": "type.googleapis.com/google.iam.admin.v1.ServiceAccountKey",
+            "name": format!("projects/ehr-prod/serviceAccounts/{sa}/keys/3fa9c6d1e2b4a5f60718293a4b5c6d7e8f901234"),
+            "key_algorithm": 2, "key_origin": 2, "key_type": 1}}),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "1r2s3t4u5v6w", "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit",
+        "kind": "credential_change", "identity": sa, "identity_type": "service_account", "tenant": "ehr-prod",
+        "initiator": "ana@example.org", "credential_id": "3fa9c6d1e2b4a5f60718293a4b5c6d7e8f901234",
+        "src_ip": "203.0.113.9", "user_agent": "google-cloud-sdk gcloud/468.0.0", "outcome": "success",
+        "action": "google.iam.admin.v1.CreateServiceAccountKey"}),
+    );
+    // Named by unique id only: the LogEntry's resource labels give the e-mail (resource type
+    // service_account: email_id, unique_id), else the unique id stands.
+    let mut by_id: Value = serde_json::from_str(&gcp(
+        "1r2s3t4u5v6x",
+        "activity",
+        json!({"serviceName": "iam.googleapis.com", "methodName": "google.iam.admin.v1.DeleteServiceAccountKey",
+        "resourceName": "projects/-/serviceAccounts/112233445566778899001/keys/0a1b2c3d"}),
+    ))
+    .expect("json");
+    let e = one(&by_id.to_string());
+    assert_eq!(
+        (
+            e.identity.as_str(),
+            e.identity_type.as_str(),
+            e.credential_id.as_deref()
+        ),
+        ("112233445566778899001", "service_account", Some("0a1b2c3d"))
+    );
+    by_id["resource"] =
+        json!({"type": "service_account", "labels": {"email_id": sa, "unique_id": "112233445566778899001"}});
+    assert_eq!(one(&by_id.to_string()).identity, sa);
+
+    // IAM Service Account Credentials API: signJwt and generateIdToken sign or mint for the
+    // service account in `name`, called by someone impersonating it; denied, it is still a token
+    // request for that account.
+    for (method, status, kind, outcome) in [
+        ("SignJwt", json!({}), "token_issued", "success"),
+        (
+            "GenerateIdToken",
+            json!({"code": 7, "message": "PERMISSION_DENIED"}),
+            "auth_failure",
+            "failure",
+        ),
+    ] {
+        let record = gcp(
+            "7y8z9a0b1c2d",
+            "data_access",
+            json!({"serviceName": "iamcredentials.googleapis.com", "methodName": method,
+            "resourceName": "projects/-/serviceAccounts/112233445566778899001", "status": status,
+            "request": {"name": format!("projects/-/serviceAccounts/{sa}")}}),
+        );
+        let e = one(&record);
+        assert_eq!(
+            (
+                e.kind.as_str(),
+                e.identity.as_str(),
+                e.identity_type.as_str(),
+                e.on_behalf_of.as_deref(),
+                e.outcome.as_str()
+            ),
+            (kind, sa, "service_account", Some("ana@example.org"), outcome),
+            "{method}"
+        );
+    }
+}
+
+#[test]
+fn gcp_entries_without_a_principal_are_kept_unidentified() {
+    // VPC Service Controls audit logging: Policy Denied entries (log cloudaudit.googleapis.com/policy,
+    // metadata VpcServiceControlAuditMetadata, status PERMISSION_DENIED); the caller's e-mail may
+    // be redacted ("Caller identities in audit logs"), leaving authenticationInfo empty. The
+    // denial is an event with no known principal, not a dead letter.
+    let record = gcp(
+        "-vpcsc1",
+        "policy",
+        json!({"authenticationInfo": {}, "serviceName": "storage.googleapis.com", "methodName": "google.storage.objects.get",
+        "resourceName": "projects/_/buckets/ehr-exports/objects/2026-03-01.ndjson",
+        "status": {"code": 7, "message": "PERMISSION_DENIED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.PreconditionFailure",
+                "violations": [{"type": "VPC_SERVICE_CONTROLS", "description": "Request is prohibited by organization's policy."}]}]},
+        "metadata": {"@type": "type.googleapis.com/google.cloud.audit.VpcServiceControlAuditMetadata",
+            "violationReason": "NO_MATCHING_ACCESS_LEVEL",
+            "securityPolicyInfo": {"servicePerimeterName": "accessPolicies/1234/servicePerimeters/ehr", "organizationId": "1234"}}}),
+    );
+    check(
+        &one(&record),
+        json!({"event_id": "-vpcsc1", "time": "2026-03-02T10:00:00.500Z", "format": "gcp_audit", "kind": "auth_failure",
+        "identity": "unidentified", "identity_type": "unknown", "tenant": "ehr-prod", "src_ip": "203.0.113.9",
+        "user_agent": "google-cloud-sdk gcloud/468.0.0", "outcome": "failure", "error": "PERMISSION_DENIED",
+        "action": "google.storage.objects.get"}),
     );
 }
 
