@@ -171,7 +171,7 @@ wire_enum! {
         Okta => "okta",
         /// Keycloak login and admin events (JSON or `key=value` log lines).
         Keycloak => "keycloak",
-        /// Microsoft Entra ID sign-in logs (service principal, managed identity).
+        /// Microsoft Entra ID sign-in logs (service principals, managed identities, people).
         EntraSignIn => "entra_signin",
         /// Microsoft Entra ID audit logs.
         EntraAudit => "entra_audit",

@@ -1,9 +1,17 @@
 //! Recognising a record's format by its shape.
 //!
 //! For JSON the sniffer walks the top-level object once, noting which marker keys are present and
-//! reading only the three values that decide between formats (`resourceType`, `category`,
-//! `log.logger`); every other value is skipped without being built. The chosen normalizer then
-//! deserializes what it needs.
+//! reading only the values that decide between formats (`resourceType`, `category`, `log.logger`,
+//! and a Log Analytics row's `Type` and `Category`); every other value is skipped without being
+//! built. The chosen normalizer then deserializes what it needs.
+//!
+//! Entra ID logs come in three shapes: the Azure Monitor diagnostic-settings envelope (`category`
+//! with `operationName`/`properties`), a Log Analytics / Microsoft Sentinel table row (`Type` is
+//! the table: `SigninLogs`, `AADNonInteractiveUserSignInLogs`, `AADServicePrincipalSignInLogs`,
+//! `AADManagedIdentitySignInLogs`, `AuditLogs`; without `Type`, `TimeGenerated` with a sign-in
+//! `Category` or with `InitiatedBy`/`TargetResources`), and a Microsoft Graph resource (`signIn`:
+//! `createdDateTime` + `appId` + a user, service principal, status or event types;
+//! `directoryAudit`: `activityDateTime` + `activityDisplayName` + `initiatedBy`/`targetResources`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -31,9 +39,9 @@ pub enum Shape {
     KeycloakLine,
     /// Keycloak JSON (ECS) console log line from the `org.keycloak.events` logger.
     KeycloakEcs,
-    /// Entra ID sign-in log (Azure Monitor diagnostic shape).
+    /// Entra ID sign-in log (diagnostic settings, Log Analytics table or Microsoft Graph).
     EntraSignIn,
-    /// Entra ID audit log (Azure Monitor diagnostic shape).
+    /// Entra ID audit log (diagnostic settings, Log Analytics table or Microsoft Graph).
     EntraAudit,
     /// Auth0 log event, bare or in a log-stream envelope.
     Auth0,
@@ -47,31 +55,46 @@ pub enum Shape {
 
 /// Marker keys, one bit each.
 mod key {
-    pub const PROTO_PAYLOAD: u32 = 1;
-    pub const LOG_NAME: u32 = 1 << 1;
-    pub const EVENT_VERSION: u32 = 1 << 2;
-    pub const EVENT_SOURCE: u32 = 1 << 3;
-    pub const EVENT_TYPE: u32 = 1 << 4;
-    pub const ACTOR: u32 = 1 << 5;
-    pub const PUBLISHED: u32 = 1 << 6;
-    pub const LOG_ID: u32 = 1 << 7;
-    pub const DATA: u32 = 1 << 8;
-    pub const TYPE: u32 = 1 << 9;
-    pub const DATE: u32 = 1 << 10;
-    pub const CLIENT_ID: u32 = 1 << 11;
-    pub const REALM_ID: u32 = 1 << 12;
-    pub const OPERATION_TYPE: u32 = 1 << 13;
-    pub const TS: u32 = 1 << 14;
-    pub const METHOD: u32 = 1 << 15;
-    pub const PATH: u32 = 1 << 16;
-    pub const INTERACTION: u32 = 1 << 17;
-    pub const RESOURCE_TYPE: u32 = 1 << 18;
-    pub const OPERATION_NAME: u32 = 1 << 19;
-    pub const PROPERTIES: u32 = 1 << 20;
-    pub const INSERT_ID: u32 = 1 << 21;
-    pub const EVENT_NAME: u32 = 1 << 22;
+    pub const PROTO_PAYLOAD: u64 = 1;
+    pub const LOG_NAME: u64 = 1 << 1;
+    pub const EVENT_VERSION: u64 = 1 << 2;
+    pub const EVENT_SOURCE: u64 = 1 << 3;
+    pub const EVENT_TYPE: u64 = 1 << 4;
+    pub const ACTOR: u64 = 1 << 5;
+    pub const PUBLISHED: u64 = 1 << 6;
+    pub const LOG_ID: u64 = 1 << 7;
+    pub const DATA: u64 = 1 << 8;
+    pub const TYPE: u64 = 1 << 9;
+    pub const DATE: u64 = 1 << 10;
+    pub const CLIENT_ID: u64 = 1 << 11;
+    pub const REALM_ID: u64 = 1 << 12;
+    pub const OPERATION_TYPE: u64 = 1 << 13;
+    pub const TS: u64 = 1 << 14;
+    pub const METHOD: u64 = 1 << 15;
+    pub const PATH: u64 = 1 << 16;
+    pub const INTERACTION: u64 = 1 << 17;
+    pub const RESOURCE_TYPE: u64 = 1 << 18;
+    pub const OPERATION_NAME: u64 = 1 << 19;
+    pub const PROPERTIES: u64 = 1 << 20;
+    pub const INSERT_ID: u64 = 1 << 21;
+    pub const EVENT_NAME: u64 = 1 << 22;
+    // Entra ID, Log Analytics table rows (PascalCase) and Microsoft Graph resources (camelCase).
+    pub const TIME_GENERATED: u64 = 1 << 23;
+    pub const OPERATION_NAME_TABLE: u64 = 1 << 24;
+    pub const INITIATED_BY_TABLE: u64 = 1 << 25;
+    pub const TARGET_RESOURCES_TABLE: u64 = 1 << 26;
+    pub const ACTIVITY_DATE_TIME: u64 = 1 << 27;
+    pub const ACTIVITY_DISPLAY_NAME: u64 = 1 << 28;
+    pub const INITIATED_BY: u64 = 1 << 29;
+    pub const TARGET_RESOURCES: u64 = 1 << 30;
+    pub const CREATED_DATE_TIME: u64 = 1 << 31;
+    pub const APP_ID: u64 = 1 << 32;
+    pub const USER_PRINCIPAL_NAME: u64 = 1 << 33;
+    pub const SERVICE_PRINCIPAL_ID: u64 = 1 << 34;
+    pub const SIGN_IN_EVENT_TYPES: u64 = 1 << 35;
+    pub const STATUS: u64 = 1 << 36;
 
-    pub fn of(name: &str) -> u32 {
+    pub fn of(name: &str) -> u64 {
         match name {
             "protoPayload" => PROTO_PAYLOAD,
             "logName" => LOG_NAME,
@@ -96,6 +119,20 @@ mod key {
             "resource_type" => RESOURCE_TYPE,
             "operationName" => OPERATION_NAME,
             "properties" => PROPERTIES,
+            "TimeGenerated" => TIME_GENERATED,
+            "OperationName" => OPERATION_NAME_TABLE,
+            "InitiatedBy" => INITIATED_BY_TABLE,
+            "TargetResources" => TARGET_RESOURCES_TABLE,
+            "activityDateTime" => ACTIVITY_DATE_TIME,
+            "activityDisplayName" => ACTIVITY_DISPLAY_NAME,
+            "initiatedBy" => INITIATED_BY,
+            "targetResources" => TARGET_RESOURCES,
+            "createdDateTime" => CREATED_DATE_TIME,
+            "appId" => APP_ID,
+            "userPrincipalName" => USER_PRINCIPAL_NAME,
+            "servicePrincipalId" => SERVICE_PRINCIPAL_ID,
+            "signInEventTypes" => SIGN_IN_EVENT_TYPES,
+            "status" => STATUS,
             _ => 0,
         }
     }
@@ -103,19 +140,72 @@ mod key {
 
 #[derive(Default)]
 struct TopKeys<'a> {
-    flags: u32,
+    flags: u64,
     resource_type: Option<Cow<'a, str>>,
     category: Option<Cow<'a, str>>,
     logger: Option<Cow<'a, str>>,
+    /// A Log Analytics row's `Type` (its table).
+    table: Option<Cow<'a, str>>,
+    /// A Log Analytics row's `Category`.
+    table_category: Option<Cow<'a, str>>,
 }
 
+/// The Entra sign-in categories: diagnostic-settings `category`, a table's `Category`.
+const SIGN_IN_CATEGORIES: [&str; 4] = [
+    "SignInLogs",
+    "NonInteractiveUserSignInLogs",
+    "ServicePrincipalSignInLogs",
+    "ManagedIdentitySignInLogs",
+];
+
 impl TopKeys<'_> {
-    fn has(&self, flags: u32) -> bool {
+    fn has(&self, flags: u64) -> bool {
         self.flags & flags == flags
     }
 
-    fn any(&self, flags: u32) -> bool {
+    fn any(&self, flags: u64) -> bool {
         self.flags & flags != 0
+    }
+
+    /// An Entra ID record in the Log Analytics table or Microsoft Graph shape.
+    fn entra(&self) -> Option<Shape> {
+        use key::*;
+        if let Some(table) = self.table.as_deref() {
+            match table {
+                "SigninLogs"
+                | "AADNonInteractiveUserSignInLogs"
+                | "AADServicePrincipalSignInLogs"
+                | "AADManagedIdentitySignInLogs" => return Some(Shape::EntraSignIn),
+                "AuditLogs" => return Some(Shape::EntraAudit),
+                _ if self.has(TIME_GENERATED) => {
+                    return Some(Shape::NotAudit(
+                        "Log Analytics table that is not an Entra sign-in or audit log",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.has(TIME_GENERATED) {
+            if self
+                .table_category
+                .as_deref()
+                .is_some_and(|c| SIGN_IN_CATEGORIES.contains(&c))
+            {
+                return Some(Shape::EntraSignIn);
+            }
+            if self.has(OPERATION_NAME_TABLE) && self.any(INITIATED_BY_TABLE | TARGET_RESOURCES_TABLE) {
+                return Some(Shape::EntraAudit);
+            }
+        }
+        if self.has(ACTIVITY_DATE_TIME | ACTIVITY_DISPLAY_NAME) && self.any(INITIATED_BY | TARGET_RESOURCES) {
+            return Some(Shape::EntraAudit);
+        }
+        if self.has(CREATED_DATE_TIME | APP_ID)
+            && self.any(USER_PRINCIPAL_NAME | SERVICE_PRINCIPAL_ID | SIGN_IN_EVENT_TYPES | STATUS)
+        {
+            return Some(Shape::EntraSignIn);
+        }
+        None
     }
 
     fn shape(&self) -> Option<Shape> {
@@ -143,13 +233,13 @@ impl TopKeys<'_> {
             && self.any(OPERATION_NAME | PROPERTIES)
         {
             return Some(match category {
-                "ServicePrincipalSignInLogs"
-                | "ManagedIdentitySignInLogs"
-                | "SignInLogs"
-                | "NonInteractiveUserSignInLogs" => Shape::EntraSignIn,
+                c if SIGN_IN_CATEGORIES.contains(&c) => Shape::EntraSignIn,
                 "AuditLogs" => Shape::EntraAudit,
                 _ => Shape::NotAudit("Azure Monitor category that is not an Entra sign-in or audit log"),
             });
+        }
+        if let Some(shape) = self.entra() {
+            return Some(shape);
         }
         if self.has(EVENT_TYPE | ACTOR | PUBLISHED) {
             return Some(Shape::Okta);
@@ -182,6 +272,8 @@ impl<'de> de::Deserialize<'de> for TopKeys<'de> {
                         "resourceType" => keys.resource_type = text_value(&mut map)?,
                         "category" => keys.category = text_value(&mut map)?,
                         "log.logger" => keys.logger = text_value(&mut map)?,
+                        "Type" => keys.table = text_value(&mut map)?,
+                        "Category" => keys.table_category = text_value(&mut map)?,
                         other => {
                             keys.flags |= key::of(other);
                             map.next_value::<IgnoredAny>()?;
@@ -289,6 +381,48 @@ mod tests {
             (
                 r#"{"category":"ServicePrincipalSignInLogs","properties":{}}"#,
                 Shape::EntraSignIn,
+            ),
+            // Entra ID as Log Analytics / Sentinel rows (Azure Monitor table reference: `Type` is
+            // the table) and as Microsoft Graph resources (`signIn`, `directoryAudit`).
+            (
+                r#"{"TimeGenerated":"x","Type":"SigninLogs","Category":"SignInLogs"}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Type":"AADNonInteractiveUserSignInLogs"}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Type":"AADServicePrincipalSignInLogs"}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Type":"AADManagedIdentitySignInLogs"}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Type":"AuditLogs","InitiatedBy":"{}"}"#,
+                Shape::EntraAudit,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Category":"ServicePrincipalSignInLogs","AppId":"a"}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"TimeGenerated":"x","OperationName":"Add application","TargetResources":[]}"#,
+                Shape::EntraAudit,
+            ),
+            (
+                r#"{"TimeGenerated":"x","Type":"AzureActivity"}"#,
+                Shape::NotAudit("Log Analytics table that is not an Entra sign-in or audit log"),
+            ),
+            (
+                r#"{"id":"x","createdDateTime":"x","appId":"a","userPrincipalName":"u","status":{}}"#,
+                Shape::EntraSignIn,
+            ),
+            (
+                r#"{"id":"x","category":"ApplicationManagement","activityDateTime":"x","activityDisplayName":"y","initiatedBy":{}}"#,
+                Shape::EntraAudit,
             ),
             (r#"{"protoPayload":{},"logName":"x"}"#, Shape::GcpAudit),
             (

@@ -73,6 +73,7 @@ fn every_fixture_file_is_covered() {
         "ihe-balp/AuditEvent-ex-auditPrivacyDisclosure-source2.json",
         "ihe-mhd/AuditEvent-ex-auditProvideBundle-source.json",
         "ihe-pdqm/AuditEvent-ex-auditPdqmQuery-supplier.json",
+        "msticpy-aad-signinlogs/SigninLogs.ndjson",
     ];
     let mut found = Vec::new();
     let root = external();
@@ -693,6 +694,10 @@ fn keycloak_sample_lines_login_logout_admin_and_json_server_log() {
 
 // ---- Entra ID ----
 
+// Identities are app ids (`appId`, Azure Monitor table reference: "Unique GUID representing the
+// app ID"): the app registration, its service principal and its sign-ins share it, so one app is
+// one identity (module doc of `src/normalize/entra.rs`).
+
 #[test]
 fn entra_service_principal_sign_in_with_expired_secret() {
     let events = lines(&fixture("elastic-azure-signinlogs/test-service-principal.log"));
@@ -701,7 +706,7 @@ fn entra_service_principal_sign_in_with_expired_secret() {
         &one(&events[0]),
         json!({
         "event_id": "22222222-5ec0-4795-bf9f-9017bcc32f00", "time": "2021-07-30T11:29:26.673366800Z",
-        "format": "entra_signin", "kind": "auth_failure", "identity": "22222222-4677-43b4-a1dc-ecb3230e9350",
+        "format": "entra_signin", "kind": "auth_failure", "identity": "22222222-ddf2-4ab6-b25f-f23d5d614338",
         "identity_name": "ConfigMgrSvc_22222222-dfb4-4070-ad95-cf1e68280bb0", "identity_type": "application",
         "tenant": "1111111111-902d-4dea-8026-5a790862fede", "scopes": ["22222222-c916-4293-8373-d584996f60ae/.default"],
         "src_ip": "11.22.33.44", "outcome": "failure", "error": "7000222", "action": "Sign-in activity"}),
@@ -756,7 +761,7 @@ fn entra_service_principal_sign_ins() {
             &one(record),
             json!({
             "event_id": id, "time": time(t), "format": "entra_signin", "kind": "token_issued",
-            "identity": "b029d485-a308-4311-8720-fb3192e5284e", "identity_name": "Terraform-Datadog-CLI",
+            "identity": "6131d760-7fda-4db5-8bb1-b771898e9f15", "identity_name": "Terraform-Datadog-CLI",
             "identity_type": "application", "tenant": "4bbb79f7-5724-4c9e-95f3-de075f6ec090",
             "scopes": [format!("{resource}/.default")], "src_ip": "1.128.3.4", "outcome": "success",
             "credential_id": "dbcd79c0-c3ea-46b9-9604-ff40d43b8618", "action": "Sign-in activity"}),
@@ -770,175 +775,175 @@ fn entra_managed_identity_sign_ins() {
     let expected = [
         (
             "a08869a8-3b15-46e4-8de3-273849e60100",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T04:59:49.2279838+00:00",
         ),
         (
             "a300df78-a761-4f2b-b181-c48e5efe0400",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T04:59:40.2272862+00:00",
         ),
         (
             "f17106d8-8648-40e3-883e-fe9b3db23400",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T04:58:22.0158249+00:00",
         ),
         (
             "2ccdd439-6b8c-4e7b-a7d4-8d0c4c07ca00",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T04:58:33.5367099+00:00",
         ),
         (
             "26941260-15d0-43ea-be76-eac699d07301",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T04:59:58.1571548+00:00",
         ),
         (
             "5dbba3a3-ccec-44c9-b6a2-5a64515a8900",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:02:22.2197479+00:00",
         ),
         (
             "d1d914d5-949a-4e62-a0f8-113f48f2ec00",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T05:00:03.346468+00:00",
         ),
         (
             "a08869a8-3b15-46e4-8de3-27382ae70100",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T05:02:51.3929313+00:00",
         ),
         (
             "7f0de093-0b5f-494b-90c0-5fa73db03900",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:02:30.922275+00:00",
         ),
         (
             "faa9bd79-1443-4ae7-b267-00ac54619901",
-            "f7c675ad-1c13-4d16-9824-460f095dab88",
+            "b6e10128-f4bf-4134-99c2-ea60b8057ac4",
             "2022-01-24T05:02:13.5873965+00:00",
         ),
         (
             "a6f22ef3-8d09-4c1d-a20a-981fcf210300",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T05:02:58.5215861+00:00",
         ),
         (
             "26941260-15d0-43ea-be76-eac6a2067401",
-            "f7c675ad-1c13-4d16-9824-460f095dab88",
+            "b6e10128-f4bf-4134-99c2-ea60b8057ac4",
             "2022-01-24T05:02:27.9205247+00:00",
         ),
         (
             "31d61360-6c5e-4d03-a113-01f4d973f500",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T05:04:40.2454887+00:00",
         ),
         (
             "cea31b26-454e-4005-858f-5e70c180e700",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T05:04:44.7581489+00:00",
         ),
         (
             "24ecf645-8809-48b0-a517-e4886ff50400",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T05:05:57.0361585+00:00",
         ),
         (
             "f0d9ac60-f6c1-48c4-bfd2-cf553df50400",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T05:06:04.1987479+00:00",
         ),
         (
             "021e7b20-1831-4fba-b295-f440aa7c3f00",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:06:24.9798088+00:00",
         ),
         (
             "021e7b20-1831-4fba-b295-f440b57e3f00",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:06:35.9021971+00:00",
         ),
         (
             "d1d914d5-949a-4e62-a0f8-113f5d45ed00",
-            "50706135-8a01-4e7a-8912-d03e4a1e7b03",
+            "e3d9a3ac-f3d2-40e9-9aa6-ab336823a166",
             "2022-01-24T05:06:24.1113164+00:00",
         ),
         (
             "26941260-15d0-43ea-be76-eac63f717401",
-            "f7c675ad-1c13-4d16-9824-460f095dab88",
+            "b6e10128-f4bf-4134-99c2-ea60b8057ac4",
             "2022-01-24T05:07:53.0673233+00:00",
         ),
         (
             "43a166a9-3f82-4525-be6f-63cef1860100",
-            "9d370547-cb61-4753-be23-68534909af90",
+            "b3b975ac-995b-426e-8b5d-363a165df41c",
             "2022-01-24T05:09:05.6370136+00:00",
         ),
         (
             "84498794-bd1d-486b-b761-54759b6d8a01",
-            "f7c675ad-1c13-4d16-9824-460f095dab88",
+            "b6e10128-f4bf-4134-99c2-ea60b8057ac4",
             "2022-01-24T05:07:39.0558777+00:00",
         ),
         (
             "3209a641-19e2-41e2-93db-a73898d54000",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:10:28.0838653+00:00",
         ),
         (
             "cea31b26-454e-4005-858f-5e7047cae700",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T05:09:32.3607568+00:00",
         ),
         (
             "d1d914d5-949a-4e62-a0f8-113f9170ed00",
-            "5338db98-8266-400c-ba61-d8efab370100",
+            "6528e359-af96-4214-ba42-18723813e564",
             "2022-01-24T05:09:27.4439596+00:00",
         ),
         (
             "d84e260f-f76a-4479-af49-8d2c2c44df00",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:10:39.3488534+00:00",
         ),
         (
             "29dce79d-20f8-4fe9-b2a8-103dd1abd600",
-            "9e32432b-bc44-4e0b-b624-996109b24ed7",
+            "92edba11-5082-45f0-bd5e-7021c9a7e3a7",
             "2022-01-24T05:12:24.7932061+00:00",
         ),
         (
             "6ace2f72-2c4c-4e8f-8be0-d1cf06b5db00",
-            "a189002f-5801-4cb4-a1f8-ab78907ec4f9",
+            "6464370b-b04c-4f06-8687-f0a23a3c52b3",
             "2022-01-24T05:14:50.9041713+00:00",
         ),
         (
             "d90d7c7a-d7f1-4ba4-9655-f5c063f24000",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:14:30.6539296+00:00",
         ),
         (
             "3e8148b2-1b3a-4f55-a657-f3203dabcb00",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:14:40.9622359+00:00",
         ),
         (
             "9a61b857-7e55-4d43-8e58-e7ef9bcc3900",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:26:46.2506325+00:00",
         ),
         (
             "4733a133-4e0f-4a35-bd83-7290b964d100",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:30:59.5702268+00:00",
         ),
         (
             "3209a641-19e2-41e2-93db-a73878054200",
-            "2a652c71-4d7b-40e6-b12d-f45ff732d79c",
+            "8e1e40fc-5ec1-4077-b595-08d5cf42fef4",
             "2022-01-24T05:34:52.5307853+00:00",
         ),
     ];
     assert_eq!(records.len(), expected.len());
-    for (record, (id, principal, created)) in records.iter().zip(expected) {
+    for (record, (id, app, created)) in records.iter().zip(expected) {
         let event = one(record);
         assert_eq!(event.event_id, id);
-        assert_eq!(event.identity, principal);
+        assert_eq!(event.identity, app);
         assert_eq!(event.time, time(created));
         assert_eq!(event.format.as_str(), "entra_signin");
         assert_eq!(event.kind.as_str(), "token_issued");
@@ -950,13 +955,17 @@ fn entra_managed_identity_sign_ins() {
         &one(&records[0]),
         json!({
         "event_id": "a08869a8-3b15-46e4-8de3-273849e60100", "time": "2022-01-24T04:59:49.227983800Z",
-        "format": "entra_signin", "kind": "token_issued", "identity": "9d370547-cb61-4753-be23-68534909af90",
+        "format": "entra_signin", "kind": "token_issued", "identity": "b3b975ac-995b-426e-8b5d-363a165df41c",
         "identity_name": "testplatformlogslube", "identity_type": "managed_identity",
         "tenant": "4bbb79f7-5724-4c9e-95f3-de075f6ec090", "scopes": ["797f4846-ba00-4fd7-ba43-dac1f8f63013/.default"],
         "outcome": "success", "action": "Sign-in activity"}),
     );
 }
 
+/// The target service principal `a7d5dcbe-…` carries its app id twice: `AdditionalDetails` `AppId`
+/// and the first name of `TargetId.ServicePrincipalNames` (`a70a7931-…;https://identity.azure.net/…`,
+/// a managed identity's); the initiator is the Managed Service Identity service principal (no app
+/// id: its `servicePrincipalId`).
 #[test]
 fn entra_audit_credential_added_to_service_principal() {
     let records = lines(&fixture("elastic-azure-auditlogs/test-audit-logs-sample.log"));
@@ -964,7 +973,7 @@ fn entra_audit_credential_added_to_service_principal() {
     let base = |id: &str, t: &str, kind: &str, action: &str| {
         json!({
         "event_id": id, "time": t, "format": "entra_audit", "kind": kind,
-        "identity": "a7d5dcbe-0627-4ddf-a2f4-86b6785bcc42", "identity_name": "billing-test-wus",
+        "identity": "a70a7931-c387-4dce-9f35-fbf95bdcc91e", "identity_name": "billing-test-wus",
         "identity_type": "application", "tenant": "4bbb79f7-5724-4c9e-95f3-de075f6ec090",
         "initiator": "b9814691-9ca1-4e55-a1ac-8ef5dd010ec0", "src_ip": "1.128.3.4", "outcome": "success", "action": action})
     };
@@ -1018,6 +1027,69 @@ fn entra_audit_device_updates() {
     let mut by_user = base(None, "user");
     by_user["identity"] = json!("UserName");
     check(&one(&records[2]), by_user);
+}
+
+/// 86 rows of the Log Analytics `SigninLogs` table (SOURCE.txt: every row a person's sign-in,
+/// `ServicePrincipalName` empty, `ResultType` 0 ×84 and 90072 ×2). Azure Monitor table reference,
+/// SigninLogs: `UserPrincipalName` is the user, `CreatedDateTime` when the sign-in was initiated,
+/// `ResultType` "0 indicates success; other values are failures", `AADTenantId` the directory
+/// (`TenantId` is the Log Analytics workspace), `IPAddress` and `UserAgent` the client's. The app
+/// signed in to (`AppId`, e.g. the Azure Portal) is never the identity: these are human events.
+#[test]
+fn entra_signinlogs_table_rows_are_people_signing_in() {
+    let path = fixture("msticpy-aad-signinlogs/SigninLogs.ndjson");
+    let records = lines(&path);
+    assert_eq!(records.len(), 86);
+    let events: Vec<Event> = records.iter().map(|r| one(r)).collect();
+    let rows: Vec<Value> = records.iter().map(|r| serde_json::from_str(r).expect("JSON")).collect();
+    for (event, row) in events.iter().zip(&rows) {
+        assert_eq!(event.event_id, row["Id"].as_str().expect("Id"));
+        assert_eq!(event.identity, row["UserPrincipalName"].as_str().expect("UPN"));
+        assert_eq!(event.identity_type.as_str(), "user");
+        assert_eq!(
+            event.time,
+            time(row["CreatedDateTime"].as_str().expect("CreatedDateTime"))
+        );
+        assert_eq!(event.tenant.as_deref(), row["AADTenantId"].as_str());
+        assert_eq!(event.src_ip.as_deref(), row["IPAddress"].as_str());
+        assert!(
+            event.scopes.is_empty(),
+            "a person's sign-in grants the app no scope of its own"
+        );
+        assert_ne!(Some(event.identity.as_str()), row["AppId"].as_str());
+        let failed = row["ResultType"] != "0";
+        assert_eq!(event.kind.as_str(), if failed { "auth_failure" } else { "sign_in" });
+        assert_eq!(
+            event.error.as_deref(),
+            failed.then(|| row["ResultType"].as_str().expect("code"))
+        );
+    }
+    let count = |kind: &str, outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind.as_str() == kind && e.outcome.as_str() == outcome)
+            .count()
+    };
+    assert_eq!(count("sign_in", "success"), 84);
+    assert_eq!(count("auth_failure", "failure"), 2);
+    assert!(events.iter().all(|e| !e.identity_type.is_non_human()));
+    let agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+               Chrome/81.0.4044.138 Safari/537.36 Edg/81.0.416.72";
+    check(
+        &events[0],
+        json!({"event_id": "f05079ed-f820-4531-ab26-498b53af3800", "time": "2020-05-20T18:19:04Z",
+            "format": "entra_signin", "kind": "sign_in", "identity": "ctfuser3@seccxp.ninja",
+            "identity_name": "CTFUser3", "identity_type": "user", "tenant": "4b2462a4-bbee-495a-a0e1-f23ae524cc9c",
+            "src_ip": "24.13.212.221", "user_agent": agent, "outcome": "success", "action": "Sign-in activity"}),
+    );
+    check(
+        &events[9],
+        json!({"event_id": "2a292f6a-7658-495a-92ea-b750ca502b00", "time": "2020-05-20T11:47:15Z",
+            "format": "entra_signin", "kind": "auth_failure", "identity": "meganb@seccxp.ninja",
+            "identity_name": "Megan Bowens", "identity_type": "user", "tenant": "4b2462a4-bbee-495a-a0e1-f23ae524cc9c",
+            "src_ip": "136.55.145.135", "user_agent": agent, "outcome": "failure", "error": "90072",
+            "action": "Sign-in activity"}),
+    );
 }
 
 // ---- Auth0 ----
