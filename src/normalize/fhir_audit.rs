@@ -29,13 +29,11 @@ use chrono::{DateTime, Utc};
 
 use super::fhir_rest::Route;
 use super::json::{Node, codings, has_code, items, str_at, string_at};
-use super::{Ctx, ParseError, network_address, parse_time, resource_type_from_path};
+use super::{Ctx, ParseError, UNIDENTIFIED, network_address, parse_time, resource_type_from_path};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
 
 const FORMAT: SourceFormat = SourceFormat::FhirAuditEvent;
 const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
-/// Identity recorded when an audit event names no acting agent at all.
-pub const UNIDENTIFIED: &str = "unidentified";
 
 /// Normalizes a JSON `AuditEvent` or `Bundle` of them.
 /// The record is parsed into a borrowed tree: its strings point into the record.

@@ -20,7 +20,7 @@
 
 use serde_json::Value;
 
-use super::fhir_audit::UNIDENTIFIED;
+use super::UNIDENTIFIED;
 use super::json::{items, str_at, string_at, u64_of};
 use super::{Ctx, ParseError, network_address, parse_time, resource_type_from_path};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};

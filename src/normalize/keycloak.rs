@@ -2,7 +2,15 @@
 //! console line (`type=LOGIN_ERROR, realmId=..., clientId=...`) and the same line inside
 //! Keycloak's JSON (ECS) console log.
 //!
-//! Login events are about the client (`clientId`); the user, if any, is `on_behalf_of`. Admin
+//! Who acted, by the event types of the Keycloak Server Administration Guide ("Auditing and
+//! events", user events):
+//!
+//! | event types | identity | `identity_type` | on behalf of |
+//! |---|---|---|---|
+//! | the client's own: `CLIENT_LOGIN` (client credentials), `CODE_TO_TOKEN`, `REFRESH_TOKEN`, `TOKEN_EXCHANGE`, `INTROSPECT_TOKEN`, `PERMISSION_TOKEN`, `USER_INFO_REQUEST`, device and CIBA token requests, `CLIENT_REGISTER`/`_UPDATE`/`_DELETE`, `CLIENT_INFO`, `PUSHED_AUTHORIZATION_REQUEST` (and their `_ERROR`s) | `clientId` | `application` | the user, except for a client-credentials login (its service account) |
+//! | everything else — `LOGIN`, `LOGIN_ERROR`, `LOGOUT`, `REGISTER`, `UPDATE_PASSWORD`… — is a person's browser or account flow, whatever client it went through | `userId`, else `username`, else `unidentified` | `user` (a human event) | — |
+//!
+//! Admin
 //! events that create, update or delete a client are the lifecycle of that client (from
 //! `resourcePath`), its secret regeneration a credential change; the admin is the initiator.
 //! Console lines carry local time without a zone and are read as UTC; lines with only a time of
@@ -160,13 +168,17 @@ fn build(f: Fields<'_>, event_id: String, time: DateTime<Utc>) -> Result<Event, 
     let client = get("clientId");
     let user = get("userId").or_else(|| get("username"));
     let (identity, identity_type, on_behalf_of) = match (client, user) {
-        (Some(c), user) => {
+        (Some(c), user) if CLIENT_EVENTS.contains(&base) => {
             // A client-credentials login acts as the client's own service account.
             let service = base == "CLIENT_LOGIN" || get("grant_type").as_deref() == Some("client_credentials");
             (c, IdentityType::Application, if service { None } else { user })
         }
-        (None, Some(u)) => (u, IdentityType::User, None),
-        (None, None) => return Err(ParseError::missing(FORMAT, "clientId")),
+        (None, None) if CLIENT_EVENTS.contains(&base) => return Err(ParseError::missing(FORMAT, "clientId")),
+        (_, user) => (
+            user.unwrap_or_else(|| super::UNIDENTIFIED.to_owned()),
+            IdentityType::User,
+            None,
+        ),
     };
     let mut event = Event::new(event_id, time, FORMAT, kind, identity);
     event.identity_type = identity_type;
@@ -179,6 +191,25 @@ fn build(f: Fields<'_>, event_id: String, time: DateTime<Utc>) -> Result<Event, 
     event.scopes = get("scope").map(|s| Scope::parse_list(&s)).unwrap_or_default();
     Ok(event)
 }
+
+/// Event types a client makes on its own behalf or for a user's token (see the module doc).
+const CLIENT_EVENTS: &[&str] = &[
+    "CLIENT_LOGIN",
+    "CODE_TO_TOKEN",
+    "REFRESH_TOKEN",
+    "TOKEN_EXCHANGE",
+    "INTROSPECT_TOKEN",
+    "PERMISSION_TOKEN",
+    "USER_INFO_REQUEST",
+    "OAUTH2_DEVICE_AUTH",
+    "OAUTH2_DEVICE_CODE_TO_TOKEN",
+    "AUTHREQID_TO_TOKEN",
+    "CLIENT_REGISTER",
+    "CLIENT_UPDATE",
+    "CLIENT_DELETE",
+    "CLIENT_INFO",
+    "PUSHED_AUTHORIZATION_REQUEST",
+];
 
 fn admin_event(
     get: &dyn Fn(&str) -> Option<String>,

@@ -23,7 +23,7 @@
 
 use serde_json::Value;
 
-use super::fhir_audit::UNIDENTIFIED;
+use super::UNIDENTIFIED;
 use super::json::{items, str_at, string_at};
 use super::{Ctx, ParseError, network_address, parse_time};
 use crate::event::{Event, EventKind, IdentityType, Outcome, SourceFormat};
