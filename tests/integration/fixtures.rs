@@ -20,7 +20,7 @@ fn p(reference: &str) -> String {
     pseudonymizer().patient(reference)
 }
 
-fn fixture(path: &str) -> std::path::PathBuf {
+pub(crate) fn fixture(path: &str) -> std::path::PathBuf {
     external().join(path)
 }
 
@@ -29,7 +29,7 @@ fn whole(path: &str) -> Event {
 }
 
 /// The Auth0 events of an elastic-package pipeline test file (`.events[].json`).
-fn auth0_records(path: &Path) -> Vec<String> {
+pub(crate) fn auth0_records(path: &Path) -> Vec<String> {
     let v: Value = serde_json::from_str(&read(path)).expect("valid JSON");
     v["events"]
         .as_array()
@@ -357,7 +357,7 @@ fn scopes(list: &[&str]) -> Value {
 
 /// The System Log `LogEvent` fields every Okta record below shares (Okta System Log API, LogEvent
 /// object: `uuid`, `published`, `eventType`, `actor`, `client`, `outcome`, `target`).
-fn okta(uuid: &str, event_type: &str, actor: Value, outcome: &str, target: Value) -> String {
+pub(crate) fn okta(uuid: &str, event_type: &str, actor: Value, outcome: &str, target: Value) -> String {
     json!({
         "uuid": uuid, "published": "2026-03-02T14:05:11.204Z", "eventType": event_type, "version": "0",
         "severity": "INFO", "actor": actor,
@@ -367,14 +367,14 @@ fn okta(uuid: &str, event_type: &str, actor: Value, outcome: &str, target: Value
     .to_string()
 }
 
-const OKTA_PERSON: &str = "00u5qnsdwiFfu6tk22p7";
-const OKTA_CLIENT: &str = "0oa7rb3qjbKyi6j7O2p7";
+pub(crate) const OKTA_PERSON: &str = "00u5qnsdwiFfu6tk22p7";
+pub(crate) const OKTA_CLIENT: &str = "0oa7rb3qjbKyi6j7O2p7";
 
 /// `ConsentGrant` targets as the System Log records them for `app.oauth2.as.consent.grant`: one
 /// per scope, the scope in `displayName`, the client in `detailEntry.publicclientapp` (shape of a
 /// System Log API response recorded in department-of-veterans-affairs/vets-api,
 /// spec/support/vcr_cassettes/okta/connection_logs.yml; ids and scopes here are made up).
-fn consent_targets(scopes: &[&str]) -> Value {
+pub(crate) fn consent_targets(scopes: &[&str]) -> Value {
     scopes
         .iter()
         .enumerate()
@@ -1174,7 +1174,7 @@ fn auth0_management_api_operations() {
 /// An Auth0 tenant log event (Auth0 log event schema: `log_id`, `date`, `type`, `description`,
 /// `client_id`, `client_name`, `ip`, `user_agent`, `user_id`, `user_name`, `hostname`), in the
 /// log-stream envelope. Ids are made up.
-fn auth0(log_id: &str, code: &str, description: &str, extra: Value) -> String {
+pub(crate) fn auth0(log_id: &str, code: &str, description: &str, extra: Value) -> String {
     let mut data = json!({"date": "2026-03-02T09:15:00.000Z", "type": code, "description": description,
         "client_id": "l87BhM2D7sCdX6e3WWwpf6Fk5d19LjBi", "client_name": "Bedside Charts", "ip": "203.0.113.50",
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "hostname": "ehr-dev.eu.auth0.com", "log_id": log_id});
@@ -1573,7 +1573,7 @@ fn gcp_workload_identity_token_minting() {
 
 /// A Cloud Audit Logs entry (LogEntry with a `google.cloud.audit.AuditLog` `protoPayload`),
 /// `payload` laid over the common members. Project, accounts and ids are made up.
-fn gcp(insert_id: &str, log: &str, payload: Value) -> String {
+pub(crate) fn gcp(insert_id: &str, log: &str, payload: Value) -> String {
     let mut p = json!({"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
         "authenticationInfo": {"principalEmail": "ana@example.org"},
         "requestMetadata": {"callerIp": "203.0.113.9", "callerSuppliedUserAgent": "google-cloud-sdk gcloud/468.0.0"}});

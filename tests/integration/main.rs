@@ -14,5 +14,6 @@ mod replay;
 #[path = "../scenarios/mod.rs"]
 mod scenarios;
 mod schema;
+mod shapes;
 mod sinks;
 mod support;
