@@ -388,7 +388,7 @@ impl Gen {
         let end = opts.start + Duration::days(i64::from(opts.days));
         Gen {
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
-            vary: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_0f_7a71e7),
+            vary: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_0f7a_71e7),
             opts,
             ids: Vec::new(),
             records: Vec::new(),
