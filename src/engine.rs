@@ -167,6 +167,8 @@ impl Engine {
             has_registry: self.registry.is_some(),
             entry,
             learning: &settings,
+            id,
+            open: &self.folder,
         };
         self.detectors.check(&cx, &mut self.hits);
         state.learn(event, &self.baseline);
@@ -638,6 +640,7 @@ mod tests {
                 explanation: String::new(),
                 analysis: Vec::new(),
                 suppress_for: Duration::minutes(30),
+                cite: None,
             };
             let who = IdentityRef {
                 id: "a".into(),
