@@ -18,7 +18,7 @@
 //!
 //! The metadata is JSON because events and findings leave empty fields out, which a
 //! non-self-describing format cannot read back; it is small (open findings, the events of one
-//! lateness window, and the remembered record ids at 32 hex digits each). The baselines, a
+//! lateness window, and the remembered record ids at about 21 base64 characters each). The baselines, a
 //! million identities, are postcard.
 //!
 //! A field added to the metadata that reads as empty when absent (`serde(default)`) keeps the

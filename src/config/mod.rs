@@ -21,7 +21,7 @@ pub const ENV_PREFIX: &str = "NHIWATCH__";
 pub const PSEUDONYM_KEY_ENV: &str = "NHIWATCH_PSEUDONYM_KEY";
 /// Longest `engine.dedupe_window_seconds`: exports overlap by hours or days, not months.
 const MAX_DEDUPE_WINDOW: u32 = 30 * 86_400;
-/// Most `engine.dedupe_max_ids` (about 50 bytes each).
+/// Most `engine.dedupe_max_ids` (about 70 bytes each).
 const MAX_DEDUPE_IDS: usize = 100_000_000;
 
 /// A configuration error: the user's to fix.
@@ -526,7 +526,7 @@ impl Settings {
         if raw.engine.dedupe_max_ids > MAX_DEDUPE_IDS {
             return Err(self.invalid(
                 "engine.dedupe_max_ids",
-                format!("must be between 0 (no deduplication) and {MAX_DEDUPE_IDS} (about 5 GB of memory)"),
+                format!("must be between 0 (no deduplication) and {MAX_DEDUPE_IDS} (about 7 GB of memory)"),
             ));
         }
         if k.events_topic.is_empty() || k.changelog_topic.is_empty() || k.events_topic == k.changelog_topic {
