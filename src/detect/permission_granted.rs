@@ -6,8 +6,10 @@
 //!   opaque scopes only when the entry lists an opaque one, as `scope_drift` judges them), or the
 //!   registry does not list the identity at all, so nothing is approved for it: high;
 //! - or it is on the file's `high_privilege` list (Microsoft Graph `Directory.ReadWrite.All`,
-//!   SMART `system/*.*`, GCP `roles/owner`, …): high; on its `sensitive` list (`Mail.Read`, …):
-//!   medium.
+//!   SMART `system/*.*`, GCP `roles/owner`, Auth0 Management API `create:client_grants`, …):
+//!   high; on its `sensitive` list (`Mail.Read`, …): medium. The lists name permissions, not the
+//!   API they are for (the events do not carry it): an API of one's own with a scope of the same
+//!   name matches too.
 //!
 //! Broad permissions granted to an application are how an illicit consent grant (MITRE ATT&CK
 //! T1528, Steal Application Access Token) and added cloud roles (T1098.003, Account
@@ -57,6 +59,21 @@ detector_config! {
             "roles/iam.serviceAccountTokenCreator",
             "roles/iam.serviceAccountKeyAdmin",
             "roles/resourcemanager.projectIamAdmin",
+            // Auth0 Management API: grant permissions, create or change applications and their
+            // keys, give roles.
+            "create:client_grants",
+            "update:client_grants",
+            "create:clients",
+            "update:clients",
+            "create:client_keys",
+            "update:client_keys",
+            "create:role_members",
+            // Okta Admin Management API: manage apps and clients (and their secrets), admin
+            // roles, API tokens.
+            "okta.apps.manage",
+            "okta.clients.manage",
+            "okta.roles.manage",
+            "okta.apiTokens.manage",
         ]
         .map(String::from)
         .to_vec(),

@@ -757,6 +757,9 @@ fn permission_granted_fires_for_listed_permissions_without_a_registry() {
         // Narrower than every listed scope: not high privilege.
         consent("narrow-app", at(1, 9, 15), "system/Patient.cud User.Read"),
         consent("gcp-sa", at(1, 9, 20), "roles/iam.serviceAccountTokenCreator"),
+        // Auth0 "Create client grant" to the Management API (scope names as in the vendor's own
+        // sample, elastic-auth0/test-success-api-ops): it may grant itself anything.
+        consent("auth0-m2m", at(1, 9, 25), "read:users create:client_grants"),
         // A refused grant grants nothing.
         failed,
     ];
@@ -768,6 +771,7 @@ fn permission_granted_fires_for_listed_permissions_without_a_registry() {
             ("reader-app".into(), at(1, 9, 5), Severity::Medium),
             ("smart-app".into(), at(1, 9, 10), Severity::High),
             ("gcp-sa".into(), at(1, 9, 20), Severity::High),
+            ("auth0-m2m".into(), at(1, 9, 25), Severity::High),
         ]
     );
     assert_eq!(findings[0].analysis[0].metric, "high_privilege_scope");
