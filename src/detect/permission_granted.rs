@@ -110,6 +110,18 @@ fn includes(granted: &Scope, listed: &Scope) -> bool {
     }
 }
 
+/// Scopes named in a sentence, at most.
+const LISTED: usize = 20;
+
+/// The first `max` of `items`, then how many more.
+fn some_of(items: &[String], max: usize) -> String {
+    let shown = items.iter().take(max).map(String::as_str).collect::<Vec<_>>().join(" ");
+    match items.len().saturating_sub(max) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 const ATTACK: &str = "Broad permissions granted to an application are how an illicit consent grant (MITRE \
      ATT&CK T1528, Steal Application Access Token) or added cloud roles (T1098.003, Additional Cloud \
      Roles) give lasting access that no password reset ends.";
@@ -126,6 +138,7 @@ impl PermissionGranted {
         let mut reasons: Vec<String> = Vec::new();
         let mut analysis = Vec::new();
         let mut severity = None;
+        let (mut outside, mut high, mut sensitive) = (Vec::new(), Vec::new(), Vec::new());
         match cx.entry {
             Some(entry) => {
                 let approved = entry
@@ -136,15 +149,22 @@ impl PermissionGranted {
                     .join(" ");
                 for scope in scopes {
                     if entry.approves_scope(scope) == Some(false) {
-                        reasons.push(format!("{scope} is outside the registry's approval ({approved})"));
+                        outside.push(scope.to_string());
                         analysis.push(Analysis::new(
                             "granted_scope",
                             scope.to_string(),
                             approved.clone(),
                             "within approved_scopes",
                         ));
-                        severity = Some(self.config.severity);
                     }
+                }
+                if !outside.is_empty() {
+                    reasons.push(format!(
+                        "{} {} outside the registry's approval ({approved})",
+                        some_of(&outside, LISTED),
+                        if outside.len() == 1 { "is" } else { "are" },
+                    ));
+                    severity = Some(self.config.severity);
                 }
             }
             None if cx.has_registry && self.config.unregistered => {
@@ -159,30 +179,60 @@ impl PermissionGranted {
         }
         for scope in scopes {
             if self.high.iter().any(|l| includes(scope, l)) {
-                reasons.push(format!("{scope} is a high-privilege permission"));
+                high.push(scope.to_string());
                 analysis.push(Analysis::new(
                     "high_privilege_scope",
                     scope.to_string(),
                     serde_json::Value::Null,
                     "permission_granted.high_privilege",
                 ));
-                severity = Some(self.config.severity);
             } else if self.sensitive.iter().any(|l| includes(scope, l)) {
-                reasons.push(format!("{scope} is a sensitive permission"));
+                sensitive.push(scope.to_string());
                 analysis.push(Analysis::new(
                     "sensitive_scope",
                     scope.to_string(),
                     serde_json::Value::Null,
                     "permission_granted.sensitive",
                 ));
-                severity = Some(severity.unwrap_or(self.config.sensitive_severity));
             }
         }
+        if !high.is_empty() {
+            reasons.push(format!(
+                "{} {}",
+                some_of(&high, LISTED),
+                if high.len() == 1 {
+                    "is a high-privilege permission"
+                } else {
+                    "are high-privilege permissions"
+                },
+            ));
+            severity = Some(self.config.severity);
+        }
+        if !sensitive.is_empty() {
+            reasons.push(format!(
+                "{} {}",
+                some_of(&sensitive, LISTED),
+                if sensitive.len() == 1 {
+                    "is a sensitive permission"
+                } else {
+                    "are sensitive permissions"
+                },
+            ));
+            severity = Some(severity.unwrap_or(self.config.sensitive_severity));
+        }
         let Some(severity) = severity else { return };
-        let granted = if scopes.is_empty() {
+        let all: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        let granted = if all.is_empty() {
             "a permission (the source lists none)".to_owned()
         } else {
-            scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            some_of(&all, LISTED)
+        };
+        // The title names what was reported, briefly: a grant may hold a hundred scopes.
+        let reported: Vec<String> = outside.into_iter().chain(high).chain(sensitive).collect();
+        let headline = if reported.is_empty() {
+            some_of(&all, 3)
+        } else {
+            some_of(&reported, 3)
         };
         let by = e.initiator.as_deref().unwrap_or("an unrecorded actor");
         let action = e.action.as_deref().unwrap_or("permission grant");
@@ -192,7 +242,11 @@ impl PermissionGranted {
             .filter(|added| (cx.now - added).abs() <= self.window());
         let mut hit = self.hit(
             Confidence::High,
-            format!("Permission granted to {}: {granted}", cx.who()),
+            if headline.is_empty() {
+                format!("Permission granted to {}", cx.who())
+            } else {
+                format!("Permission granted to {}: {headline}", cx.who())
+            },
             String::new(),
         );
         hit.severity = severity;

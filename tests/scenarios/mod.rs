@@ -854,3 +854,69 @@ fn a_credential_added_after_a_grant_escalates_the_grant_to_critical() {
             .any(|f| f.detector == DetectorId::CredentialAdded && f.identity.id == "cds-app")
     );
 }
+
+/// The vendor's own Auth0 sample (elastic-auth0, `test-success-api-ops`): "Create aclient", then
+/// "Create client grant" giving that client 130 Management API scopes. The grant lands on the
+/// client (`details.request.body.client_id`, src/normalize/auth0.rs); the scopes of the
+/// detector's documented Auth0 list that the grant holds are its high-privilege ones.
+#[test]
+fn the_auth0_samples_management_api_grant_is_a_high_privilege_grant() {
+    use crate::support::{external, normalize, read};
+    use serde_json::Value;
+    let sample: Value = serde_json::from_str(&read(
+        &external().join("elastic-auth0/test-success-api-ops.excerpt-events1-5.json"),
+    ))
+    .expect("JSON");
+    let records: Vec<Value> = sample["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["json"].clone())
+        .collect();
+    let events: Vec<Event> = records
+        .iter()
+        .flat_map(|r| normalize(&r.to_string()).expect("the sample normalizes"))
+        .collect();
+    let grant = records
+        .iter()
+        .find(|r| r["data"]["description"] == "Create client grant")
+        .expect("the sample has a client grant");
+    let body = &grant["data"]["details"]["request"]["body"];
+    let client = body["client_id"].as_str().expect("client_id");
+    let scopes: Vec<&str> = body["scope"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // detectors/permission_granted.toml, the Auth0 Management API entries.
+    let listed = [
+        "create:client_grants",
+        "update:client_grants",
+        "create:clients",
+        "update:clients",
+        "create:client_keys",
+        "update:client_keys",
+        "create:role_members",
+    ];
+    let mut expected: Vec<&str> = listed.into_iter().filter(|s| scopes.contains(s)).collect();
+    expected.sort_unstable();
+    assert!(!expected.is_empty(), "the sample grants some of them");
+
+    let findings = detect(events, None);
+    assert_eq!(granted(&findings).len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.detector, f.identity.id.as_str(), f.severity),
+        (DetectorId::PermissionGranted, client, Severity::High)
+    );
+    let mut flagged: Vec<&str> = f
+        .analysis
+        .iter()
+        .filter(|a| a.metric == "high_privilege_scope")
+        .filter_map(|a| a.observed.as_str())
+        .collect();
+    flagged.sort_unstable();
+    assert_eq!(flagged, expected);
+    assert!(f.title.chars().count() < 120, "a short title: {}", f.title);
+}
