@@ -848,7 +848,8 @@ pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Opt
         learning_events: cfg.learning_events,
         retention_days: cfg.retention_days,
     };
-    Ok(Engine::new(detectors, registry, learning))
+    let dedupe = crate::engine::Dedupe::new(cfg.dedupe_window_seconds, cfg.dedupe_max_ids);
+    Ok(Engine::new(detectors, registry, learning).with_dedupe(dedupe))
 }
 
 /// One finding update as a terminal line.
@@ -964,11 +965,12 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed().as_secs_f64();
     let stats = pipeline.stats();
     eprintln!(
-        "records {}  events {}  dead letters {}  late {}  findings {}  in {:.2} s ({:.0} events/s)",
+        "records {}  events {}  dead letters {}  late {}  duplicates {}  findings {}  in {:.2} s ({:.0} events/s)",
         stats.records,
         stats.events,
         stats.dead_lettered(),
         detection.late(),
+        detection.engine().stats().duplicates_total(),
         detection.findings().len(),
         elapsed,
         stats.events as f64 / elapsed
@@ -1030,9 +1032,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     eprintln!(
-        "replayed {events} events from {} to {}: {} findings in {:.1} s",
+        "replayed {events} events from {} to {} ({} repeats of a record dropped): {} findings in {:.1} s",
         args.from.to_rfc3339(),
         args.to.to_rfc3339(),
+        detection.engine().stats().duplicates_total(),
         findings.len(),
         started.elapsed().as_secs_f64()
     );

@@ -4,7 +4,10 @@
 //! (aliases map to one canonical id), advances that identity's counting windows, runs every
 //! detector on (state, registry entry, event), learns from the event, and folds the hits into
 //! findings. [`Reorder`] puts events that arrive slightly out of order back in event-time order
-//! before they reach the engine. The engine does no I/O: callers hand results on.
+//! before they reach the engine, and the engine drops a repeat of a record it already judged
+//! ([`Dedupe`]) before anything counts it. The engine does no I/O: callers hand results on.
+
+mod dedupe;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -15,9 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Baseline, secs};
 use crate::detect::{Cx, Detectors};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, SourceFormat};
 use crate::findings::{Change, DetectorId, Finding, Folder, Hit, IdentityRef, Update};
 use crate::registry::Registry;
+
+pub use dedupe::{Dedupe, DedupeState};
 
 /// Counts of what the engine did.
 #[derive(Debug, Default, Clone)]
@@ -32,6 +37,21 @@ pub struct EngineStats {
     pub escalations: u64,
     /// Identities forgotten after the retention horizon.
     pub evicted: u64,
+    /// Repeats of a record already judged, dropped, per source format (in the order of
+    /// [`SourceFormat::ALL`]).
+    pub duplicates: [u64; SourceFormat::ALL.len()],
+}
+
+impl EngineStats {
+    /// Repeats dropped, all formats.
+    pub fn duplicates_total(&self) -> u64 {
+        self.duplicates.iter().sum()
+    }
+
+    /// Repeats dropped, per format.
+    pub fn duplicates_by_format(&self) -> impl Iterator<Item = (SourceFormat, u64)> + '_ {
+        SourceFormat::ALL.iter().copied().zip(self.duplicates.iter().copied())
+    }
 }
 
 /// The engine.
@@ -46,6 +66,7 @@ pub struct Engine {
     last_sweep: Option<i64>,
     /// Event time of the last expiry of open findings.
     last_expire: Option<i64>,
+    dedupe: Dedupe,
     stats: EngineStats,
 }
 
@@ -61,8 +82,16 @@ impl Engine {
             watermark: i64::MIN,
             last_sweep: None,
             last_expire: None,
+            dedupe: Dedupe::default(),
             stats: EngineStats::default(),
         }
+    }
+
+    /// The engine dropping repeats as `dedupe` says (`engine.dedupe_window_seconds`,
+    /// `engine.dedupe_max_ids`).
+    pub fn with_dedupe(mut self, dedupe: Dedupe) -> Engine {
+        self.dedupe = dedupe;
+        self
     }
 
     /// The engine with `baseline` as its per-identity state (restored from a checkpoint, before
@@ -76,6 +105,7 @@ impl Engine {
     pub fn sibling(&self) -> Engine {
         Engine {
             registry: self.registry.clone(),
+            dedupe: self.dedupe.emptied(),
             ..Engine::new(self.detectors.clone(), None, self.baseline.settings())
         }
     }
@@ -100,12 +130,26 @@ impl Engine {
         &self.stats
     }
 
+    /// Record ids remembered to drop repeats, and how many were forgotten early to stay within
+    /// `engine.dedupe_max_ids`.
+    pub fn dedupe(&self) -> &Dedupe {
+        &self.dedupe
+    }
+
     /// Judges one event; new and updated findings are appended to `out`. `detected_at` is the
     /// wall clock in a live run and the event time offline, so offline output is reproducible.
+    /// A repeat of a record judged within the dedupe window is counted and dropped here, before
+    /// the baseline or any detector sees it.
     pub fn process(&mut self, event: &Event, detected_at: DateTime<Utc>, out: &mut Vec<Update>) {
         self.stats.events += 1;
         if !event.identity_type.is_non_human() || event.kind == EventKind::SignIn {
             self.stats.human += 1;
+            return;
+        }
+        if self.dedupe.repeat(event) {
+            if let Some(i) = SourceFormat::ALL.iter().position(|f| *f == event.format) {
+                self.stats.duplicates[i] += 1;
+            }
             return;
         }
         let t = secs(event.time);
@@ -123,6 +167,8 @@ impl Engine {
             has_registry: self.registry.is_some(),
             entry,
             learning: &settings,
+            id,
+            open: &self.folder,
         };
         self.detectors.check(&cx, &mut self.hits);
         state.learn(event, &self.baseline);
@@ -467,11 +513,14 @@ impl Detection {
                 .collect(),
             findings: self.findings.clone(),
             reorder: self.reorder.state(),
+            dedupe: e.dedupe.state(),
         }
     }
 
     /// Detection resumed from `state`, with `engine` (whose baseline was restored beside it).
+    /// The dedupe memory is restored within the engine's configured window and maximum.
     pub fn restore(mut engine: Engine, lateness: Duration, live: bool, state: DetectionState) -> Detection {
+        engine.dedupe = engine.dedupe.restore(state.dedupe);
         engine.watermark = state.watermark;
         engine.last_sweep = state.last_sweep;
         engine.last_expire = state.last_expire;
@@ -506,6 +555,10 @@ pub struct DetectionState {
     open: Vec<(Finding, i64)>,
     findings: Vec<Finding>,
     reorder: ReorderState,
+    /// Record ids remembered to drop repeats; absent in checkpoints written before they were
+    /// kept (restored empty).
+    #[serde(default)]
+    dedupe: DedupeState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -587,6 +640,7 @@ mod tests {
                 explanation: String::new(),
                 analysis: Vec::new(),
                 suppress_for: Duration::minutes(30),
+                cite: None,
             };
             let who = IdentityRef {
                 id: "a".into(),
@@ -605,6 +659,63 @@ mod tests {
         }
         let held: Vec<(&str, u64)> = d.findings().iter().map(|f| (f.id.as_str(), f.count)).collect();
         assert_eq!(held, [("f3", 5), ("f4", 1)]);
+    }
+
+    /// Every identity's state, by id (two baselines hold their identities in different orders).
+    fn states(engine: &Engine) -> BTreeMap<String, crate::baseline::IdentityState> {
+        let mut out = BTreeMap::new();
+        engine.baseline().for_each(|id, s| {
+            out.insert(id.to_owned(), s.clone());
+        });
+        out
+    }
+
+    /// Issue 18, item 9: a record delivered twice counts once, in the baselines and in the
+    /// findings (their counts and evidence), and each repeat is counted under its format.
+    #[test]
+    fn a_record_delivered_twice_counts_once_and_the_repeat_is_counted_per_format() {
+        let (events, registry) = crate::generate::test_events(30, 10, 9);
+        let run = |twice: bool| {
+            let engine = Engine::new(
+                Detectors::default(),
+                Some(registry.clone()),
+                baseline::Settings::default(),
+            );
+            let mut d = Detection::new(engine, Duration::minutes(5), false);
+            for e in &events {
+                d.push(e.clone(), &mut |_| {});
+                if twice {
+                    d.push(e.clone(), &mut |_| {});
+                }
+            }
+            d.finish(&mut |_| {});
+            d
+        };
+        let (once, twice) = (run(false), run(true));
+        assert!(once.findings().len() >= 5, "the scenario raises findings");
+        assert_eq!(
+            once.engine().stats().duplicates_total(),
+            0,
+            "no record repeats in the input"
+        );
+        assert!(twice.findings() == once.findings(), "the findings differ");
+        assert!(states(twice.engine()) == states(once.engine()), "the baselines differ");
+        // People's events are not judged, so not held: only the judged ones are repeats.
+        let mut expected = BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.identity_type.is_non_human() && e.kind != EventKind::SignIn)
+        {
+            *expected.entry(e.format).or_insert(0u64) += 1;
+        }
+        let got: BTreeMap<SourceFormat, u64> = twice
+            .engine()
+            .stats()
+            .duplicates_by_format()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(twice.engine().stats().events, 2 * events.len() as u64);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   pseudonymises patients on the way.
 //! - [`pipeline`]: the one path every command uses: ingest → normalize → consumer of events,
 //!   with counts per format and per dead-letter reason.
-//! - [`engine`]: events in event-time order ([`engine::Reorder`]) → per-identity state
-//!   ([`baseline`]) → [`detect`]ors → [`findings`], folded and explained.
+//! - [`engine`]: events in event-time order ([`engine::Reorder`]), repeats of a record dropped
+//!   ([`engine::Dedupe`]) → per-identity state ([`baseline`]) → [`detect`]ors → [`findings`],
+//!   folded and explained.
 //! - [`score`]: precision and recall of findings against generated labels.
 //! - [`http`]: the API, live stream, inventory, metrics, OpenAPI and dashboard over the findings
 //!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.

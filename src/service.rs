@@ -99,15 +99,29 @@ impl Outputs {
 
     /// Archives and writes one event, then hands it to `detection`, reporting what it raises
     /// and counting it when it came later than the lateness bound (judged at once, flagged in the
-    /// log and `nhiwatch_late_events_total`, never dropped).
+    /// log and `nhiwatch_late_events_total`, never dropped). The events it releases that repeat
+    /// a record already judged are counted in `nhiwatch_duplicate_events_total` (the archive
+    /// keeps every delivery; a replay drops the same repeats).
     pub fn detect(&mut self, detection: &mut Detection, event: Event) {
         self.event(&event);
         let (late, early) = (detection.late(), detection.released_early());
+        let duplicates = detection.engine().stats().duplicates;
+        let forgotten = detection.engine().dedupe().forgotten();
         let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
         detection.push(event, &mut |update| self.report(update));
         for _ in early..detection.released_early() {
             self.metrics.released_early();
         }
+        let engine = detection.engine();
+        if engine.stats().duplicates != duplicates {
+            for ((format, now), before) in engine.stats().duplicates_by_format().zip(duplicates) {
+                if now > before {
+                    self.metrics.duplicate_events(format, now - before);
+                }
+            }
+        }
+        self.metrics
+            .dedupe_forgotten(engine.dedupe().forgotten().saturating_sub(forgotten));
         if detection.late() > late {
             self.metrics.late_event();
             tracing::debug!(

@@ -2,7 +2,8 @@
 //!
 //! A checkpoint is everything a restarted `run` needs to go on as if it had not stopped: the
 //! per-identity baselines, the open findings, the events still waiting in the reorder buffer,
-//! the engine's clocks, and the input offsets all of that reflects. It is written at a commit
+//! the engine's clocks, the record ids remembered to drop repeats, and the input offsets all of
+//! that reflects. It is written at a commit
 //! point, after the archive and the dead letter covering those offsets are durable, and only
 //! then are the offsets committed to Kafka. On start the newest good checkpoint is restored and
 //! consumption resumes at its offsets, whatever the group's committed offsets say.
@@ -16,9 +17,17 @@
 //! | 8+m.. | the baselines: [`Baseline::snapshot`] (a count, then postcard `(id, state)` pairs) |
 //!
 //! The metadata is JSON because events and findings leave empty fields out, which a
-//! non-self-describing format cannot read back; it is small (open findings and the events of one
-//! lateness window). The baselines, a million identities, are postcard. Any change to either
-//! layout, or to the structs they encode, is a new container version.
+//! non-self-describing format cannot read back; it is small (open findings, the events of one
+//! lateness window, and the remembered record ids at about 21 base64 characters each). The baselines, a
+//! million identities, are postcard.
+//!
+//! A field added to the metadata that reads as empty when absent (`serde(default)`) keeps the
+//! container version: a checkpoint written before it restores as before, with the field empty.
+//! `detection.dedupe` (the record ids, see [`crate::engine::Dedupe`]) came that way, so the first
+//! restart after an upgrade keeps every baseline and only forgets which records it had seen. A
+//! build older than a field passes over a checkpoint holding it (an unknown field), as it would
+//! a newer version. Any other change to either layout, or to the structs they encode, is a new
+//! container version.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -268,6 +277,74 @@ mod tests {
             assert_eq!(got.len(), expected.len(), "cut at {cut}");
             assert!(got == expected, "cut at {cut}: the findings differ");
         }
+    }
+
+    /// Issue 18, item 9: the records judged before a checkpoint are still known after it, so a
+    /// record delivered again after the restart (Kafka's at-least-once, an export re-read) is a
+    /// repeat: the resumed run finds exactly what an uninterrupted run over the records once finds.
+    #[test]
+    fn a_record_judged_before_a_checkpoint_is_a_repeat_after_it() {
+        let (events, registry) = crate::generate::test_events(30, 10, 9);
+        let lateness = Duration::minutes(5);
+        let mut whole = Detection::new(engine(&registry), lateness, false);
+        run(&mut whole, &events);
+        let expected = finish(whole);
+
+        let cut = events.len() * 3 / 4;
+        let mut first = Detection::new(engine(&registry), lateness, false);
+        run(&mut first, &events[..cut]);
+        let payload = encode(&first, &Offsets::default()).expect("encode");
+        drop(first);
+        let mut resumed = decode(&payload, baseline::Settings::default())
+            .expect("decode")
+            .into_detection(engine(&registry), lateness, false);
+        // The last hour of event time before the cut, delivered again: judged records (late
+        // now, past the lateness) and records still waiting for order alike.
+        let newest = events[..cut].iter().map(|e| e.time).max().expect("events");
+        let again: Vec<Event> = events[..cut]
+            .iter()
+            .filter(|e| e.time >= newest - Duration::hours(1))
+            .cloned()
+            .collect();
+        let judged = again
+            .iter()
+            .filter(|e| e.identity_type.is_non_human() && e.kind != crate::event::EventKind::SignIn)
+            .count() as u64;
+        assert!(judged > 0, "some records of that hour are judged");
+        run(&mut resumed, &again);
+        run(&mut resumed, &events[cut..]);
+        resumed.finish(&mut |_| {});
+        assert_eq!(resumed.engine().stats().duplicates_total(), judged);
+        assert!(resumed.findings() == expected.as_slice(), "the findings differ");
+    }
+
+    /// A checkpoint written before record ids were kept (no `detection.dedupe`) still restores,
+    /// with the baselines and nothing remembered.
+    #[test]
+    fn a_checkpoint_without_record_ids_restores_with_none() {
+        let (events, registry) = crate::generate::test_events(30, 10, 9);
+        let mut detection = Detection::new(engine(&registry), Duration::minutes(5), false);
+        run(&mut detection, &events[..events.len() / 2]);
+        assert!(!detection.engine().dedupe().is_empty());
+        let payload = encode(&detection, &Offsets::default()).expect("encode");
+        let (len, rest) = payload.split_at(8);
+        let meta_len = usize::try_from(u64::from_le_bytes(len.try_into().expect("8 bytes"))).expect("fits");
+        let mut meta: serde_json::Value = serde_json::from_slice(&rest[..meta_len]).expect("JSON");
+        assert!(
+            meta["detection"]
+                .as_object_mut()
+                .and_then(|d| d.remove("dedupe"))
+                .is_some()
+        );
+        let meta = serde_json::to_vec(&meta).expect("JSON");
+        let mut old = (meta.len() as u64).to_le_bytes().to_vec();
+        old.extend_from_slice(&meta);
+        old.extend_from_slice(&rest[meta_len..]);
+        let restored = decode(&old, baseline::Settings::default())
+            .expect("an older payload decodes")
+            .into_detection(engine(&registry), Duration::minutes(5), false);
+        assert!(restored.engine().dedupe().is_empty());
+        assert_eq!(restored.engine().baseline().len(), detection.engine().baseline().len());
     }
 
     #[test]

@@ -919,6 +919,30 @@ mod tests {
     use super::*;
     use crate::event::SourceFormat;
 
+    /// Issue 18, item 6: a permission grant changes what the identity may do; it is not the
+    /// identity using a scope. `scope_drift` judges scopes against those used (this state), so a
+    /// grant must leave them, and every activity count, as they were.
+    #[test]
+    fn a_permission_grant_is_not_a_use_of_its_scopes() {
+        let baseline = Baseline::new(Settings::default());
+        let t = DateTime::from_timestamp(1_767_571_200, 0).expect("valid");
+        let mut grant = Event::new(
+            "g1".into(),
+            t,
+            SourceFormat::EntraAudit,
+            EventKind::PermissionGrant,
+            "app".into(),
+        );
+        grant.outcome = Outcome::Success;
+        grant.scopes = Scope::parse_list("Mail.ReadWrite system/*.cruds");
+        let mut state = baseline.get_mut_or_new("app", secs(t));
+        state.observe(&grant, false);
+        state.learn(&grant, &baseline);
+        assert!(state.scopes.is_empty());
+        assert!(!state.covers(&Scope::parse("system/Patient.r")));
+        assert_eq!((state.events, state.last_seen, state.active_hours()), (0, None, 0));
+    }
+
     #[test]
     fn a_snapshot_restores_every_identity_exactly_with_scopes_shared() {
         let (mut events, registry) = crate::generate::test_events(30, 10, 5);

@@ -19,6 +19,10 @@ pub const DEFAULTS: &str = include_str!("../../config/default.toml");
 pub const ENV_PREFIX: &str = "NHIWATCH__";
 /// Shorthand for the pseudonymisation key.
 pub const PSEUDONYM_KEY_ENV: &str = "NHIWATCH_PSEUDONYM_KEY";
+/// Longest `engine.dedupe_window_seconds`: exports overlap by hours or days, not months.
+const MAX_DEDUPE_WINDOW: u32 = 30 * 86_400;
+/// Most `engine.dedupe_max_ids` (about 70 bytes each).
+const MAX_DEDUPE_IDS: usize = 100_000_000;
 
 /// A configuration error: the user's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +171,11 @@ pub struct EngineConfig {
     pub lateness_seconds: u32,
     /// Most events waiting for order.
     pub max_waiting_events: usize,
+    /// Seconds of event time a source record id is remembered, to drop a repeat of the record;
+    /// 0 keeps none.
+    pub dedupe_window_seconds: u32,
+    /// Most record ids remembered (the oldest is forgotten past it); 0 keeps none.
+    pub dedupe_max_ids: usize,
 }
 
 /// `[http]`
@@ -508,6 +517,18 @@ impl Settings {
         if raw.engine.max_waiting_events == 0 {
             return Err(self.invalid("engine.max_waiting_events", "must be at least 1"));
         }
+        if raw.engine.dedupe_window_seconds > MAX_DEDUPE_WINDOW {
+            return Err(self.invalid(
+                "engine.dedupe_window_seconds",
+                format!("must be between 0 (no deduplication) and {MAX_DEDUPE_WINDOW} (30 days)"),
+            ));
+        }
+        if raw.engine.dedupe_max_ids > MAX_DEDUPE_IDS {
+            return Err(self.invalid(
+                "engine.dedupe_max_ids",
+                format!("must be between 0 (no deduplication) and {MAX_DEDUPE_IDS} (about 7 GB of memory)"),
+            ));
+        }
         if k.events_topic.is_empty() || k.changelog_topic.is_empty() || k.events_topic == k.changelog_topic {
             return Err(self.invalid(
                 "kafka.changelog_topic",
@@ -764,6 +785,11 @@ mod tests {
         assert_eq!(s.raw.ingest.max_record_bytes, 1024 * 1024);
         assert_eq!(s.raw.kafka.topics, ["fhir-audit", "gateway-access", "idp-audit"]);
         assert!(s.pseudonymizer().is_none());
+        // The engine's built-in deduplication (`Dedupe::default`) is the file's.
+        assert_eq!(
+            (s.raw.engine.dedupe_window_seconds, s.raw.engine.dedupe_max_ids),
+            (86_400, 1_000_000)
+        );
     }
 
     #[test]
@@ -818,6 +844,21 @@ mod tests {
             e.contains("key `pseudonymisation.key`: must be at least 16 bytes"),
             "{e}"
         );
+        let e = load("[engine]\ndedupe_window_seconds = 2592001\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "nhiwatch.toml: key `engine.dedupe_window_seconds`: must be between 0 (no deduplication) and 2592000 (30 days)"
+            ),
+            "{e}"
+        );
+        let e = load("", &[("NHIWATCH__ENGINE__DEDUPE_MAX_IDS", "100000001")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `engine.dedupe_max_ids`: must be between 0"), "{e}");
+        let off = load("[engine]\ndedupe_window_seconds = 0\ndedupe_max_ids = 0\n", &[]).expect("0 is off");
+        assert_eq!(off.raw.engine.dedupe_window_seconds, 0);
     }
 
     #[test]

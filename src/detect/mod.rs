@@ -1,4 +1,5 @@
-//! Detectors: pure functions of (identity state, registry entry, event) to hits.
+//! Detectors: pure functions of (identity state, registry entry, event) to hits; a detector that
+//! correlates two events also reads the identity's open findings.
 //!
 //! Adding a detector is adding a file: a type implementing [`Detector`] with its own `Config`
 //! (declared with `detector_config!`, which adds the settings every detector has), a
@@ -13,6 +14,7 @@ mod credential_added;
 mod dormant_wakeup;
 mod new_network;
 mod off_hours;
+mod permission_granted;
 mod phi_volume;
 mod scope_drift;
 mod stale_credential;
@@ -26,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::baseline::{IdentityState, Settings};
 use crate::event::Event;
-use crate::findings::{Confidence, DetectorId, Hit, Severity};
+use crate::findings::{Confidence, DetectorId, Finding, Folder, Hit, Severity};
 use crate::registry::Integration;
 
 pub use access_after_offboarding::AccessAfterOffboarding;
@@ -36,6 +38,7 @@ pub use credential_added::CredentialAdded;
 pub use dormant_wakeup::DormantWakeup;
 pub use new_network::NewNetwork;
 pub use off_hours::OffHours;
+pub use permission_granted::PermissionGranted;
 pub use phi_volume::PhiVolume;
 pub use scope_drift::ScopeDrift;
 pub use stale_credential::StaleCredential;
@@ -57,12 +60,21 @@ pub struct Cx<'a> {
     pub entry: Option<&'a Integration>,
     /// Learning settings (for explanations).
     pub learning: &'a Settings,
+    /// The identity's canonical id: the registry's, else the event's.
+    pub id: &'a str,
+    /// The findings open for folding, before this event's hits.
+    pub open: &'a Folder,
 }
 
 impl Cx<'_> {
     /// "Dormant for 41 days" style durations.
     pub fn ago(&self, since: i64) -> String {
         human_duration(self.now - since)
+    }
+
+    /// The identity's open finding of `detector`, if any (to correlate with what was reported).
+    pub fn open_finding(&self, detector: DetectorId) -> Option<&Finding> {
+        self.open.open(detector, self.id)
     }
 
     /// The identity's display name for sentences: registry name, source name, or id.
@@ -107,6 +119,7 @@ pub trait Detector: Send + Sync + 'static {
             explanation,
             analysis: Vec::new(),
             suppress_for: self.config().suppress(),
+            cite: None,
         }
     }
 }
@@ -274,6 +287,7 @@ impl Detectors {
                 DetectorId::CredentialAdded => make::<CredentialAdded>(src)?,
                 DetectorId::OffHours => make::<OffHours>(src)?,
                 DetectorId::StaleCredential => make::<StaleCredential>(src)?,
+                DetectorId::PermissionGranted => make::<PermissionGranted>(src)?,
             };
             list.push(detector);
         }

@@ -48,6 +48,9 @@ wire_enum! {
         OffHours => "off_hours",
         /// A credential older than its rotation policy in use, or tokens living past policy.
         StaleCredential => "stale_credential",
+        /// A permission outside the registry's approval, or a high-privilege one, granted to an
+        /// identity.
+        PermissionGranted => "permission_granted",
     }
 }
 
@@ -200,6 +203,9 @@ pub struct Hit {
     pub analysis: Vec<Analysis>,
     /// Hits this close to the previous one fold into the same finding.
     pub suppress_for: Duration,
+    /// A correlation: the identity's open finding of this detector, whose latest evidence the
+    /// finding also cites, so that both events of the pair are in its evidence.
+    pub cite: Option<DetectorId>,
 }
 
 /// A finding.
@@ -317,15 +323,24 @@ impl Folder {
     /// Files `hit` for `identity`, caused by `event`, raised at `detected_at`.
     pub fn fold(&mut self, hit: Hit, identity: &IdentityRef, event: &Event, detected_at: DateTime<Utc>) -> Update {
         let key = (hit.detector, identity.id.clone());
+        let cited = hit
+            .cite
+            .and_then(|d| self.open(d, &identity.id))
+            .and_then(|f| f.evidence.last().cloned());
         if let Some((finding, window)) = self.open.get_mut(&key)
             && event.time - finding.last_event_time <= *window
         {
             finding.count += 1;
             finding.last_event_time = finding.last_event_time.max(event.time);
-            if finding.evidence.len() < Folder::MAX_EVIDENCE {
-                finding.evidence.push(Evidence::of(event));
-            } else if let Some(last) = finding.evidence.last_mut() {
-                *last = Evidence::of(event);
+            for evidence in cited.into_iter().chain([Evidence::of(event)]) {
+                if finding.evidence.contains(&evidence) {
+                    continue;
+                }
+                if finding.evidence.len() < Folder::MAX_EVIDENCE {
+                    finding.evidence.push(evidence);
+                } else if let Some(last) = finding.evidence.last_mut() {
+                    *last = evidence;
+                }
             }
             let change = if hit.severity > finding.severity {
                 finding.severity = hit.severity;
@@ -357,7 +372,7 @@ impl Folder {
             explanation: hit.explanation,
             analysis: hit.analysis,
             count: 1,
-            evidence: vec![Evidence::of(event)],
+            evidence: cited.into_iter().chain([Evidence::of(event)]).collect(),
             controls: controls::of(hit.detector).to_vec(),
         };
         self.open.insert(key, (finding.clone(), hit.suppress_for));
@@ -430,6 +445,7 @@ mod tests {
             explanation: String::new(),
             analysis: Vec::new(),
             suppress_for: Duration::minutes(30),
+            cite: None,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Metrics {
     checkpoint_at: AtomicI64,
     late: AtomicU64,
     early: AtomicU64,
+    duplicates: Vec<AtomicU64>,
+    dedupe_forgotten: AtomicU64,
     paused: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
@@ -59,6 +61,8 @@ impl Default for Metrics {
             checkpoint_at: AtomicI64::new(0),
             late: AtomicU64::new(0),
             early: AtomicU64::new(0),
+            duplicates: counters(SourceFormat::ALL.len()),
+            dedupe_forgotten: AtomicU64::new(0),
             paused: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
@@ -122,6 +126,18 @@ impl Metrics {
     /// An event was judged before its lateness had passed (`engine.max_waiting_events` reached).
     pub fn released_early(&self) {
         self.early.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` repeats of records of `format` already judged were dropped.
+    pub fn duplicate_events(&self, format: SourceFormat, n: u64) {
+        if let Some(i) = SourceFormat::ALL.iter().position(|f| *f == format) {
+            self.duplicates[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` record ids were forgotten before their window passed (`engine.dedupe_max_ids`).
+    pub fn dedupe_forgotten(&self, n: u64) {
+        self.dedupe_forgotten.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Whether consumption is paused for backpressure.
@@ -269,6 +285,18 @@ impl Metrics {
         );
         labelled(
             &mut s,
+            "nhiwatch_duplicate_events_total",
+            "counter",
+            "Repeats of a source record already judged within engine.dedupe_window_seconds, dropped, per source format.",
+            "format",
+            SourceFormat::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.as_str(), load(&self.duplicates, i)))
+                .collect(),
+        );
+        labelled(
+            &mut s,
             "nhiwatch_findings_total",
             "counter",
             "New findings, per detector.",
@@ -297,6 +325,8 @@ impl Metrics {
              # TYPE nhiwatch_late_events_total counter\nnhiwatch_late_events_total {}\n\
              # HELP nhiwatch_released_early_total Events judged before their lateness had passed, engine.max_waiting_events being reached.\n\
              # TYPE nhiwatch_released_early_total counter\nnhiwatch_released_early_total {}\n\
+             # HELP nhiwatch_dedupe_forgotten_total Record ids forgotten before engine.dedupe_window_seconds had passed, engine.dedupe_max_ids being reached.\n\
+             # TYPE nhiwatch_dedupe_forgotten_total counter\nnhiwatch_dedupe_forgotten_total {}\n\
              # HELP nhiwatch_consumption_paused 1 while consumption is paused until what was taken in is durable.\n\
              # TYPE nhiwatch_consumption_paused gauge\nnhiwatch_consumption_paused {}\n\
              # HELP nhiwatch_resident_memory_bytes Resident memory of the process.\n\
@@ -306,6 +336,7 @@ impl Metrics {
             self.checkpoint_at.load(Ordering::Relaxed),
             self.late.load(Ordering::Relaxed),
             self.early.load(Ordering::Relaxed),
+            self.dedupe_forgotten.load(Ordering::Relaxed),
             self.paused.load(Ordering::Relaxed),
             resident_bytes()
         );
@@ -363,6 +394,8 @@ mod tests {
         m.checkpoint(std::time::Duration::from_millis(1500));
         m.late_event();
         m.late_event();
+        m.duplicate_events(SourceFormat::GcpAudit, 3);
+        m.dedupe_forgotten(4);
         m.set_paused(true);
         for micros in [1_000, 2_000, 3_000, 100_000] {
             m.latency_micros(micros);
@@ -378,6 +411,9 @@ mod tests {
             "nhiwatch_checkpoints_total 1",
             "nhiwatch_late_events_total 2",
             "nhiwatch_released_early_total 0",
+            "nhiwatch_duplicate_events_total{format=\"gcp_audit\"} 3",
+            "nhiwatch_duplicate_events_total{format=\"okta\"} 0",
+            "nhiwatch_dedupe_forgotten_total 4",
             "nhiwatch_consumption_paused 1",
             "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",

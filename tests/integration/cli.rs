@@ -160,7 +160,10 @@ fn generate_detect_score_is_exact_and_reproducible() {
     let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
     let summary = detect(&a);
     detect(&b);
-    assert!(summary.contains("dead letters 0  late 0  findings 12"), "{summary}");
+    assert!(
+        summary.contains("dead letters 0  late 0  duplicates 0  findings 12"),
+        "{summary}"
+    );
     let findings = read(&a);
     assert_eq!(findings, read(&b), "same input, same findings, byte for byte");
     for line in findings.lines() {
@@ -185,6 +188,85 @@ fn generate_detect_score_is_exact_and_reproducible() {
         ["all", "12", "12", "12", "12", "1.000", "1.000", "1.000"],
         "{table}"
     );
+}
+
+/// Issue 18, item 9: exports overlap and pipelines deliver again, so a record may come twice. The
+/// same records with each one delivered twice in a row give the same findings, byte for byte
+/// (their counts, evidence and baselines included), and every repeat of a judged record (a
+/// non-human identity's, not a person's sign-in: README, "Only non-human identities are
+/// judged") is counted under `duplicates`.
+#[test]
+fn detect_judges_a_record_delivered_twice_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = nhiwatch()
+        .args(["generate", "--identities", "12", "--days", "45", "--seed", "4", "--out"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inputs = generated_inputs(&data);
+    let twice = dir.path().join("twice");
+    std::fs::create_dir(&twice).expect("mkdir");
+    let mut doubled = Vec::new();
+    let (mut records, mut judged) = (0usize, 0usize);
+    for input in &inputs {
+        let mut text = String::new();
+        for line in lines(input) {
+            text.push_str(&format!("{line}\n{line}\n"));
+            records += 1;
+            judged += normalize(&line)
+                .expect("generated records normalize")
+                .iter()
+                .filter(|e| e.identity_type.is_non_human() && e.kind != nhiwatch::event::EventKind::SignIn)
+                .count();
+        }
+        let path = twice.join(input.file_name().expect("a file"));
+        std::fs::write(&path, text).expect("write");
+        doubled.push(path);
+    }
+    let detect = |inputs: &[std::path::PathBuf], output: &std::path::Path| {
+        let out = nhiwatch()
+            .env("NHIWATCH_PSEUDONYM_KEY", "integration-tests-only-key")
+            .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dead.ndjson"))
+            .arg("detect")
+            .arg("-i")
+            .args(inputs)
+            .arg("--registry")
+            .arg(data.join("registry.toml"))
+            .arg("-o")
+            .arg(output)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let (a, b) = (dir.path().join("once.ndjson"), dir.path().join("twice.ndjson"));
+    detect(&inputs, &a);
+    let summary = detect(&doubled, &b);
+    assert!(judged > 0 && judged <= records);
+    let expected = format!(
+        "records {}  events {}  dead letters 0  late 0  duplicates {judged}  findings 12",
+        2 * records,
+        2 * records
+    );
+    assert!(summary.contains(&expected), "{expected}\n{summary}");
+    // Evidence names the file and line it was read from, which differ between the two inputs.
+    let findings = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        lines(path)
+            .iter()
+            .map(|line| {
+                let mut f: serde_json::Value = serde_json::from_str(line).expect("finding JSON");
+                for e in f["evidence"].as_array_mut().expect("evidence") {
+                    e.as_object_mut().expect("object").remove("source");
+                }
+                f
+            })
+            .collect()
+    };
+    let once = findings(&a);
+    assert_eq!(once.len(), 12);
+    assert!(findings(&b) == once, "a record delivered twice is judged once");
 }
 
 /// `nhiwatch bench` in a small configuration, so it keeps working: every phase ran and

@@ -681,3 +681,242 @@ fn without_key_ids_the_newest_credential_bounds_the_age_of_the_one_in_use() {
         (at(100, 9, 0), Confidence::Medium)
     );
 }
+
+// ------------------------------------------------------------------ permission_granted
+//
+// Expectations follow the rules of detectors/permission_granted.toml: outside the registry's
+// approval (SMART by containment; opaque scopes only when the entry lists one, README "Identity
+// registry"), to an identity the registry does not list, or on `high_privilege`: high; on
+// `sensitive`: medium; a credential added to the same identity within `credential_window_hours`
+// (6) of a reported grant, either order: critical, both events in evidence.
+
+/// A successful consent granting `scopes` to the client `identity` (Entra audit
+/// "Consent to application": the identity is the client that receives the permission).
+fn consent(identity: &str, time: DateTime<Utc>, scopes: &str) -> Event {
+    let mut e = Event::new(
+        format!("consent-{identity}-{}", time.timestamp()),
+        time,
+        SourceFormat::EntraAudit,
+        EventKind::PermissionGrant,
+        identity.into(),
+    );
+    e.identity_type = IdentityType::Application;
+    e.outcome = Outcome::Success;
+    e.scopes = Scope::parse_list(scopes);
+    e.action = Some("Consent to application".into());
+    e.initiator = Some("it-admin".into());
+    e
+}
+
+fn granted(findings: &[Finding]) -> Vec<(String, DateTime<Utc>, Severity)> {
+    findings
+        .iter()
+        .filter(|f| f.detector == DetectorId::PermissionGranted)
+        .map(|f| (f.identity.id.clone(), f.event_time, f.severity))
+        .collect()
+}
+
+#[test]
+fn permission_granted_fires_outside_the_registry_approval_not_within_it() {
+    let events = vec![
+        // Within approval (system/Observation.rs is approved): nothing.
+        consent("0oa-cds", at(1, 9, 0), "system/Observation.rs"),
+        // An opaque scope, and the entry lists none: not judged against approval.
+        consent("0oa-cds", at(1, 10, 0), "offline_access"),
+        // system/Patient.cruds is broader than the approved system/Patient.rs: outside.
+        consent("0oa-cds", at(2, 9, 0), "system/Patient.cruds"),
+        // The registry lists no "stranger-app": nothing is approved for it.
+        consent("stranger-app", at(2, 11, 0), "User.Read"),
+    ];
+    let findings = detect(events, Some(registry()));
+    assert_eq!(
+        granted(&findings),
+        [
+            ("cds-app".into(), at(2, 9, 0), Severity::High),
+            ("stranger-app".into(), at(2, 11, 0), Severity::High),
+        ]
+    );
+    assert_eq!(summary(&findings).len(), 2, "{findings:#?}");
+    let cds = &findings[0];
+    assert_eq!(cds.analysis[0].metric, "granted_scope");
+    assert_eq!(cds.analysis[0].observed, "system/Patient.cruds");
+    assert!(cds.explanation.contains("T1528") && cds.explanation.contains("T1098.003"));
+    assert!(cds.explanation.contains("by it-admin"), "{}", cds.explanation);
+}
+
+#[test]
+fn permission_granted_fires_for_listed_permissions_without_a_registry() {
+    let mut failed = consent("owner-app", at(1, 8, 0), "roles/owner");
+    failed.outcome = Outcome::Failure;
+    let events = vec![
+        consent("graph-app", at(1, 9, 0), "Directory.ReadWrite.All openid"),
+        // Graph permission names compare without case.
+        consent("reader-app", at(1, 9, 5), "mail.read"),
+        // system/*.cud includes system/*.write (create, update, delete of every type).
+        consent("smart-app", at(1, 9, 10), "system/*.cud"),
+        // Narrower than every listed scope: not high privilege.
+        consent("narrow-app", at(1, 9, 15), "system/Patient.cud User.Read"),
+        consent("gcp-sa", at(1, 9, 20), "roles/iam.serviceAccountTokenCreator"),
+        // Auth0 "Create client grant" to the Management API (scope names as in the vendor's own
+        // sample, elastic-auth0/test-success-api-ops): it may grant itself anything.
+        consent("auth0-m2m", at(1, 9, 25), "read:users create:client_grants"),
+        // A refused grant grants nothing.
+        failed,
+    ];
+    let findings = detect(events, None);
+    assert_eq!(
+        granted(&findings),
+        [
+            ("graph-app".into(), at(1, 9, 0), Severity::High),
+            ("reader-app".into(), at(1, 9, 5), Severity::Medium),
+            ("smart-app".into(), at(1, 9, 10), Severity::High),
+            ("gcp-sa".into(), at(1, 9, 20), Severity::High),
+            ("auth0-m2m".into(), at(1, 9, 25), Severity::High),
+        ]
+    );
+    assert_eq!(findings[0].analysis[0].metric, "high_privilege_scope");
+    assert_eq!(findings[0].analysis[0].observed, "Directory.ReadWrite.All");
+    assert_eq!(findings[1].analysis[0].metric, "sensitive_scope");
+}
+
+#[test]
+fn a_grant_after_a_credential_was_added_is_critical_with_both_events() {
+    let events = vec![
+        credential_change("lab-feed", at(3, 10, 0), "Add service principal credentials"),
+        consent("lab-feed", at(3, 13, 0), "Application.ReadWrite.All"),
+        // Seven hours apart: outside the six-hour window, high only.
+        credential_change("etl-app", at(3, 2, 0), "Add service principal credentials"),
+        consent("etl-app", at(3, 9, 0), "Application.ReadWrite.All"),
+    ];
+    let findings = detect(events, None);
+    assert_eq!(
+        granted(&findings),
+        [
+            ("etl-app".into(), at(3, 9, 0), Severity::High),
+            ("lab-feed".into(), at(3, 13, 0), Severity::Critical),
+        ]
+    );
+    let f = findings
+        .iter()
+        .find(|f| f.detector == DetectorId::PermissionGranted && f.identity.id == "lab-feed")
+        .expect("finding");
+    let evidence: Vec<&str> = f.evidence.iter().map(|e| e.event_id.as_str()).collect();
+    let credential = format!("cred-{}", at(3, 10, 0).timestamp());
+    let grant = format!("consent-lab-feed-{}", at(3, 13, 0).timestamp());
+    assert_eq!(evidence, [credential.as_str(), grant.as_str()]);
+    assert!(f.explanation.contains("3 hours before this grant"), "{}", f.explanation);
+    // The credential keeps its own finding.
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.detector == DetectorId::CredentialAdded && f.identity.id == "lab-feed")
+    );
+}
+
+#[test]
+fn a_credential_added_after_a_grant_escalates_the_grant_to_critical() {
+    let events = vec![
+        consent("lab-feed", at(3, 10, 0), "Application.ReadWrite.All"),
+        credential_change("lab-feed", at(3, 15, 59), "Add service principal credentials"),
+        // An approved, ordinary grant is not reported, so a credential after it is only a
+        // credential added.
+        consent("0oa-cds", at(3, 10, 0), "system/Observation.rs"),
+        credential_change("0oa-cds", at(3, 11, 0), "Add service principal credentials"),
+    ];
+    let findings = detect(events, Some(registry()));
+    let g: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.detector == DetectorId::PermissionGranted)
+        .collect();
+    // lab-feed is not in this registry either: its grant is reported for both reasons.
+    assert_eq!(g.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (g[0].identity.id.as_str(), g[0].severity, g[0].count),
+        ("lab-feed", Severity::Critical, 2)
+    );
+    let evidence: Vec<&str> = g[0].evidence.iter().map(|e| e.event_id.as_str()).collect();
+    let grant = format!("consent-lab-feed-{}", at(3, 10, 0).timestamp());
+    let credential = format!("cred-{}", at(3, 15, 59).timestamp());
+    assert_eq!(evidence, [grant.as_str(), credential.as_str()]);
+    assert!(
+        g[0].explanation.contains("5 hours after the grant"),
+        "{}",
+        g[0].explanation
+    );
+    let metrics: Vec<&str> = g[0].analysis.iter().map(|a| a.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        ["registered", "high_privilege_scope", "credential_added_seconds_apart"]
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.detector == DetectorId::CredentialAdded && f.identity.id == "cds-app")
+    );
+}
+
+/// The vendor's own Auth0 sample (elastic-auth0, `test-success-api-ops`): "Create aclient", then
+/// "Create client grant" giving that client 130 Management API scopes. The grant lands on the
+/// client (`details.request.body.client_id`, src/normalize/auth0.rs); the scopes of the
+/// detector's documented Auth0 list that the grant holds are its high-privilege ones.
+#[test]
+fn the_auth0_samples_management_api_grant_is_a_high_privilege_grant() {
+    use crate::support::{external, normalize, read};
+    use serde_json::Value;
+    let sample: Value = serde_json::from_str(&read(
+        &external().join("elastic-auth0/test-success-api-ops.excerpt-events1-5.json"),
+    ))
+    .expect("JSON");
+    let records: Vec<Value> = sample["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["json"].clone())
+        .collect();
+    let events: Vec<Event> = records
+        .iter()
+        .flat_map(|r| normalize(&r.to_string()).expect("the sample normalizes"))
+        .collect();
+    let grant = records
+        .iter()
+        .find(|r| r["data"]["description"] == "Create client grant")
+        .expect("the sample has a client grant");
+    let body = &grant["data"]["details"]["request"]["body"];
+    let client = body["client_id"].as_str().expect("client_id");
+    let scopes: Vec<&str> = body["scope"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // detectors/permission_granted.toml, the Auth0 Management API entries.
+    let listed = [
+        "create:client_grants",
+        "update:client_grants",
+        "create:clients",
+        "update:clients",
+        "create:client_keys",
+        "update:client_keys",
+        "create:role_members",
+    ];
+    let mut expected: Vec<&str> = listed.into_iter().filter(|s| scopes.contains(s)).collect();
+    expected.sort_unstable();
+    assert!(!expected.is_empty(), "the sample grants some of them");
+
+    let findings = detect(events, None);
+    assert_eq!(granted(&findings).len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.detector, f.identity.id.as_str(), f.severity),
+        (DetectorId::PermissionGranted, client, Severity::High)
+    );
+    let mut flagged: Vec<&str> = f
+        .analysis
+        .iter()
+        .filter(|a| a.metric == "high_privilege_scope")
+        .filter_map(|a| a.observed.as_str())
+        .collect();
+    flagged.sort_unstable();
+    assert_eq!(flagged, expected);
+    assert!(f.title.chars().count() < 120, "a short title: {}", f.title);
+}
