@@ -31,6 +31,10 @@ pub struct EngineStats {
     pub events: u64,
     /// Events of people (interactive sign-ins, user actors), not judged.
     pub human: u64,
+    /// Events whose source names no actor ([`crate::event::UNIDENTIFIED`]: a GCP entry with an
+    /// empty `authenticationInfo`, an Okta event whose only actor is an IP address), not judged:
+    /// there is no identity to hold a baseline for.
+    pub unattributed: u64,
     /// New findings per detector.
     pub findings: BTreeMap<DetectorId, u64>,
     /// Escalations of open findings.
@@ -144,6 +148,10 @@ impl Engine {
         self.stats.events += 1;
         if !event.identity_type.is_non_human() || event.kind == EventKind::SignIn {
             self.stats.human += 1;
+            return;
+        }
+        if event.identity == crate::event::UNIDENTIFIED {
+            self.stats.unattributed += 1;
             return;
         }
         if self.dedupe.repeat(event) {
@@ -598,6 +606,23 @@ mod tests {
         }
         r.flush(&mut emit);
         out
+    }
+
+    #[test]
+    fn events_of_no_one_and_of_people_are_counted_not_judged() {
+        let mut engine = Engine::new(Detectors::default(), None, crate::baseline::Settings::default());
+        let mut out = Vec::new();
+        let mut nobody = ev("n1", 0);
+        nobody.identity = crate::event::UNIDENTIFIED.into();
+        nobody.kind = EventKind::AuthFailure;
+        let mut person = ev("p1", 1);
+        person.identity_type = crate::event::IdentityType::User;
+        engine.process(&nobody, nobody.time, &mut out);
+        engine.process(&person, person.time, &mut out);
+        engine.process(&ev("a1", 2), ev("a1", 2).time, &mut out);
+        assert_eq!((engine.stats().unattributed, engine.stats().human), (1, 1));
+        assert_eq!(engine.baseline().len(), 1, "only the integration `a` has a baseline");
+        assert!(engine.baseline().get(crate::event::UNIDENTIFIED).is_none());
     }
 
     fn ids(expected: &[(&str, bool)]) -> Vec<(String, bool)> {

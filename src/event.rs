@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::scope::Scope;
 
+/// The identity of an event whose source names no actor (a FHIR AuditEvent without agents, a
+/// GCP entry with an empty `authenticationInfo`, a person's failed login that names nobody).
+pub const UNIDENTIFIED: &str = "unidentified";
+
 /// A normalized audit event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,9 +29,7 @@ use crate::event::{Event, Origin, SourceFormat};
 pub use pseudonym::Pseudonymizer;
 pub use sniff::{Shape, sniff};
 
-/// The identity of an event whose source names no actor (a FHIR AuditEvent without agents, a
-/// GCP entry with an empty `authenticationInfo`, a person's failed login that names nobody).
-pub const UNIDENTIFIED: &str = "unidentified";
+pub use crate::event::UNIDENTIFIED;
 
 /// Default largest record accepted, in bytes.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
