@@ -264,7 +264,25 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
     let faulted = config(dir.path(), brokers, "faulted");
     let log = dir.path().join("faulted.log");
 
-    produce(brokers, &records, batch);
+    // The stream arrives in six parts, the next one as each process starts, so that a process
+    // cannot read the whole stream before its first commit point (a fast machine reads 15,000
+    // records in about a second): the first four kills at least come before the end.
+    let chunk = records.len().div_ceil(6);
+    let mut parts = records.chunks(chunk);
+    let mut produced = 0i64;
+    let mut produce_next = |produced: &mut i64| {
+        if let Some(part) = parts.next() {
+            produce(brokers, part, batch);
+            *produced += part.len() as i64;
+        }
+    };
+    produce_next(&mut produced);
+    // The uninterrupted reference reads alongside: the embedded broker keeps only about 5 MB of
+    // a partition, so a reader that started after the last part would miss the first.
+    let reference = start(
+        &config(dir.path(), brokers, "reference"),
+        &dir.path().join("reference.log"),
+    );
     // Five kills, each after the running process has taken in a random number of records (so at
     // a random point of its work, mostly between two commit points), then a restart.
     let seed = std::time::SystemTime::now()
@@ -274,6 +292,7 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
     let mut kills = Vec::new();
     let mut service = start(&faulted, &log);
     for _ in 0..5 {
+        produce_next(&mut produced);
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -281,7 +300,7 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         // state to restore), a random number of records more.
         let before = committed(brokers, "faulted");
         let deadline = Instant::now() + Duration::from_secs(120);
-        while committed(brokers, "faulted") <= before && before < total {
+        while committed(brokers, "faulted") <= before && before < produced {
             assert!(
                 Instant::now() < deadline,
                 "no commit after {before}:\n{}",
@@ -294,7 +313,7 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         let target = taken_in(&log, 0) + rng % 1000;
         let taken = loop {
             let now = taken_in(&log, 0);
-            if now >= target || committed(brokers, "faulted") >= total {
+            if now >= target || committed(brokers, "faulted") >= produced {
                 break now;
             }
             assert!(
@@ -309,6 +328,8 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         kills.push((taken, committed(brokers, "faulted")));
         service = start(&faulted, &log);
     }
+    produce_next(&mut produced);
+    assert_eq!(produced, total, "the whole stream was produced");
     caught_up(brokers, "faulted", total, &log);
     // Killed after the end of the stream, the last start has nothing to catch up: let it come
     // up (restore, serve) before it is stopped.
@@ -328,17 +349,22 @@ fn killed_and_restarted_equals_uninterrupted(brokers: &str, batch: usize) {
         "every restart resumed from a checkpoint holding state (seed {seed}):\n{text}"
     );
 
-    same_as_uninterrupted(dir.path(), brokers, total, &format!("seed {seed}, kills at {kills:?}"));
+    same_as_uninterrupted(
+        dir.path(),
+        brokers,
+        total,
+        reference,
+        &format!("seed {seed}, kills at {kills:?}"),
+    );
 }
 
-/// Reads the topic with a run never interrupted (group `reference`) and asserts that the archive
-/// of group `faulted` under `dir` holds the same events (after dedup by event id) and findings.
-fn same_as_uninterrupted(dir: &Path, brokers: &str, total: i64, case: &str) {
-    let reference = config(dir, brokers, "reference");
+/// Waits for the run never interrupted (group `reference`, started with its log at
+/// `reference.log` under `dir`) to read the whole topic, and asserts that the archive of group
+/// `faulted` under `dir` holds the same events (after dedup by event id) and findings.
+fn same_as_uninterrupted(dir: &Path, brokers: &str, total: i64, reference: Reaped, case: &str) {
     let reference_log = dir.join("reference.log");
-    let service = start(&reference, &reference_log);
     caught_up(brokers, "reference", total, &reference_log);
-    stop(service, &reference_log);
+    stop(reference, &reference_log);
 
     let (events, findings) = archived(&dir.join("faulted-archive"));
     let (expected_events, expected_findings) = archived(&dir.join("reference-archive"));
@@ -471,9 +497,13 @@ fn an_archive_that_refuses_files_pauses_consumption_and_loses_nothing() {
     for day in &days {
         std::fs::write(events_dir.join(day), b"in the way").expect("blocker");
     }
-    produce(&brokers, &records, 10_000);
+    // A third before the start, the rest once the service has paused: what arrives while it is
+    // paused must wait (a fast machine reads the whole half before its first commit point).
+    let (first, rest) = records.split_at(records.len() / 3);
+    produce(&brokers, first, 10_000);
     let service = start(&faulted, &log);
     metric_at_least(&log, "nhiwatch_consumption_paused", 1);
+    produce(&brokers, rest, 10_000);
     std::thread::sleep(Duration::from_secs(1));
     let held = taken_in(&log, 0);
     std::thread::sleep(Duration::from_secs(3));
