@@ -57,7 +57,7 @@ fn a_generated_scenario_is_found_exactly() {
     let scored: Vec<Scored> = findings.iter().map(Scored::from).collect();
     let scores = score(&labels, &scored, Duration::minutes(5));
     let detectors: BTreeSet<&str> = scores.keys().map(String::as_str).collect();
-    assert_eq!(detectors.len(), 11, "every detector is labelled: {detectors:?}");
+    assert_eq!(detectors.len(), 12, "every detector is labelled: {detectors:?}");
     for (detector, s) in &scores {
         assert_eq!(
             (s.labels_found, s.findings_correct),

@@ -75,6 +75,7 @@ pub fn generated_inputs(dir: &Path) -> Vec<PathBuf> {
         "keycloak",
         "entra-signin",
         "entra-audit",
+        "gcp-audit",
     ]
     .iter()
     .map(|f| dir.join(format!("{f}.ndjson")))
