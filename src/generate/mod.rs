@@ -11,9 +11,9 @@
 //! refused token request, people signing in (and failing to, now and then in bursts) to the same
 //! IdPs and apps, records delivered twice, and addresses redacted as vendors redact them.
 //!
-//! Records are in the vendors' real shapes, in the variety SOCs receive (see [`render`]): Entra
-//! ID as diagnostic-settings records or Log Analytics table rows (dynamic columns as JSON or as
-//! strings holding JSON), per integration.
+//! Records are in the vendors' real shapes, in the variety SOCs receive (the table in
+//! `render.rs`): Entra ID as diagnostic-settings records or Log Analytics table rows (dynamic
+//! columns as JSON or as strings holding JSON), per integration.
 //!
 //! Anomalies of every detector kind are injected on chosen identities and written as labels
 //! (`labels.json`); the inventory goes to `registry.toml`. Same options and seed, same bytes.
@@ -1241,13 +1241,9 @@ mod tests {
                 .expect("generated records normalize");
             assert_eq!(events.len(), 1, "{}", r.line);
             let e = &events[0];
-            // Keycloak's login events are a person's (Keycloak `EventRepresentation`: `userId`);
-            // the Keycloak normalizer still names the client there (issue 18, item 5).
-            let person_at_keycloak =
-                r.format == SourceFormat::Keycloak && json(r)["type"].as_str() != Some("CLIENT_LOGIN");
-            if !person_at_keycloak {
-                assert_eq!(e.identity, r.identity, "{}", r.line);
-            }
+            // Keycloak's `LOGIN` / `LOGIN_ERROR` are a person's (`userId`), as Entra's and Okta's
+            // people's sign-ins are.
+            assert_eq!(e.identity, r.identity, "{}", r.line);
             if e.identity_type == IdentityType::User {
                 people.insert(e.identity.clone());
             }

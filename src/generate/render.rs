@@ -648,7 +648,7 @@ pub(super) fn gcp_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ok: 
     // The one draw an Okta grant makes from the main stream, so the stream stays as it was.
     let uuid = g.uuid();
     let insert_id = uuid.replace('-', "")[..12].to_owned();
-    let caller = if i % 2 == 0 {
+    let caller = if i.is_multiple_of(2) {
         json!({"principalEmail": format!("integration-runner@{GCP_PROJECT}.iam.gserviceaccount.com")})
     } else {
         json!({"principalSubject": format!(
