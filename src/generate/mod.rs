@@ -814,10 +814,17 @@ impl Gen {
             Anomaly::PermissionGranted(i) => {
                 // Illicit consent (MITRE ATT&CK T1528) or an added cloud role (T1098.003): a
                 // permission no integration needs, granted by an admin account.
-                let at = self.weekday_at(0.62, 15) + Duration::minutes(12);
+                // The k-th such anomaly: each on a day of its own.
+                let k = self
+                    .labels
+                    .iter()
+                    .filter(|l| l.detector == "permission_granted")
+                    .count();
+                let at = self.weekday_at(0.6 + 0.05 * (k % 6) as f64, 15) + Duration::minutes(12);
                 let (format, line) = match self.ids[i].idp {
                     Idp::Entra => {
-                        let role = ["Application.ReadWrite.All", "Directory.ReadWrite.All"][i % 2];
+                        let role =
+                            ["Application.ReadWrite.All", "Directory.ReadWrite.All"][self.shape.random_range(0..2)];
                         (
                             SourceFormat::EntraAudit,
                             render::entra_app_role_granted(self, i, at, &render::GRAPH, role),
