@@ -11,8 +11,9 @@
 //!   is the Log Analytics workspace, not the directory; the directory is `AADTenantId`, else the
 //!   tenant in `ResourceId` (`/tenants/<id>/providers/Microsoft.aadiam`);
 //! - **Microsoft Graph** `auditLogs/signIns` (`signIn` resource) and `auditLogs/directoryAudits`
-//!   (`directoryAudit` resource): the camelCase record alone; the directory is the sign-in's
-//!   `resourceTenantId`.
+//!   (`directoryAudit` resource): the camelCase record, alone or in the API's collection page
+//!   (`{"@odata.context", "value": [...]}`, unwrapped in `normalize`); the directory is the
+//!   sign-in's `resourceTenantId`.
 //!
 //! ## Who each event is about
 //!

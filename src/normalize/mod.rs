@@ -2,8 +2,9 @@
 //!
 //! Formats are recognised by shape, not by topic: [`sniff`] reads only the top-level keys of a
 //! JSON record (skipping values) or the first bytes of an XML or text record, and picks the
-//! normalizer. A record that is a JSON array (Okta's API returns pages) or a FHIR `Bundle` of
-//! `AuditEvent`s yields several events.
+//! normalizer. A record that is a JSON array (Okta's API returns pages), a Microsoft Graph
+//! collection page (`@odata.context` + `value`) or a FHIR `Bundle` of `AuditEvent`s yields several
+//! events.
 //!
 //! Anything that does not become an event is a [`ParseError`] whose [`ParseError::reason`] is a
 //! small fixed code, used as the dead-letter reason and as a metric label.
@@ -221,25 +222,44 @@ impl Normalizer {
             raw: text,
             meta,
         };
-        match sniff(text)? {
+        let shape = match sniff(text) {
+            // A Microsoft Graph collection page (`auditLogs/signIns`, `auditLogs/directoryAudits`
+            // as the API returns them): its `value` holds the records.
+            Err(ParseError::UnknownFormat) => {
+                let page: GraphPage<'_> = serde_json::from_str(text).map_err(|_| ParseError::UnknownFormat)?;
+                return self.each(page.value, ctx, out);
+            }
+            shape => shape?,
+        };
+        match shape {
             Shape::JsonArray => {
                 let items: Vec<&serde_json::value::RawValue> =
                     serde_json::from_str(text).map_err(ParseError::MalformedJson)?;
-                if items.is_empty() {
-                    return Err(ParseError::Empty);
-                }
-                for item in items {
-                    let item = item.get();
-                    let ctx = Ctx { raw: item, ..ctx };
-                    match sniff(item)? {
-                        Shape::JsonArray => return Err(ParseError::UnknownFormat),
-                        shape => self.one(shape, &ctx, out)?,
-                    }
-                }
-                Ok(())
+                self.each(items, ctx, out)
             }
             shape => self.one(shape, &ctx, out),
         }
+    }
+
+    /// The records of an array or a collection page, each by its own shape.
+    fn each(
+        &self,
+        items: Vec<&serde_json::value::RawValue>,
+        ctx: Ctx<'_>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ParseError> {
+        if items.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        for item in items {
+            let item = item.get();
+            let ctx = Ctx { raw: item, ..ctx };
+            match sniff(item)? {
+                Shape::JsonArray => return Err(ParseError::UnknownFormat),
+                shape => self.one(shape, &ctx, out)?,
+            }
+        }
+        Ok(())
     }
 
     fn one(&self, shape: Shape, ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
@@ -261,6 +281,16 @@ impl Normalizer {
         }
         Ok(())
     }
+}
+
+/// A Microsoft Graph collection response (OData: `@odata.context`, the records in `value`, and
+/// `@odata.nextLink` while more pages follow).
+#[derive(serde::Deserialize)]
+struct GraphPage<'a> {
+    #[serde(rename = "@odata.context")]
+    _context: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    value: Vec<&'a serde_json::value::RawValue>,
 }
 
 /// What every format normalizer gets: the record text and the shared services.
@@ -363,6 +393,43 @@ mod tests {
         assert_eq!(
             one(&bad).expect_err("bad iat").to_string(),
             ParseError::bad_time(SourceFormat::GatewayAccess, "token_issued_at").to_string()
+        );
+    }
+
+    /// Microsoft Graph `GET /auditLogs/signIns` answers a collection page: `@odata.context`, the
+    /// records in `value`, `@odata.nextLink` for the next page. Each record is an event; an object
+    /// with a `value` but no OData context is no page.
+    #[test]
+    fn a_graph_collection_page_yields_its_records() {
+        let sign_in = |id: &str| {
+            format!(
+                r#"{{"id": "{id}", "createdDateTime": "2026-03-02T11:10:03Z", "appId": "6131d760-00a0-4c4e-9a8e-1d2d3c4b5a69",
+                "appDisplayName": "lab-feed", "servicePrincipalId": "b029d485-a308-4311-8720-fb3192e5284e",
+                "servicePrincipalName": "lab-feed", "ipAddress": "10.20.1.11", "signInEventTypes": ["servicePrincipal"],
+                "status": {{"errorCode": 0}}}}"#
+            )
+        };
+        let page = format!(
+            r#"{{"@odata.context": "https://graph.microsoft.com/beta/$metadata#auditLogs/signIns",
+            "value": [{}, {}], "@odata.nextLink": "https://graph.microsoft.com/beta/auditLogs/signIns?$skiptoken=x"}}"#,
+            sign_in("s-1"),
+            sign_in("s-2")
+        );
+        let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
+        let events = n.normalize(page.as_bytes(), &RecordMeta::default()).expect("a page");
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["s-1", "s-2"]);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.identity == "6131d760-00a0-4c4e-9a8e-1d2d3c4b5a69")
+        );
+        let no_page = format!(r#"{{"value": [{}]}}"#, sign_in("s-3"));
+        assert_eq!(
+            n.normalize(no_page.as_bytes(), &RecordMeta::default())
+                .expect_err("no page")
+                .reason(),
+            "unknown_format"
         );
     }
 
