@@ -34,13 +34,7 @@ impl Detector for CredentialAdded {
         if CredentialChange::of(cx.event) != Some(CredentialChange::Added) {
             return;
         }
-        let by = cx.event.initiator.as_deref().unwrap_or("an unrecorded actor");
-        let key = cx
-            .event
-            .credential_id
-            .as_deref()
-            .map(|k| format!(" (key id {k})"))
-            .unwrap_or_default();
+        let (by, key) = added_by(cx.event);
         let previous = cx
             .state
             .credential_added_at()
@@ -67,4 +61,16 @@ impl Detector for CredentialAdded {
         )];
         hits.push(hit);
     }
+}
+
+/// Who added a credential (its initiator) and the key's id as a phrase (` (key id …)`), for the
+/// explanations of the findings a credential change raises.
+pub(super) fn added_by(event: &crate::event::Event) -> (&str, String) {
+    let by = event.initiator.as_deref().unwrap_or("an unrecorded actor");
+    let key = event
+        .credential_id
+        .as_deref()
+        .map(|k| format!(" (key id {k})"))
+        .unwrap_or_default();
+    (by, key)
 }

@@ -291,13 +291,7 @@ impl PermissionGranted {
         if apart.abs() > self.window() {
             return;
         }
-        let by = cx.event.initiator.as_deref().unwrap_or("an unrecorded actor");
-        let key = cx
-            .event
-            .credential_id
-            .as_deref()
-            .map(|k| format!(" (key id {k})"))
-            .unwrap_or_default();
+        let (by, key) = super::credential_added::added_by(cx.event);
         let mut hit = self.hit(
             Confidence::High,
             format!("Credential added to {} after a permission grant", cx.who()),

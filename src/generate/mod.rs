@@ -312,6 +312,17 @@ impl Identity {
         )
     }
 
+    /// What an Entra record names the integration by: its app id, service-principal object id
+    /// and display name, and whether its records are Log Analytics rows.
+    fn entra(&self) -> (String, String, String, bool) {
+        (
+            self.client_id.clone(),
+            self.principal_id.clone().unwrap_or_default(),
+            self.name.clone(),
+            self.table,
+        )
+    }
+
     fn is_active(&self, t: DateTime<Utc>) -> bool {
         t >= self.from && !self.silent.iter().any(|(a, b)| t >= *a && t < *b)
     }

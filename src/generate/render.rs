@@ -156,14 +156,8 @@ pub(super) fn keycloak_token(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str,
 /// table reference: no `CreatedDateTime`, no `Status`, no `AADTenantId`; `ResourceIdentity` is the
 /// resource signed in to, `TenantId` the workspace).
 pub(super) fn entra_signin(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, ok: bool) -> String {
-    let id = &g.ids[i];
-    let (app, principal, name, key, table) = (
-        id.client_id.clone(),
-        id.principal_id.clone().unwrap_or_default(),
-        id.name.clone(),
-        id.key_id.clone(),
-        id.table,
-    );
+    let (app, principal, name, table) = g.ids[i].entra();
+    let key = g.ids[i].key_id.clone();
     let uuid = g.uuid();
     let correlation = g.uuid();
     // AADSTS7000215: invalid client secret.
@@ -286,14 +280,8 @@ fn app_details(app_id: &str) -> Value {
 /// `TargetId.ServicePrincipalNames` too, as Entra writes them (the `elastic-azure-auditlogs`
 /// sample).
 pub(super) fn entra_credential_added(g: &mut Gen, i: usize, at: DateTime<Utc>, new_key: &str) -> String {
-    let id = &g.ids[i];
-    let (app, principal, name, old_key, table) = (
-        id.client_id.clone(),
-        id.principal_id.clone().unwrap_or_default(),
-        id.name.clone(),
-        id.key_id.clone(),
-        id.table,
-    );
+    let (app, principal, name, table) = g.ids[i].entra();
+    let old_key = g.ids[i].key_id.clone();
     let uuid = g.uuid();
     let admin = g.uuid();
     let describe = |k: &str| format!("[KeyIdentifier={k},KeyType=Password,KeyUsage=Verify,DisplayName=rotation]");
@@ -336,13 +324,7 @@ pub(super) fn entra_app_role_granted(
     resource: &Resource,
     role: &str,
 ) -> String {
-    let id = &g.ids[i];
-    let (app, principal, name, table) = (
-        id.client_id.clone(),
-        id.principal_id.clone().unwrap_or_default(),
-        id.name.clone(),
-        id.table,
-    );
+    let (app, principal, name, table) = g.ids[i].entra();
     let r = &mut g.shape;
     let (uuid, correlation, admin, role_id, assignment) = (uuid_of(r), uuid_of(r), uuid_of(r), uuid_of(r), uuid_of(r));
     let quoted = |v: &str| to_line(&json!(v));
@@ -378,13 +360,7 @@ pub(super) fn entra_app_role_granted(
 /// (`ConsentAction.Permissions` lists no delegated scope; the app roles follow as their own
 /// records).
 pub(super) fn entra_admin_consent(g: &mut Gen, i: usize, at: DateTime<Utc>) -> String {
-    let id = &g.ids[i];
-    let (app, principal, name, table) = (
-        id.client_id.clone(),
-        id.principal_id.clone().unwrap_or_default(),
-        id.name.clone(),
-        id.table,
-    );
+    let (app, principal, name, table) = g.ids[i].entra();
     let r = &mut g.shape;
     let (uuid, correlation, admin) = (uuid_of(r), uuid_of(r), uuid_of(r));
     let permissions = format!(

@@ -14,6 +14,23 @@ fn nhiwatch() -> Command {
     cmd
 }
 
+/// `nhiwatch generate` of `identities` integrations over `days` with `seed` into `out`.
+fn generate(out: &std::path::Path, identities: u32, days: u32, seed: u64) {
+    let result = nhiwatch()
+        .args([
+            "generate",
+            "--identities",
+            &identities.to_string(),
+            "--days",
+            &days.to_string(),
+        ])
+        .args(["--seed", &seed.to_string(), "--out"])
+        .arg(out)
+        .output()
+        .expect("runs");
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+}
+
 #[test]
 fn check_config_names_file_key_and_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -86,12 +103,7 @@ fn the_group_roles_read_kafka_only() {
 fn generate_then_run_over_the_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let out = nhiwatch()
-        .args(["generate", "--identities", "9", "--days", "3", "--seed", "11", "--out"])
-        .arg(&data)
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    generate(&data, 9, 3, 11);
     let labels: serde_json::Value = serde_json::from_str(&read(&data.join("labels.json"))).expect("labels JSON");
     assert!(
         labels
@@ -134,12 +146,7 @@ fn generate_then_run_over_the_files() {
 fn generate_detect_score_is_exact_and_reproducible() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let out = nhiwatch()
-        .args(["generate", "--identities", "12", "--days", "45", "--seed", "4", "--out"])
-        .arg(&data)
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    generate(&data, 12, 45, 4);
     let inputs = generated_inputs(&data);
     let detect = |output: &std::path::Path| {
         let out = nhiwatch()
@@ -204,12 +211,7 @@ fn generate_detect_score_is_exact_and_reproducible() {
 fn detect_judges_a_record_delivered_twice_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let out = nhiwatch()
-        .args(["generate", "--identities", "12", "--days", "45", "--seed", "4", "--out"])
-        .arg(&data)
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    generate(&data, 12, 45, 4);
     let inputs = generated_inputs(&data);
     let twice = dir.path().join("twice");
     std::fs::create_dir(&twice).expect("mkdir");
