@@ -74,6 +74,10 @@ pub enum Command {
     /// The end-to-end benchmark on a Kafka broker, side by side with kcat: throughput, latency
     /// at half of peak, state memory; one table, and JSON with `--json`.
     Bench(crate::bench::BenchArgs),
+    /// Runs one query for `query` and the API, in a process of its own (internal: see
+    /// `replay::sandbox`).
+    #[command(name = "query-worker", hide = true)]
+    QueryWorker,
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
         /// The configuration file.
@@ -190,7 +194,7 @@ pub struct QueryArgs {
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
     pub format: String,
     /// Run the query this many times and print the fastest and median run time (benchmarks;
-    /// the archive is opened once, as a server does).
+    /// each run in its own query process, as the server runs them).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Configuration file (for `archive.*` and query limits).
@@ -339,6 +343,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(args),
         Command::Attest(args) => attest(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::QueryWorker => Ok(crate::replay::sandbox::worker()),
     }
 }
 
@@ -712,13 +717,7 @@ fn serve_http(
     }
     // Compliance queries over the archive, when there is one.
     let state = match settings.archive_location() {
-        Some(location) => {
-            let sql = runtime.block_on(crate::replay::Sql::open(&location, query_limits(settings)))?;
-            if let Some(registry) = engine.registry() {
-                sql.register_registry(registry)?;
-            }
-            state.with_sql(Arc::new(sql))
-        }
+        Some(location) => state.with_sql(Arc::new(sandbox(&location, registry_file(None, settings), settings)?)),
         None => state,
     };
     let (addr, _task) = runtime
@@ -1157,9 +1156,31 @@ fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<S
 
 /// The registry named by `--registry`, else by `engine.registry`, loaded; `None` when neither.
 fn registry_of(flag: Option<&std::path::Path>, settings: &Settings) -> Option<anyhow::Result<Registry>> {
+    let path = registry_file(flag, settings)?;
+    Some(Registry::load(&path).map_err(anyhow::Error::from))
+}
+
+/// The registry file: the flag, else `engine.registry` if set.
+fn registry_file(flag: Option<&Path>, settings: &Settings) -> Option<PathBuf> {
     let cfg = &settings.raw.engine.registry;
-    let path = flag.or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))?;
-    Some(Registry::load(path).map_err(anyhow::Error::from))
+    flag.or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))
+        .map(Path::to_path_buf)
+}
+
+/// Queries from outside over the archive at `location`, each in a process of this executable.
+fn sandbox(
+    location: &str,
+    registry: Option<PathBuf>,
+    settings: &Settings,
+) -> anyhow::Result<crate::replay::sandbox::Sandbox> {
+    let worker = std::env::current_exe().context("finding this executable to run queries in")?;
+    Ok(crate::replay::sandbox::Sandbox::new(
+        worker,
+        location,
+        registry,
+        query_limits(settings),
+        settings.raw.archive.query_concurrency,
+    ))
 }
 
 /// Query limits from `[archive]`.
@@ -1186,25 +1207,26 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(k, v)| {
             let value = match v.parse::<i64>() {
-                Ok(n) => datafusion::common::ScalarValue::Int64(Some(n)),
-                Err(_) => datafusion::common::ScalarValue::Utf8(Some(v.clone())),
+                Ok(n) => serde_json::Value::from(n),
+                Err(_) => serde_json::Value::String(v.clone()),
             };
             (k.clone(), value)
         })
         .collect();
-    let limits = query_limits(&settings);
+    let registry = registry_file(args.registry.as_deref(), &settings);
+    if let Some(path) = &registry {
+        // A bad registry is the user's error, named before any query runs.
+        Registry::load(path)?;
+    }
+    // The same sandbox as the API's: a query that runs away stops its own process, not this one.
+    let sandbox = sandbox(&location, registry, &settings)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let registry = registry_of(args.registry.as_deref(), &settings).transpose()?;
     let answer = runtime.block_on(async {
-        let sql_engine = crate::replay::Sql::open(&location, limits).await?;
-        if let Some(r) = &registry {
-            sql_engine.register_registry(r)?;
-        }
         let mut times = Vec::new();
         let mut answer = None;
         for _ in 0..args.repeat.max(1) {
             let t = std::time::Instant::now();
-            answer = Some(sql_engine.query(&sql, &params).await?);
+            answer = Some(sandbox.query(&sql, &params).await?);
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         if args.repeat > 1 {
@@ -1235,7 +1257,7 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         "csv" => {
             let mut w = datafusion::arrow::csv::Writer::new(&mut out);
             for b in &answer.batches {
-                w.write(b)?;
+                w.write(&crate::replay::for_csv(b)?)?;
             }
         }
         _ => writeln!(out, "{}", pretty_format_batches(&answer.batches)?)?,

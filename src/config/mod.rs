@@ -237,10 +237,12 @@ pub struct ArchiveConfig {
     pub max_age_seconds: u64,
     /// Longest time a query may run.
     pub query_timeout_seconds: u64,
-    /// Memory a query may use, in bytes.
+    /// Memory a query may use, in bytes: the whole query process's (see `replay::sandbox`).
     pub query_memory_bytes: usize,
     /// Most rows a query returns.
     pub max_result_rows: usize,
+    /// Queries that may run at once; the API answers 429 beyond.
+    pub query_concurrency: usize,
 }
 
 /// `[state]`
@@ -554,11 +556,20 @@ impl Settings {
         if a.max_rows == 0 {
             return Err(self.invalid("archive.max_rows", "must be greater than 0"));
         }
-        if a.query_timeout_seconds == 0 || a.query_memory_bytes < 1 << 20 || a.max_result_rows == 0 {
+        if a.query_timeout_seconds == 0 || a.query_timeout_seconds > 86_400 {
+            return Err(self.invalid("archive.query_timeout_seconds", "must be between 1 and 86400"));
+        }
+        if a.query_memory_bytes < 64 << 20 {
             return Err(self.invalid(
-                "archive.query_timeout_seconds",
-                "query limits must be positive (query_memory_bytes at least 1 MiB)",
+                "archive.query_memory_bytes",
+                "must be at least 64 MiB (67108864): a query process needs room for its answer",
             ));
+        }
+        if a.max_result_rows == 0 {
+            return Err(self.invalid("archive.max_result_rows", "must be greater than 0"));
+        }
+        if a.query_concurrency == 0 || a.query_concurrency > 64 {
+            return Err(self.invalid("archive.query_concurrency", "must be between 1 and 64"));
         }
         if !matches!(raw.log.format.as_str(), "text" | "json") {
             return Err(self.invalid("log.format", "must be \"text\" or \"json\""));

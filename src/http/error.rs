@@ -6,6 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// `Retry-After` of a 429: queries take seconds.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 /// An API error with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -29,7 +32,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
     /// `payload_too_large`, `query_too_long`, `timeout`, `internal`; for SQL `bad_sql`,
-    /// `query_not_allowed`, `query_timeout`, `query_memory`.
+    /// `query_not_allowed`, `query_too_complex`, `query_timeout`, `query_memory`,
+    /// `too_many_queries` (429, with `Retry-After`).
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -96,7 +100,7 @@ impl ApiError {
     }
 
     /// Errors of the SQL surface: `query_not_allowed` (403), `query_timeout` and `query_memory`
-    /// (422), `bad_sql` (400).
+    /// (422), `bad_sql` and `query_too_complex` (400), `too_many_queries` (429).
     pub fn custom(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(status, code, message)
     }
@@ -129,6 +133,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         response
     }

@@ -48,7 +48,13 @@ pub struct Limits {
     pub max_body: usize,
     /// Longest request.
     pub timeout: Duration,
+    /// Longest request to the SQL endpoints (above the query time limit).
+    pub query_timeout: Duration,
 }
+
+/// How much longer than its query a SQL request may take: starting the query process and
+/// encoding the answer.
+const QUERY_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 impl Limits {
     /// The page size a request asked for (or the default), if within bounds.
@@ -70,6 +76,7 @@ impl Limits {
             max_page: cfg.max_page,
             max_body: cfg.max_body_bytes,
             timeout: Duration::from_secs(cfg.request_timeout_seconds),
+            query_timeout: Duration::from_secs(cfg.request_timeout_seconds),
         }
     }
 }
@@ -95,8 +102,8 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Ready when at most this many records behind.
     pub ready_max_lag: i64,
-    /// SQL over the archive, when one is configured.
-    pub sql: Option<Arc<crate::replay::Sql>>,
+    /// SQL over the archive, when one is configured: each query in its own process.
+    pub sql: Option<Arc<crate::replay::sandbox::Sandbox>>,
 }
 
 impl AppState {
@@ -129,8 +136,11 @@ impl AppState {
         }
     }
 
-    /// Serves SQL over `sql`'s archive too.
-    pub fn with_sql(mut self, sql: Arc<crate::replay::Sql>) -> AppState {
+    /// Serves SQL over `sql`'s archive too. The query endpoints' request time limit is set
+    /// above the query's, so that a slow query is answered `query_timeout` (and stopped), not
+    /// cut off by the HTTP timer.
+    pub fn with_sql(mut self, sql: Arc<crate::replay::sandbox::Sandbox>) -> AppState {
+        self.limits.query_timeout = self.limits.timeout.max(sql.limits().timeout + QUERY_TIMEOUT_MARGIN);
         self.sql = Some(sql);
         self
     }
@@ -139,6 +149,13 @@ impl AppState {
 /// The API.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
+    let sql = Router::new()
+        .route("/v1/query", post(query::query))
+        .route("/v1/replay/queries/{name}", post(query::run_saved))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.query_timeout,
+        ));
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
@@ -152,16 +169,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/identities", get(identities::list))
         .route("/v1/identities/{id}", get(identities::get))
         .route("/v1/inventory/gaps", get(inventory::gaps_handler))
-        .route("/v1/query", post(query::query))
         .route("/v1/replay/queries", get(query::list))
-        .route("/v1/replay/queries/{name}", post(query::run_saved))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(middleware::from_fn(bound_query))
-        .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
         ))
+        .merge(sql)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn(bound_query))
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .with_state(state)
 }
 

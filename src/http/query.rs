@@ -3,14 +3,13 @@
 //! follows `Accept`: JSON (default; `{"columns", "rows", "truncated"}`), `text/csv`, or Arrow
 //! IPC stream (`application/vnd.apache.arrow.stream`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::common::ScalarValue;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,7 +27,7 @@ pub struct QueryRequest {
     pub sql: String,
     /// Values of its `$name` parameters.
     #[serde(default)]
-    pub params: HashMap<String, Value>,
+    pub params: BTreeMap<String, Value>,
 }
 
 /// Parameters of a saved query.
@@ -37,27 +36,15 @@ pub struct QueryRequest {
 pub struct SavedRequest {
     /// Values of its parameters.
     #[serde(default)]
-    pub params: HashMap<String, Value>,
+    pub params: BTreeMap<String, Value>,
 }
 
-fn scalar(name: &str, v: &Value) -> Result<ScalarValue, ApiError> {
-    Ok(match v {
-        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => ScalarValue::Int64(Some(i)),
-            None => ScalarValue::Float64(n.as_f64()),
-        },
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "parameter {name}: must be a string, number or boolean"
-            )));
-        }
-    })
-}
-
-fn params(raw: &HashMap<String, Value>) -> Result<HashMap<String, ScalarValue>, ApiError> {
-    raw.iter().map(|(k, v)| Ok((k.clone(), scalar(k, v)?))).collect()
+fn params(raw: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, ApiError> {
+    // Checked here so a bad value is the client's 400 before a query process starts.
+    for (k, v) in raw {
+        crate::replay::param_value(k, v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(raw.clone())
 }
 
 fn query_error(e: QueryError) -> ApiError {
@@ -77,8 +64,18 @@ fn query_error(e: QueryError) -> ApiError {
             "query_memory",
             format!("the query needs more memory than allowed: {m}"),
         ),
+        QueryError::TooComplex(m) => ApiError::custom(
+            axum::http::StatusCode::BAD_REQUEST,
+            "query_too_complex",
+            format!("the query is too complex: {m}"),
+        ),
+        QueryError::Busy(_) => ApiError::custom(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_queries",
+            e.to_string(),
+        ),
         QueryError::Invalid(m) => ApiError::custom(axum::http::StatusCode::BAD_REQUEST, "bad_sql", m),
-        QueryError::Archive { .. } => ApiError::internal(&e),
+        QueryError::Archive { .. } | QueryError::Failed(_) => ApiError::internal(&e),
     }
 }
 
@@ -99,7 +96,7 @@ fn encode(answer: &Answer, headers: &HeaderMap) -> Result<Response, ApiError> {
         let mut out = Vec::new();
         let mut w = datafusion::arrow::csv::Writer::new(&mut out);
         for b in &batches {
-            w.write(b).map_err(fail)?;
+            w.write(&crate::replay::for_csv(b).map_err(fail)?).map_err(fail)?;
         }
         drop(w);
         (out, "text/csv")
@@ -133,14 +130,16 @@ fn encode(answer: &Answer, headers: &HeaderMap) -> Result<Response, ApiError> {
 async fn run(
     state: &AppState,
     sql: &str,
-    params: HashMap<String, ScalarValue>,
+    params: BTreeMap<String, Value>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let engine = state
         .sql
         .as_ref()
         .ok_or_else(|| ApiError::not_found("no archive is configured (archive.location)"))?;
-    let answer = engine.query(sql, &params).await.map_err(query_error)?;
+    // Each query in its own process (`replay::sandbox`); when all slots are taken the client is
+    // told to come back rather than queued behind minutes of work.
+    let answer = engine.try_query(sql, &params).await.map_err(query_error)?;
     encode(&answer, headers)
 }
 
@@ -151,7 +150,8 @@ async fn run(
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not a read-only query", body = ErrorBody),
         (status = 404, description = "No archive configured", body = ErrorBody),
-        (status = 422, description = "Over the time or memory limit", body = ErrorBody)),
+        (status = 422, description = "Over the time or memory limit", body = ErrorBody),
+        (status = 429, description = "As many queries as archive.query_concurrency are running; Retry-After says when to try again", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     state.auth.check(&headers, Role::Read)?;
@@ -175,7 +175,9 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     responses((status = 200, description = "The answer, as for /v1/query", body = Object),
         (status = 400, description = "Missing or unknown parameters", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 404, description = "No such saved query, or no archive", body = ErrorBody)),
+        (status = 404, description = "No such saved query, or no archive", body = ErrorBody),
+        (status = 422, description = "Over the time or memory limit", body = ErrorBody),
+        (status = 429, description = "As many queries as archive.query_concurrency are running; Retry-After says when to try again", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn run_saved(
     State(state): State<AppState>,

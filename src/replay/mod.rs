@@ -10,6 +10,8 @@
 //! Functions besides DataFusion's own: `scope_contains(granted, used)` is true when the SMART
 //! scope `granted` covers `used` (`system/*.rs` covers `system/Observation.read`).
 
+pub mod gate;
+pub mod sandbox;
 pub mod saved;
 
 use std::collections::HashMap;
@@ -35,7 +37,7 @@ use crate::registry::{Integration, Registry};
 use crate::scope::Scope;
 
 /// A query's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Longest run time.
     pub timeout: Duration,
@@ -67,6 +69,15 @@ pub enum QueryError {
     /// It needed more memory than the limit.
     #[error("the query needs more memory than allowed: {0}")]
     Memory(String),
+    /// It is too large or nested too deep to plan safely ([`gate`]).
+    #[error("the query is too complex: {0}")]
+    TooComplex(String),
+    /// As many queries as allowed are running.
+    #[error("{0} queries are running already (archive.query_concurrency); try again shortly")]
+    Busy(usize),
+    /// The query engine failed (a panic or a crash of the query process).
+    #[error("{0}")]
+    Failed(String),
     /// Anything else the planner or executor said (syntax, unknown column…).
     #[error("{0}")]
     Invalid(String),
@@ -90,9 +101,73 @@ impl From<datafusion::error::DataFusionError> for QueryError {
             {
                 QueryError::NotAllowed(m.clone())
             }
+            E::ExecutionJoin(m) => QueryError::Failed(format!("the query failed inside the query engine: {m}")),
             other => QueryError::Invalid(other.to_string()),
         }
     }
+}
+
+/// `batch` with every nested column (lists, structs, maps) as JSON text, which CSV can carry
+/// (Arrow's CSV writer refuses nested types: a 500 in issue 19). Other columns are kept.
+pub fn for_csv(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let one = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("v", field.data_type().clone(), true)])),
+            vec![Arc::clone(column)],
+        )?;
+        let mut lines = Vec::new();
+        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
+        w.write(&one)?;
+        w.finish()?;
+        drop(w);
+        let mut text = StringBuilder::with_capacity(column.len(), lines.len());
+        for line in lines.split(|&b| b == b'\n').take(column.len()) {
+            let row: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| datafusion::arrow::error::ArrowError::JsonError(e.to_string()))?;
+            match row.get("v") {
+                Some(v) if !v.is_null() => text.append_value(v.to_string()),
+                _ => text.append_null(),
+            }
+        }
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+        columns.push(Arc::new(text.finish()) as ArrayRef);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// A `$name` parameter's value from JSON: a string, number or boolean.
+pub fn param_value(name: &str, v: &serde_json::Value) -> Result<ScalarValue, QueryError> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        _ => {
+            return Err(QueryError::Invalid(format!(
+                "parameter {name}: must be a string, number or boolean"
+            )));
+        }
+    })
+}
+
+/// Every parameter's value (see [`param_value`]).
+pub fn param_values(
+    params: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<HashMap<String, ScalarValue>, QueryError> {
+    params
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), param_value(k, v)?)))
+        .collect()
 }
 
 /// A query's result.
@@ -374,13 +449,24 @@ impl Sql {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        gate::check(sql)?;
         let run = async {
             let mut df = self.ctx.sql_with_options(sql, options).await?;
             if !params.is_empty() {
                 df = df.with_param_values(params.clone())?;
             }
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let df = df.limit(0, Some(self.limits.max_rows + 1))?;
+            // An EXPLAIN's plan rows are few, and a limit over them is not a plan DataFusion
+            // can explain ("internal error" in issue 19).
+            let explain = matches!(
+                df.logical_plan(),
+                datafusion::logical_expr::LogicalPlan::Explain(_) | datafusion::logical_expr::LogicalPlan::Analyze(_)
+            );
+            let df = if explain {
+                df
+            } else {
+                df.limit(0, Some(self.limits.max_rows + 1))?
+            };
             let batches = df.collect().await?;
             Ok::<_, QueryError>((schema, batches))
         };

@@ -78,6 +78,7 @@ pub fn state_of(store: Arc<FindingStore>, engine: &Engine) -> AppState {
             max_page: 5,
             max_body: 512,
             timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
         },
         ..AppState::new(engine, store, auth, &settings.raw.http, metrics, ready)
     }

@@ -1,5 +1,6 @@
 //! nhiwatch's integration tests: one binary, one module per concern.
 
+mod abuse;
 mod cli;
 mod dead_letter;
 mod durability;

@@ -26,14 +26,23 @@ fn archive_scenario(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>
     (events, findings)
 }
 
-/// As [`archive_scenario`], with the scenario's registry.
-fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>, Registry) {
-    let scenario = generate(&Options {
+fn scenario() -> nhiwatch::generate::Scenario {
+    generate(&Options {
         identities: 16,
         days: 20,
         seed: 9,
         ..Options::default()
-    });
+    })
+}
+
+/// The registry of [`archive_scenario`] as a file's text.
+fn registry_text() -> String {
+    scenario().registry
+}
+
+/// As [`archive_scenario`], with the scenario's registry.
+fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>, Registry) {
+    let scenario = scenario();
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
     let events = normalized(&scenario.records);
     // Small flushes: several files per day partition, as a live run writes them.
@@ -484,8 +493,19 @@ async fn the_http_api_answers_queries_and_saved_queries() {
     use serde_json::json;
     let dir = tempfile::tempdir().expect("tempdir");
     let (events, _, registry) = archive_scenario_with_registry(dir.path());
-    let db = sql(dir.path(), Limits::default()).await;
-    db.register_registry(&registry).expect("registry");
+    let registry_file = dir.path().join("registry.toml");
+    std::fs::write(&registry_file, registry_text()).expect("registry file");
+    assert_eq!(
+        Registry::load(&registry_file).expect("registry").entries().len(),
+        registry.entries().len()
+    );
+    let db = nhiwatch::replay::sandbox::Sandbox::new(
+        env!("CARGO_BIN_EXE_nhiwatch").into(),
+        dir.path().to_str().expect("utf-8"),
+        Some(registry_file),
+        Limits::default(),
+        2,
+    );
     let store = std::sync::Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10));
     let without = state(std::sync::Arc::clone(&store));
     let (status, body) = call(
