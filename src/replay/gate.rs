@@ -106,6 +106,8 @@ impl Visitor for Walk {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn refused(sql: &str) -> String {
@@ -146,5 +148,31 @@ mod tests {
         check(&format!("SELECT {wide}")).expect("5k columns within bounds");
         let wide = vec!["1"; 5_001].join(", ");
         assert!(refused(&format!("SELECT {wide}")).contains("10002 tokens"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any text: an answer, never a panic.
+        #[test]
+        fn any_text_is_answered(sql in "\\PC{0,400}") {
+            let _ = check(&sql);
+        }
+
+        /// SQL-shaped text built from SQL's own pieces, in any order.
+        #[test]
+        fn any_sql_shaped_text_is_answered(parts in prop::collection::vec(prop::sample::select(vec![
+            "SELECT", "FROM", "WHERE", "(", ")", "1", "'a'", "+", "OR", "AND", "NOT", ",", "events",
+            "identity", "IN", "CASE", "WHEN", "THEN", "END", "EXPLAIN", "[", "]", "::", "$x", "--",
+        ]), 0..600)) {
+            let _ = check(&parts.join(" "));
+        }
+
+        /// A chain of one operator: the query level and n terms make n + 1 levels.
+        #[test]
+        fn chains_are_refused_exactly_past_the_depth(n in 1usize..600, op in prop::sample::select(vec![" + ", " OR ", " AND ", " * ", " || "])) {
+            let sql = format!("SELECT {}", vec!["x"; n].join(op));
+            prop_assert_eq!(check(&sql).is_err(), n + 1 > MAX_DEPTH);
+        }
     }
 }
