@@ -975,6 +975,11 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         elapsed,
         stats.events as f64 / elapsed
     );
+    eprint!("{}", entries_line(stats));
+    if !stats.skipped.is_empty() {
+        let skipped: Vec<String> = stats.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        eprintln!("skipped {} ({})", stats.skipped_total(), skipped.join(", "));
+    }
     eprint!("{}", findings_summary(detection.findings()));
     Ok(ExitCode::SUCCESS)
 }
@@ -1295,19 +1300,26 @@ pub fn summary(stats: &Stats, top: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "records {}  events {}  dead letters {}",
+        "records {}  events {}  dead letters {}  skipped {}",
         stats.records,
         stats.events,
-        stats.dead_lettered()
+        stats.dead_lettered(),
+        stats.skipped_total()
     );
+    s.push_str(&entries_line(stats));
     let _ = writeln!(s, "events per format:");
     for (format, n) in &stats.by_format {
         let _ = writeln!(s, "  {:<18} {n:>9}", format.as_str());
     }
-    if !stats.dead_letters.is_empty() {
-        let _ = writeln!(s, "dead letters per reason:");
-        for (reason, n) in &stats.dead_letters {
-            let _ = writeln!(s, "  {reason:<18} {n:>9}");
+    for (title, counts) in [
+        ("dead letters per reason:", &stats.dead_letters),
+        ("skipped per reason:", &stats.skipped),
+    ] {
+        if !counts.is_empty() {
+            let _ = writeln!(s, "{title}");
+            for (reason, n) in counts {
+                let _ = writeln!(s, "  {reason:<18} {n:>9}");
+            }
         }
     }
     let mut identities: Vec<(&String, &u64)> = stats.by_identity.iter().collect();
@@ -1322,4 +1334,19 @@ pub fn summary(stats: &Stats, top: usize) -> String {
         let _ = writeln!(s, "  {identity:<40} {n:>9}");
     }
     s
+}
+
+/// When pages or `Bundle`s were read (their elements are entries of their own), how every entry
+/// ended; empty otherwise, when entries are records.
+fn entries_line(stats: &Stats) -> String {
+    if stats.entries == stats.records {
+        return String::new();
+    }
+    format!(
+        "entries {} (each element of a page or Bundle is one): {} normalized, {} dead-lettered, {} skipped\n",
+        stats.entries,
+        stats.accepted,
+        stats.dead_lettered(),
+        stats.skipped_total()
+    )
 }

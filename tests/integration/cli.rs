@@ -1,18 +1,6 @@
 //! The real binary: `check-config`, `generate`, and `run` over generated files.
 
-use std::process::Command;
-
 use crate::support::*;
-
-fn nhiwatch() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhiwatch"));
-    // No HTTP server and no findings journal unless a test asks: tests run in parallel.
-    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY")
-        .env("RUST_LOG", "warn")
-        .env("NHIWATCH__HTTP__LISTEN", "")
-        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", "");
-    cmd
-}
 
 /// `nhiwatch generate` of `identities` integrations over `days` with `seed` into `out`.
 fn generate(out: &std::path::Path, identities: u32, days: u32, seed: u64) {
