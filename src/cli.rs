@@ -852,7 +852,7 @@ pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Opt
     Ok(Engine::new(detectors, registry, learning).with_dedupe(dedupe))
 }
 
-/// One finding update as a terminal line.
+/// One finding update as a terminal line (its title escaped: it names the identity).
 pub fn finding_line(update: &Update) -> String {
     let f = &update.finding;
     let tag = match update.change {
@@ -865,7 +865,7 @@ pub fn finding_line(update: &Update) -> String {
         f.event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         f.severity.as_str().to_uppercase(),
         f.detector.as_str(),
-        f.title,
+        crate::terminal::escape(&f.title),
         tag
     )
 }
@@ -1294,7 +1294,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A human summary of pipeline counts.
+/// A human summary of pipeline counts; identities are escaped ([`crate::terminal`]).
 pub fn summary(stats: &Stats, top: usize) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -1331,6 +1331,7 @@ pub fn summary(stats: &Stats, top: usize) -> String {
         top.min(identities.len())
     );
     for (identity, n) in identities.into_iter().take(top) {
+        let identity = crate::terminal::escape(identity);
         let _ = writeln!(s, "  {identity:<40} {n:>9}");
     }
     s

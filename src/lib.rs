@@ -19,6 +19,8 @@
 //!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
+//! [`terminal`] escapes source strings bound for a terminal or a text log.
+//!
 //! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes),
 //! [`registry`] (the inventory of known integrations).
 //! Around them: [`config`] (settings, validated at load), [`generate`] (labelled synthetic
@@ -51,3 +53,4 @@ pub mod service;
 pub mod sink;
 pub mod state;
 pub mod telemetry;
+pub mod terminal;

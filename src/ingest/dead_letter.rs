@@ -6,7 +6,6 @@
 //! records; `element` and the element's own text as `raw` for one refused element of a page or
 //! `Bundle`). Kafka form: the raw bytes as the message value, the rest as headers.
 
-
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
