@@ -408,26 +408,22 @@ fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
 }
 
 /// Where `run` writes a stream: a file appended to (a restarted service goes on where it
-/// stopped), stdout for `-`, nowhere for none.
+/// stopped; created `0600`, it holds events or findings), stdout for `-`, nowhere for none.
 fn output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
         Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening {}", p.display()))?,
+            crate::private::append(p).with_context(|| format!("opening {}", p.display()))?,
         )),
         other => event_sink(other)?,
     })
 }
 
-/// An NDJSON event writer, or a counter.
+/// An NDJSON writer of events or findings (a file created `0600`), or a counter.
 fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufWriter::new(std::io::stdout())),
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            crate::private::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => Box::new(std::io::sink()),
     })

@@ -19,7 +19,8 @@
 //!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
-//! [`terminal`] escapes source strings bound for a terminal or a text log.
+//! [`terminal`] escapes source strings bound for a terminal or a text log; [`private`] creates
+//! the files that hold records, events or findings readable by their owner only.
 //!
 //! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes),
 //! [`registry`] (the inventory of known integrations).
@@ -45,6 +46,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod normalize;
 pub mod pipeline;
+pub mod private;
 pub mod registry;
 pub mod replay;
 pub mod scope;

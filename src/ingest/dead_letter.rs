@@ -5,8 +5,11 @@
 //! instead of `raw` when the bytes are not UTF-8; `raw_truncated` and `length` for oversized
 //! records; `element` and the element's own text as `raw` for one refused element of a page or
 //! `Bundle`). Kafka form: the raw bytes as the message value, the rest as headers.
+//!
+//! The file holds raw records, patient data among them: it is created readable by its owner only
+//! ([`crate::private`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -100,12 +103,12 @@ pub struct FileDeadLetter {
 }
 
 impl FileDeadLetter {
-    /// Opens (creates or appends to) `path`.
+    /// Opens (creates `0600`, or appends to) `path`.
     pub fn open(path: &Path) -> std::io::Result<FileDeadLetter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::private::append(path)?;
         Ok(FileDeadLetter {
             out: BufWriter::new(file),
         })

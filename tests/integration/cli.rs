@@ -443,3 +443,67 @@ fn source_strings_reach_the_terminal_escaped() {
         serde_json::from_str(&read(&dir.path().join("detected.ndjson"))).expect("one finding");
     assert_eq!(finding["identity"]["id"], forged);
 }
+
+/// Issue 19: the dead letter (raw records, patient data among them) was created 0644, and the
+/// findings journal likewise. Every file of records, events or findings that `run` and `detect`
+/// create is their owner's only, and the archive's root directory too (the object store creates
+/// its Parquet files as the umask allows).
+#[test]
+fn files_of_records_events_and_findings_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.ndjson");
+    let good = r#"{"ts":"2026-01-05T10:00:00Z","request_id":"r-1","client_id":"lab-feed","method":"GET","path":"/fhir/Patient/9","status":200}"#;
+    std::fs::write(&input, format!("{good}\nnot a record\n")).expect("write");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, "[[integration]]\nid = \"known\"\nowner = \"x\"\n").expect("write");
+    let out = nhiwatch()
+        .env("NHIWATCH_PSEUDONYM_KEY", "a-key-for-this-test-only")
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("run-dead.ndjson"))
+        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", dir.path().join("journal.ndjson"))
+        .env("NHIWATCH__ENGINE__REGISTRY", &registry)
+        .env("NHIWATCH__ARCHIVE__LOCATION", dir.path().join("archive"))
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--findings-out")
+        .arg(dir.path().join("findings.ndjson"))
+        .arg("--events-out")
+        .arg(dir.path().join("events.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nhiwatch()
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("detect-dead.ndjson"))
+        .arg("detect")
+        .arg("-i")
+        .arg(&input)
+        .arg("--registry")
+        .arg(&registry)
+        .arg("-o")
+        .arg(dir.path().join("detected.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |name: &str| {
+        let meta = std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        meta.permissions().mode() & 0o777
+    };
+    for file in [
+        "run-dead.ndjson",
+        "journal.ndjson",
+        "findings.ndjson",
+        "events.ndjson",
+        "detect-dead.ndjson",
+        "detected.ndjson",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    assert_eq!(mode("archive"), 0o700);
+    assert_eq!(lines(&dir.path().join("run-dead.ndjson")).len(), 1);
+    assert_eq!(
+        lines(&dir.path().join("journal.ndjson")).len(),
+        1,
+        "the unregistered identity's finding"
+    );
+}
