@@ -27,6 +27,8 @@ mod gcp;
 mod json;
 mod keycloak;
 mod okta;
+#[cfg(test)]
+mod proptests;
 pub mod pseudonym;
 mod sniff;
 
