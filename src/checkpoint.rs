@@ -112,7 +112,7 @@ impl Checkpoints {
             let path = path.to_owned();
             move |source| WriteError { path, source }
         };
-        let mut file = std::fs::File::create(&tmp).map_err(failed(&tmp))?;
+        let mut file = crate::private::create(&tmp).map_err(failed(&tmp))?;
         file.write_all(&seal(sequence, payload)).map_err(failed(&tmp))?;
         file.sync_all().map_err(failed(&tmp))?;
         drop(file);
@@ -271,6 +271,12 @@ mod tests {
         }
         let names: Vec<u64> = c.list().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, [6, 5, 4], "the newest three kept");
+        // Checkpoints hold identities: their owner's only.
+        use std::os::unix::fs::PermissionsExt as _;
+        for (_, path) in c.list() {
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
         assert_eq!(c.latest().0.expect("one").payload, vec![6u8; 1000]);
         let leftovers = std::fs::read_dir(dir.path())
             .expect("dir")

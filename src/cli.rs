@@ -413,26 +413,22 @@ fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
 }
 
 /// Where `run` writes a stream: a file appended to (a restarted service goes on where it
-/// stopped), stdout for `-`, nowhere for none.
+/// stopped; created `0600`, it holds events or findings), stdout for `-`, nowhere for none.
 fn output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
         Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening {}", p.display()))?,
+            crate::private::append(p).with_context(|| format!("opening {}", p.display()))?,
         )),
         other => event_sink(other)?,
     })
 }
 
-/// An NDJSON event writer, or a counter.
+/// An NDJSON writer of events or findings (a file created `0600`), or a counter.
 fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufWriter::new(std::io::stdout())),
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            crate::private::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => Box::new(std::io::sink()),
     })
@@ -851,7 +847,7 @@ pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Opt
     Ok(Engine::new(detectors, registry, learning).with_dedupe(dedupe))
 }
 
-/// One finding update as a terminal line.
+/// One finding update as a terminal line (its title escaped: it names the identity).
 pub fn finding_line(update: &Update) -> String {
     let f = &update.finding;
     let tag = match update.change {
@@ -864,7 +860,7 @@ pub fn finding_line(update: &Update) -> String {
         f.event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         f.severity.as_str().to_uppercase(),
         f.detector.as_str(),
-        f.title,
+        crate::terminal::escape(&f.title),
         tag
     )
 }
@@ -974,6 +970,11 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         elapsed,
         stats.events as f64 / elapsed
     );
+    eprint!("{}", entries_line(stats));
+    if !stats.skipped.is_empty() {
+        let skipped: Vec<String> = stats.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        eprintln!("skipped {} ({})", stats.skipped_total(), skipped.join(", "));
+    }
     eprint!("{}", findings_summary(detection.findings()));
     Ok(ExitCode::SUCCESS)
 }
@@ -1311,25 +1312,32 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A human summary of pipeline counts.
+/// A human summary of pipeline counts; identities are escaped ([`crate::terminal`]).
 pub fn summary(stats: &Stats, top: usize) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "records {}  events {}  dead letters {}",
+        "records {}  events {}  dead letters {}  skipped {}",
         stats.records,
         stats.events,
-        stats.dead_lettered()
+        stats.dead_lettered(),
+        stats.skipped_total()
     );
+    s.push_str(&entries_line(stats));
     let _ = writeln!(s, "events per format:");
     for (format, n) in &stats.by_format {
         let _ = writeln!(s, "  {:<18} {n:>9}", format.as_str());
     }
-    if !stats.dead_letters.is_empty() {
-        let _ = writeln!(s, "dead letters per reason:");
-        for (reason, n) in &stats.dead_letters {
-            let _ = writeln!(s, "  {reason:<18} {n:>9}");
+    for (title, counts) in [
+        ("dead letters per reason:", &stats.dead_letters),
+        ("skipped per reason:", &stats.skipped),
+    ] {
+        if !counts.is_empty() {
+            let _ = writeln!(s, "{title}");
+            for (reason, n) in counts {
+                let _ = writeln!(s, "  {reason:<18} {n:>9}");
+            }
         }
     }
     let mut identities: Vec<(&String, &u64)> = stats.by_identity.iter().collect();
@@ -1341,7 +1349,23 @@ pub fn summary(stats: &Stats, top: usize) -> String {
         top.min(identities.len())
     );
     for (identity, n) in identities.into_iter().take(top) {
+        let identity = crate::terminal::escape(identity);
         let _ = writeln!(s, "  {identity:<40} {n:>9}");
     }
     s
+}
+
+/// When pages or `Bundle`s were read (their elements are entries of their own), how every entry
+/// ended; empty otherwise, when entries are records.
+fn entries_line(stats: &Stats) -> String {
+    if stats.entries == stats.records {
+        return String::new();
+    }
+    format!(
+        "entries {} (each element of a page or Bundle is one): {} normalized, {} dead-lettered, {} skipped\n",
+        stats.entries,
+        stats.accepted,
+        stats.dead_lettered(),
+        stats.skipped_total()
+    )
 }

@@ -19,6 +19,9 @@
 //!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
+//! [`terminal`] escapes source strings bound for a terminal or a text log; [`private`] creates
+//! the files that hold records, events or findings readable by their owner only.
+//!
 //! Leaves used by every stage: [`event`] (the normalized event), [`scope`] (SMART scopes),
 //! [`registry`] (the inventory of known integrations).
 //! Around them: [`config`] (settings, validated at load), [`generate`] (labelled synthetic
@@ -43,6 +46,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod normalize;
 pub mod pipeline;
+pub mod private;
 pub mod registry;
 pub mod replay;
 pub mod scope;
@@ -51,3 +55,4 @@ pub mod service;
 pub mod sink;
 pub mod state;
 pub mod telemetry;
+pub mod terminal;

@@ -8,20 +8,29 @@ use std::sync::Arc;
 use crate::event::{Event, SourceFormat};
 use crate::ingest::Record;
 use crate::ingest::dead_letter::{DeadLetter, Letter};
-use crate::normalize::{Normalizer, ParseError, RecordMeta};
+use crate::normalize::{Entries, Normalizer, ParseError, RecordMeta, Rejected, Skipped};
 use crate::telemetry::metrics::Metrics;
 
-/// Counts of what went through.
+/// Counts of what went through. Every entry (a record, or each element of a page or `Bundle`)
+/// is counted once: `entries == accepted + dead_lettered() + skipped_total()`.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    /// Raw records read.
+    /// Raw records read, blank lines included.
     pub records: u64,
+    /// Entries judged: a record, or each element of a page or `Bundle` (see
+    /// [`crate::normalize::Entries`]).
+    pub entries: u64,
+    /// Entries that became events.
+    pub accepted: u64,
     /// Events produced.
     pub events: u64,
     /// Events per input format.
     pub by_format: BTreeMap<SourceFormat, u64>,
     /// Dead letters per reason.
     pub dead_letters: BTreeMap<&'static str, u64>,
+    /// Entries skipped per reason: blank records and empty pages (`empty`), `Bundle` entries
+    /// that are not `AuditEvent`s (`not_audit_event`).
+    pub skipped: BTreeMap<&'static str, u64>,
     /// Events per identity.
     pub by_identity: HashMap<String, u64>,
 }
@@ -30,6 +39,11 @@ impl Stats {
     /// Total dead letters.
     pub fn dead_lettered(&self) -> u64 {
         self.dead_letters.values().sum()
+    }
+
+    /// Total entries skipped.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
     }
 }
 
@@ -77,65 +91,91 @@ impl Pipeline {
         &self.stats
     }
 
-    /// Processes one record: its events go to `sink`, a failure to the dead letter. An error
-    /// means the dead letter could not be written, and the record must not be acknowledged.
+    /// Processes one record: the events of its entries go to `sink`, each refused entry to the
+    /// dead letter (before any event goes on). An error means the dead letter could not be
+    /// written, and the record must not be acknowledged.
     pub fn process(&mut self, record: Record<'_>, sink: &mut dyn FnMut(Event)) -> io::Result<()> {
         self.stats.records += 1;
         if let Some(m) = &self.metrics {
             m.record();
         }
-        if let Some(len) = record.oversized_len {
+        self.buffer.clear();
+        let entries = if let Some(len) = record.oversized_len {
+            let mut entries = Entries::default();
             let error = ParseError::Oversized { len, limit: self.limit };
-            return self.reject(&record, &error);
-        }
-        let meta = RecordMeta {
-            origin: Some(record.origin.clone()),
-            received: record.received,
-        };
-        let normalized = if self.normalized {
-            serde_json::from_slice::<Event>(record.bytes)
-                .map(|event| self.buffer.push(event))
-                .map_err(ParseError::MalformedJson)
+            entries.total = 1;
+            entries.rejected.push(Rejected { element: None, error });
+            entries
+        } else if self.normalized {
+            normalized_event(record.bytes, &mut self.buffer)
         } else {
-            self.normalizer
-                .normalize_into(record.bytes, &meta, &mut self.buffer)
-                .map(drop)
+            let meta = RecordMeta {
+                origin: Some(record.origin.clone()),
+                received: record.received,
+            };
+            self.normalizer.normalize_record(record.bytes, &meta, &mut self.buffer)
         };
-        match normalized {
-            Ok(_) => {
-                for event in self.buffer.drain(..) {
-                    self.stats.events += 1;
-                    *self.stats.by_format.entry(event.format).or_default() += 1;
-                    if let Some(m) = &self.metrics {
-                        m.event(event.format);
-                    }
-                    match self.stats.by_identity.get_mut(&event.identity) {
-                        Some(n) => *n += 1,
-                        None => {
-                            self.stats.by_identity.insert(event.identity.clone(), 1);
-                        }
-                    }
-                    sink(event);
-                }
-                Ok(())
+        self.stats.entries += entries.total as u64;
+        self.stats.accepted += entries.accepted as u64;
+        for skipped in &entries.skipped {
+            let reason = skipped.error.reason();
+            *self.stats.skipped.entry(reason).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.skipped(reason);
             }
-            Err(error) => self.reject(&record, &error),
         }
+        for rejected in &entries.rejected {
+            if let Err(e) = self.reject(&record, rejected) {
+                self.buffer.clear();
+                return Err(e);
+            }
+        }
+        for event in self.buffer.drain(..) {
+            self.stats.events += 1;
+            *self.stats.by_format.entry(event.format).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.event(event.format);
+            }
+            match self.stats.by_identity.get_mut(&event.identity) {
+                Some(n) => *n += 1,
+                None => {
+                    self.stats.by_identity.insert(event.identity.clone(), 1);
+                }
+            }
+            sink(event);
+        }
+        Ok(())
     }
 
-    fn reject(&mut self, record: &Record<'_>, error: &ParseError) -> io::Result<()> {
+    fn reject(&mut self, record: &Record<'_>, rejected: &Rejected<'_>) -> io::Result<()> {
+        let error = &rejected.error;
         *self.stats.dead_letters.entry(error.reason()).or_default() += 1;
         if let Some(m) = &self.metrics {
             m.dead_letter(error.reason());
         }
-        tracing::debug!(reason = error.reason(), source = %record.origin, "Record sent to the dead letter.");
-        let letter = Letter::new(
-            error.reason(),
-            error.to_string(),
-            record.origin,
-            record.bytes,
-            record.oversized_len,
+        tracing::debug!(
+            reason = error.reason(),
+            source = %record.origin,
+            element = rejected.element.map(|e| e.index),
+            "Record sent to the dead letter."
         );
+        let letter = match rejected.element {
+            Some(element) => Letter::new(
+                error.reason(),
+                error.to_string(),
+                record.origin,
+                element.raw.as_bytes(),
+                None,
+            )
+            .element(element.index),
+            None => Letter::new(
+                error.reason(),
+                error.to_string(),
+                record.origin,
+                record.bytes,
+                record.oversized_len,
+            ),
+        };
         self.dead_letter.send(&letter)
     }
 
@@ -143,4 +183,31 @@ impl Pipeline {
     pub fn flush(&mut self) -> io::Result<()> {
         self.dead_letter.flush()
     }
+}
+
+/// One event nhiwatch already normalized (the rekeyed topic): one entry, skipped when blank.
+fn normalized_event<'r>(bytes: &[u8], out: &mut Vec<Event>) -> Entries<'r> {
+    let mut entries = Entries {
+        total: 1,
+        ..Entries::default()
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        entries.skipped.push(Skipped {
+            element: None,
+            error: ParseError::Empty,
+        });
+        return entries;
+    }
+    match serde_json::from_slice::<Event>(bytes) {
+        Ok(event) => {
+            out.push(event);
+            entries.accepted = 1;
+            entries.events = 1;
+        }
+        Err(e) => entries.rejected.push(Rejected {
+            element: None,
+            error: ParseError::json(e),
+        }),
+    }
+    entries
 }

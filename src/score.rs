@@ -121,7 +121,8 @@ pub fn table(scores: &BTreeMap<String, DetectorScore>) -> String {
         let _ = writeln!(
             s,
             "{:<26} {:>6} {:>6} {:>8} {:>8} {:>9.3} {:>7.3} {:>6.3}",
-            detector,
+            // From the labels file: printed as text, not trusted as such.
+            crate::terminal::escape(detector),
             d.labels,
             d.labels_found,
             d.findings,

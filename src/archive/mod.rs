@@ -147,7 +147,8 @@ pub fn store(location: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), Archi
         let (store, path) = datafusion::object_store::parse_url(&url).map_err(|e| bad(e.to_string()))?;
         Ok((Arc::from(store), path))
     } else {
-        std::fs::create_dir_all(location).map_err(|e| bad(e.to_string()))?;
+        // Only its owner may enter: the store creates the files as the umask allows.
+        crate::private::dir(std::path::Path::new(location)).map_err(|e| bad(e.to_string()))?;
         let fs = LocalFileSystem::new_with_prefix(location).map_err(|e| bad(e.to_string()))?;
         Ok((Arc::new(fs), ObjectPath::default()))
     }

@@ -9,7 +9,7 @@
 //! item seen, so pages stay stable while findings are inserted or updated.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -189,7 +189,7 @@ impl FindingStore {
             source,
         };
         let mut store = FindingStore::replay(path, capacity)?;
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let mut file = crate::private::append(path).map_err(err)?;
         // After a torn last line, start the next entry on a line of its own.
         let len = file.metadata().map_err(err)?.len();
         if len > 0 && std::fs::read(path).map_err(err)?.last() != Some(&b'\n') {
@@ -520,6 +520,9 @@ mod tests {
         let path = dir.path().join("findings.ndjson");
         {
             let store = FindingStore::open(&path, 10).expect("opens");
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).expect("created").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the journal is its owner's only");
             store
                 .upsert(finding("a", 1, Severity::Low), Change::New)
                 .expect("stored");

@@ -3,9 +3,13 @@
 //!
 //! File form: one JSON object per line, `{"time","reason","error","source","raw"}` (`raw_base64`
 //! instead of `raw` when the bytes are not UTF-8; `raw_truncated` and `length` for oversized
-//! records). Kafka form: the raw bytes as the message value, the rest as headers.
+//! records; `element` and the element's own text as `raw` for one refused element of a page or
+//! `Bundle`). Kafka form: the raw bytes as the message value, the rest as headers.
+//!
+//! The file holds raw records, patient data among them: it is created readable by its owner only
+//! ([`crate::private`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +40,9 @@ pub struct Letter<'a> {
     pub error: String,
     /// Where the record was read.
     pub source: &'a Origin,
+    /// For one element of a page or `Bundle`: its index (`raw` is then the element).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<usize>,
     /// The raw bytes, when UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<&'a str>,
@@ -74,12 +81,19 @@ impl<'a> Letter<'a> {
             reason,
             error,
             source,
+            element: None,
             raw,
             raw_base64,
             length: full_len,
             raw_truncated: full_len.is_some(),
             bytes,
         }
+    }
+
+    /// The letter of one element of a page or `Bundle`, `bytes` being the element.
+    pub fn element(mut self, index: usize) -> Self {
+        self.element = Some(index);
+        self
     }
 }
 
@@ -89,12 +103,12 @@ pub struct FileDeadLetter {
 }
 
 impl FileDeadLetter {
-    /// Opens (creates or appends to) `path`.
+    /// Opens (creates `0600`, or appends to) `path`.
     pub fn open(path: &Path) -> std::io::Result<FileDeadLetter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::private::append(path)?;
         Ok(FileDeadLetter {
             out: BufWriter::new(file),
         })
@@ -135,6 +149,7 @@ impl DeadLetter for KafkaDeadLetter {
     fn send(&mut self, letter: &Letter<'_>) -> std::io::Result<()> {
         let source = letter.source.to_string();
         let length = letter.length.map(|l| l.to_string());
+        let element = letter.element.map(|i| i.to_string());
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "nhiwatch.reason",
@@ -152,6 +167,12 @@ impl DeadLetter for KafkaDeadLetter {
             headers = headers.insert(Header {
                 key: "nhiwatch.length",
                 value: Some(length.as_str()),
+            });
+        }
+        if let Some(element) = &element {
+            headers = headers.insert(Header {
+                key: "nhiwatch.element",
+                value: Some(element.as_str()),
             });
         }
         let mut record = BaseRecord::<(), [u8]>::to(&self.topic)

@@ -51,43 +51,34 @@ impl<R: BufRead> LineSource<R> {
         self.number as u64
     }
 
-    /// The next non-blank record, `None` at the end.
+    /// The next record, `None` at the end. A blank line is a record too, so that it is counted
+    /// (the pipeline skips it as `empty`).
     pub fn next_record(&mut self) -> io::Result<Option<Record<'_>>> {
-        loop {
-            self.line.clear();
-            let (total, ended) = read_bounded_line(&mut self.reader, &mut self.line, self.max)?;
-            if total == 0 && !ended {
-                return Ok(None);
-            }
-            self.number += 1;
-            let mut content_len = total - usize::from(ended);
-            if self.line.last() == Some(&b'\n') {
-                self.line.pop();
-                if self.line.last() == Some(&b'\r') {
-                    self.line.pop();
-                    content_len -= 1;
-                }
-            }
-            self.origin.offset = self.number;
-            if content_len > self.max {
-                self.line.truncate(self.max);
-                return Ok(Some(Record {
-                    bytes: &self.line,
-                    origin: &self.origin,
-                    oversized_len: Some(content_len),
-                    received: None,
-                }));
-            }
-            if self.line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            return Ok(Some(Record {
-                bytes: &self.line,
-                origin: &self.origin,
-                oversized_len: None,
-                received: None,
-            }));
+        self.line.clear();
+        let (total, ended) = read_bounded_line(&mut self.reader, &mut self.line, self.max)?;
+        if total == 0 && !ended {
+            return Ok(None);
         }
+        self.number += 1;
+        let mut content_len = total - usize::from(ended);
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+                content_len -= 1;
+            }
+        }
+        self.origin.offset = self.number;
+        let oversized_len = (content_len > self.max).then(|| {
+            self.line.truncate(self.max);
+            content_len
+        });
+        Ok(Some(Record {
+            bytes: &self.line,
+            origin: &self.origin,
+            oversized_len,
+            received: None,
+        }))
     }
 }
 
@@ -142,6 +133,8 @@ mod tests {
             seen,
             vec![
                 (1, "{\"a\":1}".to_owned(), None),
+                (2, String::new(), None),
+                (3, "   ".to_owned(), None),
                 (4, "xxxxxxxxxx".to_owned(), Some(20)),
                 (5, "last".to_owned(), None),
             ]

@@ -66,7 +66,7 @@ impl Who {
 
 /// Normalizes one Auth0 log event.
 pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let d = match v.get("data") {
         Some(d) if d.is_object() => d,
         Some(_) => return Err(ParseError::wrong(FORMAT, "data", "expected an object")),

@@ -14,7 +14,7 @@ const FORMAT: SourceFormat = SourceFormat::CloudTrail;
 
 /// Normalizes one CloudTrail record.
 pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let ts = str_at(&v, &["eventTime"]).ok_or(ParseError::missing(FORMAT, "eventTime"))?;
     let time = parse_time(ts).ok_or(ParseError::bad_time(FORMAT, "eventTime"))?;
     let who = v

@@ -324,7 +324,7 @@ fn sign_in_result(r: &Record<'_>) -> (Outcome, Option<String>) {
 /// Normalizes a sign-in log record.
 pub fn normalize_signin(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
     const FORMAT: SourceFormat = SourceFormat::EntraSignIn;
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let r = Record::read(&v, FORMAT)?;
     let flow = flow(&r)?;
     // `createdDateTime` is when the sign-in was initiated; the service-principal and
@@ -487,7 +487,7 @@ struct Subject {
 /// Normalizes an audit log record.
 pub fn normalize_audit(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
     const FORMAT: SourceFormat = SourceFormat::EntraAudit;
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let r = Record::read(&v, FORMAT)?;
     // `activityDateTime` is when the activity was performed (Graph `directoryAudit`; the
     // table's `TimeGenerated` is when the row was created).

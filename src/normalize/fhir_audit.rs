@@ -29,41 +29,139 @@ use chrono::{DateTime, Utc};
 
 use super::fhir_rest::Route;
 use super::json::{Node, codings, has_code, items, str_at, string_at};
-use super::{Ctx, ParseError, UNIDENTIFIED, network_address, parse_time, resource_type_from_path};
+use super::{
+    Ctx, Entries, Judge, MAX_PAGE_ELEMENTS, ParseError, UNIDENTIFIED, fhir_xml, network_address, parse_time,
+    resource_type_from_path,
+};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
 
 const FORMAT: SourceFormat = SourceFormat::FhirAuditEvent;
 const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
 
-/// Normalizes a JSON `AuditEvent` or `Bundle` of them.
-/// The record is parsed into a borrowed tree: its strings point into the record.
-pub fn normalize_json(ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
-    let value: serde_json_borrow::Value<'_> = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
-    normalize_value(ctx, &value, out)
+/// Judges a JSON `AuditEvent`, or each entry of a `Bundle` of them: the record is parsed into a
+/// borrowed tree, whose strings point into it.
+pub fn judge_json<'r>(ctx: &Ctx<'_>, text: &'r str, judge: &mut Judge<'r, '_>) {
+    match serde_json::from_str::<serde_json_borrow::Value<'_>>(text) {
+        Ok(value) => {
+            let entries = std::cell::OnceCell::new();
+            judge_value(ctx, &value, judge, |i| {
+                let entries = entries.get_or_init(|| json_entries(text));
+                entries.get(i).copied().flatten().unwrap_or(text)
+            });
+        }
+        Err(error) => judge.reject(None, ParseError::json(error)),
+    }
 }
 
-/// Normalizes an `AuditEvent` or `Bundle` already in JSON shape (from JSON or XML).
-pub fn normalize_value<V: Node>(ctx: &Ctx<'_>, value: &V, out: &mut Vec<Event>) -> Result<(), ParseError> {
+/// Judges an XML `AuditEvent`, or each entry of a `Bundle` of them.
+pub fn judge_xml<'r>(ctx: &Ctx<'_>, text: &'r str, judge: &mut Judge<'r, '_>) {
+    match fhir_xml::read(text) {
+        Ok(resource) => judge_value(ctx, &resource.value, judge, |i| {
+            resource
+                .entries
+                .get(i)
+                .cloned()
+                .flatten()
+                .and_then(|r| text.get(r))
+                .unwrap_or(text)
+        }),
+        Err(error) => judge.reject(None, error),
+    }
+}
+
+/// Normalizes a JSON `AuditEvent` or `Bundle`, all or nothing (an element of a page).
+pub fn normalize_json(ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
+    let mut entries = Entries::default();
+    judge_json(ctx, ctx.raw, &mut Judge::new(out, &mut entries));
+    entries.into_result().map(drop)
+}
+
+/// Normalizes an XML `AuditEvent` or `Bundle`, all or nothing.
+pub fn normalize_xml(ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
+    let mut entries = Entries::default();
+    judge_xml(ctx, ctx.raw, &mut Judge::new(out, &mut entries));
+    entries.into_result().map(drop)
+}
+
+/// The text of each JSON `Bundle` entry's `resource`, read again only when an entry is refused,
+/// so that the dead letter keeps the entry rather than the whole `Bundle`.
+fn json_entries(text: &str) -> Vec<Option<&str>> {
+    #[derive(serde::Deserialize)]
+    struct Bundle<'a> {
+        #[serde(borrow, default)]
+        entry: Vec<Entry<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow, default)]
+        resource: Option<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_str::<Bundle<'_>>(text)
+        .map(|b| b.entry.into_iter().map(|e| e.resource.map(|r| r.get())).collect())
+        .unwrap_or_default()
+}
+
+/// Judges an `AuditEvent` or `Bundle` already in JSON shape (from JSON or XML): an `AuditEvent`
+/// is one entry; each entry of a `Bundle` is one, its text given by `entry_text`. Entries that
+/// are not `AuditEvent`s are skipped.
+fn judge_value<'r, V: Node>(
+    ctx: &Ctx<'_>,
+    value: &V,
+    judge: &mut Judge<'r, '_>,
+    entry_text: impl Fn(usize) -> &'r str,
+) {
     match str_at(value, &["resourceType"]) {
-        Some("AuditEvent") => out.push(audit_event(ctx, value, None)?),
+        Some("AuditEvent") => judge.entry(
+            None,
+            || "",
+            |out| {
+                out.push(audit_event(ctx, value, None)?);
+                Ok(())
+            },
+        ),
         Some("Bundle") => {
-            let mut found = 0usize;
-            for (i, entry) in items(value.field("entry")).enumerate() {
-                let Some(resource) = entry.field("resource") else {
-                    continue;
+            let entries = items(value.field("entry"));
+            let (count, _) = entries.size_hint();
+            if count > MAX_PAGE_ELEMENTS {
+                let error = ParseError::TooComplex {
+                    what: "entries in a Bundle",
+                    limit: MAX_PAGE_ELEMENTS,
                 };
-                if str_at(resource, &["resourceType"]) == Some("AuditEvent") {
-                    out.push(audit_event(ctx, resource, Some(i))?);
-                    found += 1;
+                return judge.reject(None, error);
+            }
+            let mut any = false;
+            for (i, entry) in entries.enumerate() {
+                any = true;
+                match entry.field("resource") {
+                    Some(resource) if str_at(resource, &["resourceType"]) == Some("AuditEvent") => {
+                        judge.entry(
+                            Some(i),
+                            || entry_text(i),
+                            |out| {
+                                out.push(audit_event(ctx, resource, Some(i))?);
+                                Ok(())
+                            },
+                        );
+                    }
+                    Some(_) => judge.skip(
+                        Some(i),
+                        ParseError::NotAuditEvent("FHIR Bundle entry that is not an AuditEvent"),
+                    ),
+                    None => judge.skip(
+                        Some(i),
+                        ParseError::NotAuditEvent("FHIR Bundle entry without a resource"),
+                    ),
                 }
             }
-            if found == 0 {
-                return Err(ParseError::NotAuditEvent("FHIR Bundle without AuditEvent entries"));
+            if !any {
+                judge.skip(None, ParseError::Empty);
             }
         }
-        _ => return Err(ParseError::NotAuditEvent("FHIR resource that is not an AuditEvent")),
+        _ => judge.reject(
+            None,
+            ParseError::NotAuditEvent("FHIR resource that is not an AuditEvent"),
+        ),
     }
-    Ok(())
 }
 
 fn audit_event<V: Node>(ctx: &Ctx<'_>, ae: &V, index: Option<usize>) -> Result<Event, ParseError> {

@@ -122,7 +122,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Words<'a> {
 /// again with path tracking, so the hot path pays nothing for it.
 fn type_error(raw: &str, err: serde_json::Error) -> ParseError {
     if err.is_syntax() || err.is_eof() {
-        return ParseError::MalformedJson(err);
+        return ParseError::json(err);
     }
     let mut de = serde_json::Deserializer::from_str(raw);
     let field = match serde_path_to_error::deserialize::<_, Line<'_>>(&mut de) {

@@ -52,7 +52,7 @@ const TOKEN_MINTING: &[&str] = &["GenerateAccessToken", "GenerateIdToken", "Sign
 /// Normalizes one Cloud Audit Log entry: one event, or one per identity a `SetIamPolicy` grants
 /// a role to.
 pub fn normalize(ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let p = v
         .get("protoPayload")
         .filter(|p| p.is_object())

@@ -28,7 +28,7 @@ const FORMAT: SourceFormat = SourceFormat::Keycloak;
 
 /// Normalizes an event-listener JSON event.
 pub fn normalize_json(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let time = match v.get("time") {
         Some(Value::Number(n)) => n.as_i64().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
         Some(Value::String(s)) => parse_time(s).or_else(|| {
@@ -71,7 +71,7 @@ pub fn normalize_line(ctx: &Ctx<'_>, line: &str) -> Result<Event, ParseError> {
 
 /// Normalizes a Keycloak JSON (ECS) log line whose logger is `org.keycloak.events`.
 pub fn normalize_ecs(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let ts = str_at(&v, &["@timestamp"]).ok_or(ParseError::missing(FORMAT, "@timestamp"))?;
     let time = parse_time(ts).ok_or(ParseError::bad_time(FORMAT, "@timestamp"))?;
     let message = str_at(&v, &["message"]).ok_or(ParseError::missing(FORMAT, "message"))?;

@@ -6,8 +6,15 @@
 //! collection page (`@odata.context` + `value`) or a FHIR `Bundle` of `AuditEvent`s yields several
 //! events.
 //!
-//! Anything that does not become an event is a [`ParseError`] whose [`ParseError::reason`] is a
-//! small fixed code, used as the dead-letter reason and as a metric label.
+//! Every record ends as [`Entries`], each of which becomes events, is refused with a
+//! [`ParseError`] (for the dead letter) or is skipped: a record is one entry, except a page or a
+//! `Bundle`, whose elements are entries of their own, so that one bad element costs only itself.
+//! [`ParseError::reason`] is a small fixed code, used as the dead-letter or skip reason and as a
+//! metric label.
+//!
+//! Structure is bounded before a tree is built, because a deep tree overflows the stack when it is
+//! walked or dropped: JSON and XML nesting to [`MAX_DEPTH`], XML to [`MAX_XML_ELEMENTS`] elements
+//! of at most [`MAX_XML_ATTRIBUTES`] attributes, pages and Bundles to [`MAX_PAGE_ELEMENTS`].
 
 mod auth0;
 mod cloudtrail;
@@ -20,6 +27,8 @@ mod gcp;
 mod json;
 mod keycloak;
 mod okta;
+#[cfg(test)]
+mod proptests;
 pub mod pseudonym;
 mod sniff;
 
@@ -34,6 +43,22 @@ pub use crate::event::UNIDENTIFIED;
 
 /// Default largest record accepted, in bytes.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// Deepest nesting accepted, of JSON arrays and objects or of XML elements. For JSON it is
+/// serde_json's own recursion limit, which every JSON parse of a record goes through (none
+/// disables it); XML is held to the same. The deepest real audit record nests about 12 levels.
+pub const MAX_DEPTH: usize = 128;
+
+/// Most XML elements in one record: a 1 MiB `Bundle` of `AuditEvent`s has about 20,000.
+pub const MAX_XML_ELEMENTS: usize = 100_000;
+
+/// Most attributes on one XML element (FHIR uses `value`, `url`, `id` and namespaces). Bounds
+/// the parser's duplicate-attribute check, which is quadratic in their number.
+pub const MAX_XML_ATTRIBUTES: usize = 32;
+
+/// Most elements in one page (JSON array, Graph collection page) or `Bundle`: Okta and Graph
+/// pages hold at most 1,000. Bounds the dead letters one record can cause.
+pub const MAX_PAGE_ELEMENTS: usize = 10_000;
 
 /// Why a record did not become an event. Cheap to build: no formatted strings on the hot path.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +77,7 @@ pub enum ParseError {
         /// Length of the valid prefix.
         valid_up_to: usize,
     },
-    /// The record is empty or blank.
+    /// The record is empty or blank, or a page or `Bundle` without elements.
     #[error("record is empty")]
     Empty,
     /// JSON syntax error.
@@ -61,6 +86,20 @@ pub enum ParseError {
     /// XML syntax error.
     #[error("malformed XML: {0}")]
     MalformedXml(String),
+    /// Arrays, objects or elements nested deeper than [`MAX_DEPTH`].
+    #[error("nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// More parts than any audit record has: XML elements or attributes, page elements.
+    #[error("more than {limit} {what}")]
+    TooComplex {
+        /// What there are too many of.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The record parsed but matches no known format.
     #[error("unknown format")]
     UnknownFormat,
@@ -104,6 +143,8 @@ impl ParseError {
         "empty",
         "malformed_json",
         "malformed_xml",
+        "too_deep",
+        "too_complex",
         "unknown_format",
         "not_audit_event",
         "missing_field",
@@ -119,11 +160,23 @@ impl ParseError {
             ParseError::Empty => "empty",
             ParseError::MalformedJson(_) => "malformed_json",
             ParseError::MalformedXml(_) => "malformed_xml",
+            ParseError::TooDeep { .. } => "too_deep",
+            ParseError::TooComplex { .. } => "too_complex",
             ParseError::UnknownFormat => "unknown_format",
             ParseError::NotAuditEvent(_) => "not_audit_event",
             ParseError::MissingField { .. } => "missing_field",
             ParseError::WrongType { .. } => "wrong_type",
             ParseError::BadTimestamp { .. } => "bad_timestamp",
+        }
+    }
+
+    /// A JSON parse error: [`ParseError::TooDeep`] for serde_json's recursion limit, which has no
+    /// error code of its own (only its message tells it apart), else malformed JSON.
+    pub(crate) fn json(e: serde_json::Error) -> ParseError {
+        if e.is_syntax() && e.to_string().starts_with("recursion limit exceeded") {
+            ParseError::TooDeep { limit: MAX_DEPTH }
+        } else {
+            ParseError::MalformedJson(e)
         }
     }
 
@@ -154,6 +207,117 @@ pub struct RecordMeta {
     pub received: Option<DateTime<Utc>>,
 }
 
+/// One element of a page or `Bundle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element<'r> {
+    /// Its index: in the JSON array or the page's `value`, or in the `Bundle`'s `entry`.
+    pub index: usize,
+    /// Its own text (a `Bundle` entry's `resource`), which the dead letter keeps instead of the
+    /// whole record; the whole record when it cannot be told apart.
+    pub raw: &'r str,
+}
+
+/// An entry refused: for the dead letter.
+#[derive(Debug)]
+pub struct Rejected<'r> {
+    /// The element, or `None` for the whole record.
+    pub element: Option<Element<'r>>,
+    /// Why.
+    pub error: ParseError,
+}
+
+/// An entry passed over because there is nothing in it to judge: a blank record, an empty page
+/// (`empty`), a `Bundle` entry that is not an `AuditEvent` (`not_audit_event`).
+#[derive(Debug)]
+pub struct Skipped {
+    /// The element's index, or `None` for the whole record.
+    pub element: Option<usize>,
+    /// Why; its [`ParseError::reason`] is what the skip is counted under.
+    pub error: ParseError,
+}
+
+/// The entries of one record and what became of each. Every entry — the record itself, or each
+/// element of a page or `Bundle` — is exactly one of accepted (one or more events), rejected or
+/// skipped: `total == accepted + rejected.len() + skipped.len()`.
+#[derive(Debug, Default)]
+pub struct Entries<'r> {
+    /// Entries judged: 1 for a record, the number of elements for a page or `Bundle` (1 when it
+    /// has none).
+    pub total: usize,
+    /// Entries that became events.
+    pub accepted: usize,
+    /// Events appended (an entry may give several: a GCP policy change granting roles to
+    /// several members).
+    pub events: usize,
+    /// Entries refused, in order.
+    pub rejected: Vec<Rejected<'r>>,
+    /// Entries skipped, in order.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Entries<'_> {
+    /// All or nothing, for callers that want one record to be one result: the events, or the
+    /// first refusal, or (no event at all) the first reason for skipping.
+    pub fn into_result(self) -> Result<usize, ParseError> {
+        if let Some(first) = self.rejected.into_iter().next() {
+            return Err(first.error);
+        }
+        if self.events == 0 {
+            return Err(self.skipped.into_iter().next().map_or(ParseError::Empty, |s| s.error));
+        }
+        Ok(self.events)
+    }
+}
+
+/// Collects the fate of each entry of a record into its [`Entries`] as the normalizers judge
+/// them.
+pub(crate) struct Judge<'r, 'a> {
+    out: &'a mut Vec<Event>,
+    entries: &'a mut Entries<'r>,
+}
+
+impl<'r, 'a> Judge<'r, 'a> {
+    /// A judge appending events to `out` and the fate of each entry to `entries`.
+    pub fn new(out: &'a mut Vec<Event>, entries: &'a mut Entries<'r>) -> Judge<'r, 'a> {
+        Judge { out, entries }
+    }
+
+    /// Judges one entry: `normalize` appends its events or fails, and then appends nothing.
+    /// `raw` gives the element's text for the dead letter, asked only on failure.
+    pub fn entry(
+        &mut self,
+        index: Option<usize>,
+        raw: impl FnOnce() -> &'r str,
+        normalize: impl FnOnce(&mut Vec<Event>) -> Result<(), ParseError>,
+    ) {
+        self.entries.total += 1;
+        let start = self.out.len();
+        match normalize(self.out) {
+            Ok(()) => {
+                self.entries.accepted += 1;
+                self.entries.events += self.out.len() - start;
+            }
+            Err(error) => {
+                self.out.truncate(start);
+                let element = index.map(|index| Element { index, raw: raw() });
+                self.entries.rejected.push(Rejected { element, error });
+            }
+        }
+    }
+
+    /// Refuses one entry without trying it.
+    pub fn reject(&mut self, element: Option<Element<'r>>, error: ParseError) {
+        self.entries.total += 1;
+        self.entries.rejected.push(Rejected { element, error });
+    }
+
+    /// Skips one entry.
+    pub fn skip(&mut self, element: Option<usize>, error: ParseError) {
+        self.entries.total += 1;
+        self.entries.skipped.push(Skipped { element, error });
+    }
+}
+
 /// Turns raw records into events. One per pipeline; cheap to share by reference.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
@@ -175,99 +339,120 @@ impl Normalizer {
         &self.pseudonymizer
     }
 
-    /// Normalizes one raw record into `out`, returning how many events were appended.
-    /// On error nothing is appended.
-    pub fn normalize_into(&self, raw: &[u8], meta: &RecordMeta, out: &mut Vec<Event>) -> Result<usize, ParseError> {
+    /// Normalizes one raw record into `out`, entry by entry: the events of the entries that
+    /// make them are appended, the others are in the answer with their reasons.
+    pub fn normalize_record<'r>(&self, raw: &'r [u8], meta: &RecordMeta, out: &mut Vec<Event>) -> Entries<'r> {
+        let mut entries = Entries::default();
+        let start = out.len();
+        let mut judge = Judge::new(out, &mut entries);
         if raw.len() > self.max_record_bytes {
-            return Err(ParseError::Oversized {
+            let error = ParseError::Oversized {
                 len: raw.len(),
                 limit: self.max_record_bytes,
-            });
+            };
+            judge.reject(None, error);
+            return entries;
         }
-        let text = std::str::from_utf8(raw).map_err(|e| ParseError::NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
-        let text = text.trim_start_matches('\u{feff}').trim();
-        if text.is_empty() {
-            return Err(ParseError::Empty);
+        match std::str::from_utf8(raw) {
+            Err(e) => judge.reject(
+                None,
+                ParseError::NotUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                },
+            ),
+            Ok(text) => match text.trim_start_matches('\u{feff}').trim() {
+                "" => judge.skip(None, ParseError::Empty),
+                text => self.dispatch(text, meta, &mut judge),
+            },
         }
-        let start = out.len();
-        let result = self.dispatch(text, meta, out);
-        match result {
-            Ok(()) => {
-                for event in &mut out[start..] {
-                    if event.source.is_none() {
-                        event.source.clone_from(&meta.origin);
-                    }
-                }
-                Ok(out.len() - start)
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
+        for event in &mut out[start..] {
+            if event.source.is_none() {
+                event.source.clone_from(&meta.origin);
             }
         }
+        entries
     }
 
-    /// Normalizes one raw record.
+    /// Normalizes one raw record into `out`, all or nothing (see [`Entries::into_result`]),
+    /// returning how many events were appended. On error nothing is appended.
+    pub fn normalize_into(&self, raw: &[u8], meta: &RecordMeta, out: &mut Vec<Event>) -> Result<usize, ParseError> {
+        let start = out.len();
+        let result = self.normalize_record(raw, meta, out).into_result();
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Normalizes one raw record, all or nothing.
     pub fn normalize(&self, raw: &[u8], meta: &RecordMeta) -> Result<Vec<Event>, ParseError> {
         let mut out = Vec::with_capacity(1);
         self.normalize_into(raw, meta, &mut out)?;
         Ok(out)
     }
 
-    fn dispatch(&self, text: &str, meta: &RecordMeta, out: &mut Vec<Event>) -> Result<(), ParseError> {
+    fn dispatch<'r>(&self, text: &'r str, meta: &RecordMeta, judge: &mut Judge<'r, '_>) {
         let ctx = Ctx {
             pseudonymizer: &self.pseudonymizer,
             raw: text,
             meta,
         };
         let shape = match sniff(text) {
+            Ok(shape) => shape,
             // A Microsoft Graph collection page (`auditLogs/signIns`, `auditLogs/directoryAudits`
             // as the API returns them): its `value` holds the records.
-            Err(ParseError::UnknownFormat) => {
-                let page: GraphPage<'_> = serde_json::from_str(text).map_err(|_| ParseError::UnknownFormat)?;
-                return self.each(page.value, ctx, out);
-            }
-            shape => shape?,
+            Err(ParseError::UnknownFormat) => match serde_json::from_str::<GraphPage<'_>>(text) {
+                Ok(page) => return self.each(page.value, ctx, judge),
+                Err(_) => return judge.reject(None, ParseError::UnknownFormat),
+            },
+            Err(error) => return judge.reject(None, error),
         };
         match shape {
-            Shape::JsonArray => {
-                let items: Vec<&serde_json::value::RawValue> =
-                    serde_json::from_str(text).map_err(ParseError::MalformedJson)?;
-                self.each(items, ctx, out)
-            }
-            shape => self.one(shape, &ctx, out),
+            Shape::JsonArray => match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+                Ok(items) => self.each(items, ctx, judge),
+                Err(error) => judge.reject(None, ParseError::json(error)),
+            },
+            // A Bundle's entries are entries of their own.
+            Shape::FhirJson => fhir_audit::judge_json(&ctx, text, judge),
+            Shape::FhirXml => fhir_audit::judge_xml(&ctx, text, judge),
+            shape => judge.entry(None, || text, |out| self.one(shape, &ctx, out)),
         }
     }
 
-    /// The records of an array or a collection page, each by its own shape.
-    fn each(
-        &self,
-        items: Vec<&serde_json::value::RawValue>,
-        ctx: Ctx<'_>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), ParseError> {
+    /// The records of an array or a collection page, each an entry by its own shape.
+    fn each<'r>(&self, items: Vec<&'r serde_json::value::RawValue>, ctx: Ctx<'_>, judge: &mut Judge<'r, '_>) {
         if items.is_empty() {
-            return Err(ParseError::Empty);
+            return judge.skip(None, ParseError::Empty);
         }
-        for item in items {
-            let item = item.get();
-            let ctx = Ctx { raw: item, ..ctx };
-            match sniff(item)? {
-                Shape::JsonArray => return Err(ParseError::UnknownFormat),
-                shape => self.one(shape, &ctx, out)?,
-            }
+        if items.len() > MAX_PAGE_ELEMENTS {
+            let error = ParseError::TooComplex {
+                what: "elements in a page",
+                limit: MAX_PAGE_ELEMENTS,
+            };
+            return judge.reject(None, error);
         }
-        Ok(())
+        for (index, item) in items.into_iter().enumerate() {
+            let raw = item.get();
+            let ctx = Ctx { raw, ..ctx };
+            judge.entry(
+                Some(index),
+                || raw,
+                |out| match sniff(raw)? {
+                    // Pages hold records, not pages.
+                    Shape::JsonArray => Err(ParseError::UnknownFormat),
+                    shape => self.one(shape, &ctx, out),
+                },
+            );
+        }
     }
 
+    /// One record of a known shape, all or nothing (a `Bundle` inside a page is one entry).
     fn one(&self, shape: Shape, ctx: &Ctx<'_>, out: &mut Vec<Event>) -> Result<(), ParseError> {
         match shape {
             Shape::JsonArray => return Err(ParseError::UnknownFormat),
             Shape::Gateway => out.push(gateway::normalize(ctx)?),
             Shape::FhirJson => fhir_audit::normalize_json(ctx, out)?,
-            Shape::FhirXml => fhir_audit::normalize_value(ctx, &fhir_xml::to_json(ctx.raw)?, out)?,
+            Shape::FhirXml => fhir_audit::normalize_xml(ctx, out)?,
             Shape::Okta => out.push(okta::normalize(ctx)?),
             Shape::KeycloakJson => out.push(keycloak::normalize_json(ctx)?),
             Shape::KeycloakLine => out.push(keycloak::normalize_line(ctx, ctx.raw)?),
@@ -433,6 +618,175 @@ mod tests {
         );
     }
 
+    fn audit_event(id: &str, recorded: &str) -> String {
+        format!(
+            r#"{{"resourceType": "AuditEvent", "id": "{id}", "recorded": "{recorded}",
+            "agent": [{{"type": {{"coding": [{{"code": "110153"}}]}}, "who": {{"display": "lab-feed"}}}}]}}"#
+        )
+    }
+
+    fn judged(raw: &str) -> (Vec<Event>, Entries<'_>) {
+        let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
+        let mut out = Vec::new();
+        let entries = n.normalize_record(raw.as_bytes(), &RecordMeta::default(), &mut out);
+        assert_eq!(
+            entries.total,
+            entries.accepted + entries.rejected.len() + entries.skipped.len(),
+            "every entry is counted once"
+        );
+        assert_eq!(entries.events, out.len());
+        (out, entries)
+    }
+
+    fn rejected<'r>(entries: &Entries<'r>) -> Vec<(Option<usize>, Option<&'r str>, &'static str)> {
+        entries
+            .rejected
+            .iter()
+            .map(|r| (r.element.map(|e| e.index), r.element.map(|e| e.raw), r.error.reason()))
+            .collect()
+    }
+
+    fn skipped(entries: &Entries<'_>) -> Vec<(Option<usize>, &'static str)> {
+        entries.skipped.iter().map(|s| (s.element, s.error.reason())).collect()
+    }
+
+    /// Issue 19: one bad element of a page cost the whole page. Each element is an entry: the
+    /// good ones become events, each bad one is refused with its index and its own text.
+    #[test]
+    fn a_page_with_bad_elements_keeps_its_good_ones() {
+        let bad_time = audit_event("b", "yesterday");
+        let page = format!(
+            "[{}, {bad_time}, {{\"hello\": 1}}, [1], {}]",
+            audit_event("a", "2026-01-05T09:00:00Z"),
+            audit_event("c", "2026-01-05T09:01:00Z")
+        );
+        let (events, entries) = judged(&page);
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!((entries.total, entries.accepted), (5, 2));
+        assert_eq!(
+            rejected(&entries),
+            [
+                (Some(1), Some(bad_time.as_str()), "bad_timestamp"),
+                (Some(2), Some(r#"{"hello": 1}"#), "unknown_format"),
+                (Some(3), Some("[1]"), "unknown_format"),
+            ]
+        );
+        // All or nothing for the callers that ask for it.
+        let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
+        let error = n
+            .normalize(page.as_bytes(), &RecordMeta::default())
+            .expect_err("one is bad");
+        assert_eq!(error.reason(), "bad_timestamp");
+    }
+
+    /// Blank records and empty pages hold nothing to judge: skipped as `empty`, not refused.
+    #[test]
+    fn blank_records_and_empty_pages_are_skipped() {
+        for raw in [
+            "",
+            "  \t",
+            "\u{feff}",
+            "[]",
+            " [ ] ",
+            r#"{"resourceType": "Bundle", "type": "searchset", "total": 0}"#,
+        ] {
+            let (events, entries) = judged(raw);
+            assert!(events.is_empty());
+            assert_eq!(skipped(&entries), [(None, "empty")], "{raw:?}");
+        }
+    }
+
+    /// A `Bundle`'s entries are entries of their own, in JSON and in XML: an `AuditEvent` that
+    /// fails is refused with its index and its own text, one that is not an `AuditEvent` (or no
+    /// resource at all) is skipped, the rest become events.
+    #[test]
+    fn bundle_entries_are_judged_one_by_one() {
+        let bad = audit_event("b", "not a time");
+        let json = format!(
+            r#"{{"resourceType": "Bundle", "type": "collection", "entry": [
+                {{"resource": {}}}, {{"resource": {bad}}}, {{"resource": {{"resourceType": "Patient", "id": "p"}}}},
+                {{"fullUrl": "urn:uuid:x"}}, {{"resource": {}}}]}}"#,
+            audit_event("a", "2026-01-05T09:00:00Z"),
+            audit_event("c", "2026-01-05T09:02:00Z")
+        );
+        let (events, entries) = judged(&json);
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(rejected(&entries), [(Some(1), Some(bad.as_str()), "bad_timestamp")]);
+        assert_eq!(
+            skipped(&entries),
+            [(Some(2), "not_audit_event"), (Some(3), "not_audit_event")]
+        );
+
+        let ae = |id: &str, recorded: &str| {
+            format!(
+                r#"<AuditEvent><id value="{id}"/><recorded value="{recorded}"/><agent><type><coding><code value="110153"/></coding></type><who><display value="lab-feed"/></who></agent></AuditEvent>"#
+            )
+        };
+        let bad = ae("b", "not a time");
+        let xml = format!(
+            r#"<Bundle xmlns="http://hl7.org/fhir"><type value="collection"/><entry><resource>{}</resource></entry>
+            <entry><resource>{bad}</resource></entry><entry><resource><Patient><id value="p"/></Patient></resource></entry>
+            <entry><fullUrl value="urn:uuid:x"/></entry><entry><resource>{}</resource></entry></Bundle>"#,
+            ae("a", "2026-01-05T09:00:00Z"),
+            ae("c", "2026-01-05T09:02:00Z")
+        );
+        let (events, entries) = judged(&xml);
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(rejected(&entries), [(Some(1), Some(bad.as_str()), "bad_timestamp")]);
+        assert_eq!(
+            skipped(&entries),
+            [(Some(2), "not_audit_event"), (Some(3), "not_audit_event")]
+        );
+
+        // A Bundle with no AuditEvent at all, all or nothing, is still no audit event.
+        let n = Normalizer::new(Pseudonymizer::random(), 1 << 20);
+        let patients = r#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient"}}]}"#;
+        let error = n
+            .normalize(patients.as_bytes(), &RecordMeta::default())
+            .expect_err("no AuditEvent");
+        assert_eq!(error.reason(), "not_audit_event");
+    }
+
+    /// Issue 19: nesting is refused as `too_deep` before a tree is built (building and dropping
+    /// a tree 100,000 deep overflows the stack), in every format; nesting within the limit, as a
+    /// FHIR extension may, is read.
+    #[test]
+    fn deep_records_are_refused_in_every_format() {
+        let nested_json = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let extension = |depth: usize| {
+            let mut ae = audit_event("deep", "2026-01-05T09:00:00Z");
+            ae.truncate(ae.len() - 1);
+            format!("{ae}, \"extension\": {}}}", nested_json(depth))
+        };
+        let (events, _) = judged(&extension(MAX_DEPTH - 2));
+        assert_eq!(events.len(), 1, "within the limit");
+        let deep_xml = format!(
+            "<AuditEvent xmlns=\"http://hl7.org/fhir\">{}{}</AuditEvent>",
+            "<a>".repeat(100_000),
+            "</a>".repeat(100_000)
+        );
+        let deep = [
+            extension(100_000),
+            format!(
+                r#"{{"eventType": "x", "actor": {{}}, "published": "x", "debugContext": {}}}"#,
+                nested_json(100_000)
+            ),
+            format!(r#"{{"protoPayload": {}, "logName": "x"}}"#, nested_json(100_000)),
+            format!(r#"{{"category": {}, "operationName": "x"}}"#, nested_json(100_000)),
+            format!("[{}]", extension(100_000)),
+            deep_xml,
+        ];
+        for record in &deep {
+            let (events, entries) = judged(record);
+            assert!(events.is_empty());
+            let reasons: Vec<&str> = entries.rejected.iter().map(|r| r.error.reason()).collect();
+            assert_eq!(reasons, ["too_deep"], "{}", &record[..80]);
+        }
+    }
+
     #[test]
     fn derives_resource_type_from_paths() {
         assert_eq!(resource_type_from_path("/r4/Observation/_search"), Some("Observation"));
@@ -484,6 +838,8 @@ mod tests {
             ParseError::Empty,
             ParseError::UnknownFormat,
             ParseError::NotAuditEvent("x"),
+            ParseError::TooDeep { limit: 1 },
+            ParseError::TooComplex { what: "x", limit: 1 },
             ParseError::missing(SourceFormat::Okta, "published"),
             ParseError::wrong(SourceFormat::Okta, "published", "number"),
             ParseError::bad_time(SourceFormat::Okta, "published"),

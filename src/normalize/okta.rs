@@ -61,7 +61,7 @@ impl Actor {
 
 /// Normalizes one System Log event.
 pub fn normalize(ctx: &Ctx<'_>) -> Result<Event, ParseError> {
-    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::MalformedJson)?;
+    let v: Value = serde_json::from_str(ctx.raw).map_err(ParseError::json)?;
     let published = str_at(&v, &["published"]).ok_or(ParseError::missing(FORMAT, "published"))?;
     let time = parse_time(published).ok_or(ParseError::bad_time(FORMAT, "published"))?;
     let event_type = str_at(&v, &["eventType"]).ok_or(ParseError::missing(FORMAT, "eventType"))?;

@@ -304,7 +304,7 @@ pub fn sniff(text: &str) -> Result<Shape, ParseError> {
             Ok(Shape::FhirJson)
         }
         Some(b'{') => {
-            let keys: TopKeys<'_> = serde_json::from_str(text).map_err(ParseError::MalformedJson)?;
+            let keys: TopKeys<'_> = serde_json::from_str(text).map_err(ParseError::json)?;
             keys.shape().ok_or(ParseError::UnknownFormat)
         }
         Some(b'<') => sniff_xml(text),

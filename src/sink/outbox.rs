@@ -186,7 +186,7 @@ impl Outbox {
         }
         if segments.is_empty() {
             let path = dir.join(segment_name(1));
-            File::create(&path).map_err(err(&path))?;
+            crate::private::create(&path).map_err(err(&path))?;
             segments.push_back(Segment {
                 base: 1,
                 last: 0,
@@ -195,7 +195,7 @@ impl Outbox {
             });
         }
         let current = segments.back().map(|s| s.path.clone()).unwrap_or_default();
-        let writer = OpenOptions::new().append(true).open(&current).map_err(err(&current))?;
+        let writer = crate::private::append(&current).map_err(err(&current))?;
         let (head_tx, _) = watch::channel(head);
         Ok(Outbox {
             dir: dir.to_owned(),
@@ -271,11 +271,7 @@ impl Outbox {
             .is_some_and(|s| s.bytes >= self.limits.segment_bytes)
         {
             let path = self.dir.join(segment_name(seq + 1));
-            state.writer = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(err(&path))?;
+            state.writer = crate::private::append(&path).map_err(err(&path))?;
             state.segments.push_back(Segment {
                 base: seq + 1,
                 last: seq,
@@ -434,6 +430,14 @@ mod tests {
         // A sink configured later starts at the head.
         assert_eq!(outbox.register("c").expect("c"), 30);
         assert_eq!(outbox.append(Activity::Update, test_finding("x")).expect("append"), 31);
+        // Segments hold findings: their owner's only.
+        use std::os::unix::fs::PermissionsExt as _;
+        for entry in fs::read_dir(dir.path()).expect("dir").flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".ndjson") {
+                let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{:?}", entry.file_name());
+            }
+        }
     }
 
     #[test]

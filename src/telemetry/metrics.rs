@@ -22,6 +22,7 @@ pub struct Metrics {
     records: AtomicU64,
     events: Vec<AtomicU64>,
     dead_letters: Vec<AtomicU64>,
+    skipped: Vec<AtomicU64>,
     findings: Vec<AtomicU64>,
     lag: AtomicI64,
     checkpoints: AtomicU64,
@@ -54,6 +55,7 @@ impl Default for Metrics {
             records: AtomicU64::new(0),
             events: counters(SourceFormat::ALL.len()),
             dead_letters: counters(ParseError::REASONS.len()),
+            skipped: counters(ParseError::REASONS.len()),
             findings: counters(DetectorId::ALL.len()),
             lag: AtomicI64::new(-1),
             checkpoints: AtomicU64::new(0),
@@ -88,6 +90,14 @@ impl Metrics {
     pub fn dead_letter(&self, reason: &str) {
         if let Some(i) = ParseError::REASONS.iter().position(|r| *r == reason) {
             self.dead_letters[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An entry (a blank record, an empty page, a `Bundle` entry that is not an `AuditEvent`)
+    /// was skipped for `reason`.
+    pub fn skipped(&self, reason: &str) {
+        if let Some(i) = ParseError::REASONS.iter().position(|r| *r == reason) {
+            self.skipped[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -275,12 +285,26 @@ impl Metrics {
             &mut s,
             "nhiwatch_dead_letters_total",
             "counter",
-            "Records sent to the dead letter, per reason.",
+            "Records, or elements of a page or Bundle, sent to the dead letter, per reason.",
             "reason",
             ParseError::REASONS
                 .iter()
                 .enumerate()
                 .map(|(i, r)| (*r, load(&self.dead_letters, i)))
+                .collect(),
+        );
+        // Only the reasons an entry is skipped for: the others never count here.
+        labelled(
+            &mut s,
+            "nhiwatch_skipped_total",
+            "counter",
+            "Records and page or Bundle elements passed over without an event or a dead letter, per reason.",
+            "reason",
+            ParseError::REASONS
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(**r, "empty" | "not_audit_event"))
+                .map(|(i, r)| (*r, load(&self.skipped, i)))
                 .collect(),
         );
         labelled(
@@ -389,6 +413,7 @@ mod tests {
         m.record();
         m.event(SourceFormat::Okta);
         m.dead_letter("malformed_json");
+        m.skipped("empty");
         m.finding(DetectorId::BreakGlass);
         m.set_lag(42);
         m.checkpoint(std::time::Duration::from_millis(1500));
@@ -406,6 +431,8 @@ mod tests {
             "nhiwatch_events_total{format=\"okta\"} 1",
             "nhiwatch_events_total{format=\"keycloak\"} 0",
             "nhiwatch_dead_letters_total{reason=\"malformed_json\"} 1",
+            "nhiwatch_skipped_total{reason=\"empty\"} 1",
+            "nhiwatch_skipped_total{reason=\"not_audit_event\"} 0",
             "nhiwatch_findings_total{detector=\"break_glass\"} 1",
             "nhiwatch_consumer_lag_records 42",
             "nhiwatch_checkpoints_total 1",

@@ -1,18 +1,6 @@
 //! The real binary: `check-config`, `generate`, and `run` over generated files.
 
-use std::process::Command;
-
 use crate::support::*;
-
-fn nhiwatch() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhiwatch"));
-    // No HTTP server and no findings journal unless a test asks: tests run in parallel.
-    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY")
-        .env("RUST_LOG", "warn")
-        .env("NHIWATCH__HTTP__LISTEN", "")
-        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", "");
-    cmd
-}
 
 /// `nhiwatch generate` of `identities` integrations over `days` with `seed` into `out`.
 fn generate(out: &std::path::Path, identities: u32, days: u32, seed: u64) {
@@ -357,5 +345,165 @@ fn the_benchmark_runs_every_phase_on_the_embedded_broker_against_kcat() {
     assert!(
         latency[0] > 0.0 && latency[0] <= latency[1] && latency[1] <= latency[2],
         "{latency:?}"
+    );
+}
+
+/// Issue 19: a `client_id` of `etl\n… WARN … FAKE ENTRY\x1b[31m` forged a log line and wrote raw
+/// ESC and NUL to the log, the run summary and the tables. Through the real binary, `run` (whose
+/// log reports the finding the identity raises) and `detect`: stdout and stderr hold no control
+/// character but the lines' own newlines, nor a bidirectional override, and the log has the one
+/// line it should.
+#[test]
+fn source_strings_reach_the_terminal_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forged = "etl\n2026-01-05T10:00:00Z  WARN nhiwatch: FAKE ENTRY\u{1b}[31m\0\u{202e}gpj.exe\u{9b}";
+    let input = dir.path().join("forged.ndjson");
+    let line = serde_json::json!({"ts": "2026-01-05T10:00:00Z", "request_id": "r-1", "client_id": forged,
+        "method": "GET", "path": "/fhir/Patient/9", "status": 200});
+    std::fs::write(&input, format!("{line}\n")).expect("write");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, "[[integration]]\nid = \"known\"\nowner = \"x\"\n").expect("write");
+    let escaped = "etl\\n2026-01-05T10:00:00Z  WARN nhiwatch: FAKE ENTRY\\u{1b}[31m\\0\\u{202e}gpj.exe\\u{9b}";
+    let clean = |what: &str, text: &str| {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && nhiwatch::terminal::is_unsafe(c))
+            .collect();
+        assert!(bad.is_empty(), "{what} holds {bad:?}:\n{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("2026-01-05T10:00:00Z")),
+            "{what} has a forged line:\n{text}"
+        );
+    };
+
+    let out = nhiwatch()
+        .env("NHIWATCH_PSEUDONYM_KEY", "a-key-for-this-test-only")
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dl.ndjson"))
+        .env("NHIWATCH__ENGINE__REGISTRY", &registry)
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--findings-out")
+        .arg(dir.path().join("findings.ndjson"))
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    clean("run's stdout", &stdout);
+    clean("run's stderr", &stderr);
+    // A log line opens with its time and level.
+    let logged: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words
+                .next()
+                .is_some_and(|t| t.parse::<chrono::DateTime<chrono::Utc>>().is_ok())
+                && words.next() == Some("WARN")
+        })
+        .collect();
+    assert_eq!(logged.len(), 1, "one log line, for the finding:\n{stderr}");
+    assert!(
+        logged[0].contains(&format!("Unregistered identity {escaped} accessed patient data.")),
+        "{}",
+        logged[0]
+    );
+    assert!(logged[0].contains(&format!("identity={escaped}")), "{}", logged[0]);
+    assert!(
+        stderr.lines().any(|l| l.trim_start().starts_with(escaped)),
+        "the summary lists the identity, escaped:\n{stderr}"
+    );
+    // The log line, the summary (counts, one format, one identity) and one detector.
+    assert_eq!(stderr.lines().count(), 8, "{stderr}");
+
+    let out = nhiwatch()
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dl.ndjson"))
+        .arg("detect")
+        .arg("-i")
+        .arg(&input)
+        .arg("--registry")
+        .arg(&registry)
+        .arg("-o")
+        .arg(dir.path().join("detected.ndjson"))
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    clean("detect's stdout", &stdout);
+    clean("detect's stderr", &stderr);
+    assert!(stderr.contains("findings 1"), "{stderr}");
+    // The findings file is data: the identity is in it as it came, JSON-escaped.
+    let finding: serde_json::Value =
+        serde_json::from_str(&read(&dir.path().join("detected.ndjson"))).expect("one finding");
+    assert_eq!(finding["identity"]["id"], forged);
+}
+
+/// Issue 19: the dead letter (raw records, patient data among them) was created 0644, and the
+/// findings journal likewise. Every file of records, events or findings that `run` and `detect`
+/// create is their owner's only, and the archive's root directory too (the object store creates
+/// its Parquet files as the umask allows).
+#[test]
+fn files_of_records_events_and_findings_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.ndjson");
+    let good = r#"{"ts":"2026-01-05T10:00:00Z","request_id":"r-1","client_id":"lab-feed","method":"GET","path":"/fhir/Patient/9","status":200}"#;
+    std::fs::write(&input, format!("{good}\nnot a record\n")).expect("write");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, "[[integration]]\nid = \"known\"\nowner = \"x\"\n").expect("write");
+    let out = nhiwatch()
+        .env("NHIWATCH_PSEUDONYM_KEY", "a-key-for-this-test-only")
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("run-dead.ndjson"))
+        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", dir.path().join("journal.ndjson"))
+        .env("NHIWATCH__ENGINE__REGISTRY", &registry)
+        .env("NHIWATCH__ARCHIVE__LOCATION", dir.path().join("archive"))
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--findings-out")
+        .arg(dir.path().join("findings.ndjson"))
+        .arg("--events-out")
+        .arg(dir.path().join("events.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nhiwatch()
+        .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("detect-dead.ndjson"))
+        .arg("detect")
+        .arg("-i")
+        .arg(&input)
+        .arg("--registry")
+        .arg(&registry)
+        .arg("-o")
+        .arg(dir.path().join("detected.ndjson"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |name: &str| {
+        let meta = std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        meta.permissions().mode() & 0o777
+    };
+    for file in [
+        "run-dead.ndjson",
+        "journal.ndjson",
+        "findings.ndjson",
+        "events.ndjson",
+        "detect-dead.ndjson",
+        "detected.ndjson",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    assert_eq!(mode("archive"), 0o700);
+    assert_eq!(lines(&dir.path().join("run-dead.ndjson")).len(), 1);
+    assert_eq!(
+        lines(&dir.path().join("journal.ndjson")).len(),
+        1,
+        "the unregistered identity's finding"
     );
 }

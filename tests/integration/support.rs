@@ -37,6 +37,17 @@ pub fn received() -> DateTime<Utc> {
     "2021-10-22T23:59:00Z".parse().expect("valid time")
 }
 
+/// The real binary, with no HTTP server and no findings journal unless a test asks (tests run
+/// in parallel), no pseudonymisation key and warnings logged.
+pub fn nhiwatch() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nhiwatch"));
+    cmd.env_remove("NHIWATCH_PSEUDONYM_KEY")
+        .env("RUST_LOG", "warn")
+        .env("NHIWATCH__HTTP__LISTEN", "")
+        .env("NHIWATCH__HTTP__FINDINGS_JOURNAL", "");
+    cmd
+}
+
 /// Normalizes one record, with the given arrival time.
 pub fn normalize(record: &str) -> Result<Vec<Event>, ParseError> {
     let meta = RecordMeta {
