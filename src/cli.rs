@@ -1261,7 +1261,14 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
                 w.write(&crate::replay::for_csv(b)?)?;
             }
         }
-        _ => writeln!(out, "{}", pretty_format_batches(&answer.batches)?)?,
+        _ => {
+            let batches = answer
+                .batches
+                .iter()
+                .map(crate::replay::for_terminal)
+                .collect::<Result<Vec<_>, _>>()?;
+            writeln!(out, "{}", pretty_format_batches(&batches)?)?
+        }
     }
     out.flush()?;
     eprintln!(

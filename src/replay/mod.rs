@@ -142,6 +142,35 @@ pub fn for_csv(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::er
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
+/// `batch` fit for a terminal table: nested columns as JSON text ([`for_csv`]) and control and
+/// bidi characters of every text escaped ([`crate::terminal::escape`]), so that a value from a
+/// record cannot forge table rows or drive the terminal.
+pub fn for_terminal(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::compute::cast;
+    let batch = for_csv(batch)?;
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            fields.push(Arc::clone(field));
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let text = cast(column, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let escaped: datafusion::arrow::array::StringArray = text
+            .iter()
+            .map(|v| v.map(|v| crate::terminal::escape(v).into_owned()))
+            .collect();
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+        columns.push(Arc::new(escaped) as ArrayRef);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 /// A `$name` parameter's value from JSON: a string, number or boolean.
 pub fn param_value(name: &str, v: &serde_json::Value) -> Result<ScalarValue, QueryError> {
     use serde_json::Value;

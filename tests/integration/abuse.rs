@@ -333,6 +333,27 @@ fn the_query_command_answers_every_probe_with_an_error_and_exits_cleanly() {
     let (code, err) = run("SELECT count(*) FROM generate_series(1, 1000000000000)");
     assert_eq!(code, Some(1));
     assert!(err.contains("the query ran longer than 3s and was stopped"), "{err}");
+    // A value from a record (an identity with a newline, ESC and a bidi override) cannot forge
+    // table rows or drive the terminal: one row, escaped.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+        .args(["query", "--config"])
+        .arg(&config)
+        .arg("--archive")
+        .arg(dir.path().join("archive"))
+        .arg(
+            "SELECT 'etl' || chr(10) || '| forged |' || chr(27) || '[31m' || chr(8238) AS who, make_array(chr(7)) AS l",
+        )
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{table:?}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(lines[3].contains(r"etl\n| forged |\u{1b}[31m\u{202e}"), "{table}");
 }
 
 /// SQL-shaped text from SQL's own pieces, in any order, through the query process: every one is
