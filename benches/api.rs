@@ -20,8 +20,8 @@ use nhiwatch::engine::Engine;
 use nhiwatch::findings::store::FindingStore;
 use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::generate::{Options, generate};
-use nhiwatch::http::AppState;
 use nhiwatch::http::auth::Auth;
+use nhiwatch::http::{AppState, ConnectionLimits};
 use nhiwatch::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer, RecordMeta};
 use nhiwatch::registry::Registry;
 use nhiwatch::telemetry::metrics::Metrics;
@@ -104,7 +104,11 @@ fn main() {
         .build()
         .expect("runtime");
     let (addr, _server) = runtime
-        .block_on(nhiwatch::http::serve("127.0.0.1:0", state))
+        .block_on(nhiwatch::http::serve(
+            "127.0.0.1:0",
+            state,
+            ConnectionLimits::from_config(&settings.raw.http),
+        ))
         .expect("serves");
 
     let scenario = generate(&Options {

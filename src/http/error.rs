@@ -28,8 +28,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
-    /// `payload_too_large`, `query_too_long`, `timeout`, `internal`; for SQL `bad_sql`,
-    /// `query_not_allowed`, `query_timeout`, `query_memory`.
+    /// `payload_too_large`, `query_too_long`, `timeout`, `too_many_connections`, `unavailable`,
+    /// `internal`; for SQL `bad_sql`, `query_not_allowed`, `query_timeout`, `query_memory`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -65,6 +65,20 @@ impl ApiError {
     /// 404.
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 429: the client's address holds as many connections as it may before it authenticates.
+    pub fn too_many_connections(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("this address holds {limit} connections without a valid token already"),
+        )
+    }
+
+    /// 503: the server holds as many connections as it may, and none of them is idle.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// 400: a body that is not acceptable.
@@ -109,6 +123,27 @@ impl ApiError {
             "internal",
             "internal error; see the server log",
         )
+    }
+}
+
+impl ApiError {
+    /// A whole HTTP/1.1 response carrying this error that closes the connection, for a socket
+    /// answered before hyper serves it.
+    pub(super) fn raw_response(&self) -> Vec<u8> {
+        let body = serde_json::to_string(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        })
+        .unwrap_or_default();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or_default(),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 

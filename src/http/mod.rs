@@ -2,9 +2,10 @@
 //!
 //! Versioned JSON under `/v1`; `/healthz` and `/readyz` need no token, everything else a bearer
 //! token of the `read` role (status changes: `admin`). Bodies, query strings, page sizes and
-//! request time are bounded.
+//! request time are bounded, and so are connections (`connections`).
 
 pub mod auth;
+mod connections;
 mod error;
 pub mod findings;
 pub mod identities;
@@ -25,6 +26,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 
 use crate::baseline::Baselines;
@@ -207,16 +209,19 @@ async fn openapi(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     Ok(Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response())
 }
 
-/// Binds `addr` and serves the API in a task of the current runtime; returns the bound address
-/// (so `127.0.0.1:0` works) and the task.
+/// Binds `addr` and serves the API in a task of the current runtime, within `limits`; returns
+/// the bound address (so `127.0.0.1:0` works) and the task.
 pub async fn serve(
     addr: &str,
     state: AppState,
+    limits: ConnectionLimits,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let auth = Arc::clone(&state.auth);
+    let metrics = Arc::clone(&state.metrics);
     let app = router(state);
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(connections::accept(listener, app, auth, metrics, limits));
     Ok((local, task))
 }
 
