@@ -27,9 +27,10 @@ pub struct ErrorBody {
 /// Code and message.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
-    /// `payload_too_large`, `query_too_long`, `timeout`, `too_many_connections`, `unavailable`,
-    /// `internal`; for SQL `bad_sql`, `query_not_allowed`, `query_timeout`, `query_memory`.
+    /// Stable code: `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `bad_request`, `bad_query`, `unsupported_media_type`, `payload_too_large`,
+    /// `query_too_long`, `timeout`, `too_many_connections`, `unavailable`, `internal`; for SQL
+    /// `bad_sql`, `query_not_allowed`, `query_timeout`, `query_memory`.
     pub code: &'static str,
     /// What went wrong.
     pub message: String,
@@ -65,6 +66,29 @@ impl ApiError {
     /// 404.
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 405: the endpoint exists, not with this method.
+    pub fn method_not_allowed(method: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint does not answer {method}; see the Allow header"),
+        )
+    }
+
+    /// 408: the request took longer than `limit` (the body may not have arrived).
+    pub fn timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {} s", limit.as_secs_f64()),
+        )
+    }
+
+    /// 415: the body is not of a type the endpoint reads.
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
     }
 
     /// 429: the client's address holds as many connections as it may before it authenticates.

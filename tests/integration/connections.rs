@@ -1,5 +1,6 @@
-//! The API over real sockets, as a client (or an attacker) meets it: connection caps and the
-//! header and idle timeouts. Servers listen on 127.0.0.1; every loopback address
+//! The API over real sockets, as a client (or an attacker) meets it: connection caps, the header
+//! and idle timeouts, a 413 that does not wait for the body, and `ApiError`'s JSON for every
+//! error the router's layers answer. Servers listen on 127.0.0.1; every loopback address
 //! (127.0.0.2, 127.0.0.3, ...) is a client address of its own. Every wait is bounded.
 
 use std::net::SocketAddr;
@@ -388,4 +389,81 @@ async fn at_the_cap_with_every_connection_busy_a_new_one_is_answered_503() {
         }
     }
     assert!(answered.is_some(), "no room after a stream ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_answered_413_in_json_without_waiting_for_it() {
+    // A request timeout of a minute: a 408 could only come after `WAIT`; a 413 is at once.
+    let (addr, _) = start(limits(100, 0, MINUTE, MINUTE), MINUTE).await;
+    let post = |path: &str, headers: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: nhiwatch\r\nAuthorization: Bearer {READ}\r\n\
+             Content-Type: application/json\r\n{headers}\r\n{body}"
+        )
+    };
+    // A Content-Length of 100 MB, and no body sent.
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    let answer = exchange(&mut stream, &post("/v1/query", "Content-Length: 100000000\r\n", ""))
+        .await
+        .expect("answered");
+    answer.assert_error(413, "payload_too_large");
+    assert_eq!(
+        answer.json()["error"]["message"],
+        "the request body is larger than 512 bytes"
+    );
+    // The body sent whole with its length.
+    let big = format!(r#"{{"sql": "SELECT 1 -- {}"}}"#, "x".repeat(2000));
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    let headers = format!("Content-Length: {}\r\n", big.len());
+    exchange(&mut stream, &post("/v1/replay/queries/phi_access", &headers, &big))
+        .await
+        .expect("answered")
+        .assert_error(413, "payload_too_large");
+    // Chunked, so that only reading it finds it too large.
+    let chunked = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    exchange(
+        &mut stream,
+        &post("/v1/query", "Transfer-Encoding: chunked\r\n", &chunked),
+    )
+    .await
+    .expect("answered")
+    .assert_error(413, "payload_too_large");
+    // Within the limit the endpoint answers for itself (a read token may not change a status).
+    let small = r#"{"status": "resolved", "reason": "fixed"}"#;
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    let headers = format!("Content-Length: {}\r\n", small.len());
+    exchange(&mut stream, &post("/v1/findings/x/status", &headers, small))
+        .await
+        .expect("answered")
+        .assert_error(403, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_the_router_makes_is_api_error_json() {
+    let (addr, _) = start(limits(100, 0, MINUTE, MINUTE), Duration::from_secs(1)).await;
+    let send = |request: String| async move {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        exchange(&mut stream, &request).await.expect("answered")
+    };
+    send(get("/nope", None)).await.assert_error(404, "not_found");
+    let answer = send("DELETE /healthz HTTP/1.1\r\nHost: nhiwatch\r\n\r\n".into()).await;
+    answer.assert_error(405, "method_not_allowed");
+    assert!(answer.header("allow").is_some_and(|a| a.contains("GET")), "{answer:?}");
+    // A path that is not UTF-8: the extractor's plain-text rejection, as JSON.
+    let answer = send(get("/v1/findings/%FF", Some(READ))).await;
+    answer.assert_error(400, "bad_request");
+    // A body that never arrives: the request timeout (1 s here).
+    let answer = send(format!(
+        "POST /v1/query HTTP/1.1\r\nHost: nhiwatch\r\nAuthorization: Bearer {READ}\r\n\
+         Content-Length: 100\r\n\r\n{{\"sql\""
+    ))
+    .await;
+    answer.assert_error(408, "timeout");
+    assert_eq!(answer.json()["error"]["message"], "the request took longer than 1 s");
+    // The handlers' own errors are unchanged.
+    send(get("/v1/findings", None)).await.assert_error(401, "unauthorized");
+    send(get("/v1/findings?limit=0", Some(READ)))
+        .await
+        .assert_error(400, "bad_query");
 }
