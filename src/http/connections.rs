@@ -5,7 +5,8 @@
 //! - At most `http.max_connections` are open (lowered to what the open-file limit leaves). Past
 //!   it the connection idle the longest (no request in flight) is closed to admit the new one, so
 //!   sockets held open and unused cannot keep others out — a health probe gets in. When every
-//!   connection has a request in flight the new one is answered 503 and closed. The surplus is
+//!   connection has a request in flight (or a burst has outrun the closing of idle ones) the new
+//!   one is answered 503 and closed. The surplus is
 //!   accepted and answered rather than left in the listen backlog: a backlog full of idle
 //!   connections would keep a probe queued behind them, then drop its SYNs once it overflows
 //!   (the client retrying after seconds), and the client would never learn why.
@@ -54,6 +55,10 @@ use crate::telemetry::metrics::Metrics;
 const RESERVED_FDS: u64 = 512;
 /// Connections admitted past the cap while the idle ones closed for them have yet to close.
 const EVICTION_SLACK: usize = 64;
+/// How often, and how long each time, a new connection waits for closing idle ones to be gone
+/// when `EVICTION_SLACK` of them are still closing.
+const EVICTION_WAITS: usize = 4;
+const EVICTION_WAIT: Duration = Duration::from_millis(25);
 
 /// Bounds of the connections (`[http]`).
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +102,7 @@ pub(super) async fn accept(
     let gate = Arc::new(Gate::new(limits, metrics));
     let per_ip_answer = ApiError::too_many_connections(limits.max_unauthenticated_per_ip).raw_response();
     let capacity_answer =
-        ApiError::unavailable("the server holds as many connections as it may, all of them busy; retry shortly")
+        ApiError::unavailable("the server is at its connection limit with no connection idle; retry shortly")
             .raw_response();
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper's own head timer also runs while a kept-alive connection waits; at the longer of
@@ -115,7 +120,18 @@ pub(super) async fn accept(
                 continue;
             }
         };
-        let conn = match gate.admit(client_of(peer.ip())) {
+        let client = client_of(peer.ip());
+        let mut admitted = gate.admit(client);
+        // Idle connections told to close for new ones close when their tasks next run: a burst
+        // of arrivals waits for them briefly rather than be refused.
+        for _ in 0..EVICTION_WAITS {
+            if !matches!(admitted, Err(Refusal::Closing)) {
+                break;
+            }
+            let _ = tokio::time::timeout(EVICTION_WAIT, gate.closed.notified()).await;
+            admitted = gate.admit(client);
+        }
+        let conn = match admitted {
             Ok(conn) => conn,
             Err(Refusal::PerIp) => {
                 gate.metrics.http_refused("per_ip");
@@ -123,7 +139,7 @@ pub(super) async fn accept(
                 refuse(stream, &per_ip_answer);
                 continue;
             }
-            Err(Refusal::Capacity) => {
+            Err(Refusal::Capacity | Refusal::Closing) => {
                 gate.metrics.http_refused("capacity");
                 refuse(stream, &capacity_answer);
                 continue;
@@ -255,6 +271,8 @@ enum Refusal {
     PerIp,
     /// The cap is reached and no connection is idle.
     Capacity,
+    /// The cap is reached and `EVICTION_SLACK` idle connections are still closing.
+    Closing,
 }
 
 /// The connections open, per client, and which are idle since when.
@@ -264,6 +282,8 @@ struct Gate {
     open: AtomicUsize,
     /// Idle connections told to close for a new one, not yet closed.
     evicting: AtomicUsize,
+    /// Told when one of those has closed.
+    closed: Notify,
     /// Connections without a valid token yet, per client.
     unauthenticated: Mutex<HashMap<IpAddr, usize>>,
     /// Idle connections by when they became idle (a ticket from `next_ticket`), oldest first.
@@ -284,6 +304,7 @@ impl Gate {
             limits,
             open: AtomicUsize::new(0),
             evicting: AtomicUsize::new(0),
+            closed: Notify::new(),
             unauthenticated: Mutex::new(HashMap::new()),
             idle: Mutex::new(BTreeMap::new()),
             next_ticket: AtomicU64::new(0),
@@ -306,7 +327,10 @@ impl Gate {
                     "HTTP connections at http.max_connections: closing the longest idle for new ones."
                 );
             }
-            if self.evicting.load(Ordering::Acquire) >= EVICTION_SLACK || !self.evict_oldest_idle() {
+            if self.evicting.load(Ordering::Acquire) >= EVICTION_SLACK {
+                return Err(Refusal::Closing);
+            }
+            if !self.evict_oldest_idle() {
                 return Err(Refusal::Capacity);
             }
         } else if self.open.load(Ordering::Relaxed) < self.limits.max / 10 * 9 {
@@ -452,6 +476,7 @@ impl Drop for Conn {
         }
         if *self.evicted.get_mut() {
             self.gate.evicting.fetch_sub(1, Ordering::AcqRel);
+            self.gate.closed.notify_one();
         }
         self.gate.open.fetch_sub(1, Ordering::AcqRel);
         self.gate.metrics.http_connections(-1);
@@ -561,6 +586,20 @@ mod tests {
         assert_eq!(gate.evicting.load(Ordering::Acquire), 2);
         drop(older);
         assert_eq!(gate.evicting.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn at_the_cap_a_burst_waits_for_the_idle_ones_closing_for_it() {
+        let gate = gate(1, 0);
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        // Each new connection is admitted by evicting the previous one, which has not closed.
+        let mut open: Vec<Arc<Conn>> = (0..=EVICTION_SLACK)
+            .map(|_| gate.admit(ip).ok().expect("admitted"))
+            .collect();
+        assert_eq!(gate.evicting.load(Ordering::Acquire), EVICTION_SLACK);
+        assert!(matches!(gate.admit(ip), Err(Refusal::Closing)));
+        drop(open.remove(0));
+        assert!(gate.admit(ip).is_ok(), "one evicted connection closed");
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct Metrics {
 }
 
 /// Why the HTTP server closed a connection at once: `per_ip` (the client's address holds
-/// `http.max_unauthenticated_per_ip`), `capacity` (`http.max_connections` open, none idle).
+/// `http.max_unauthenticated_per_ip`), `capacity` (`http.max_connections` open and none idle, or
+/// the idle ones closed for new ones not yet gone).
 pub const HTTP_REFUSALS: [&str; 2] = ["per_ip", "capacity"];
 
 /// The outbox and the sinks reading it.
