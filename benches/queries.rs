@@ -134,7 +134,11 @@ fn serve(runtime: &tokio::runtime::Runtime, archive: &std::path::Path, concurren
         concurrency,
     )));
     let (addr, _task) = runtime
-        .block_on(nhiwatch::http::serve("127.0.0.1:0", state))
+        .block_on(nhiwatch::http::serve(
+            "127.0.0.1:0",
+            state,
+            nhiwatch::http::ConnectionLimits::from_config(&settings.raw.http),
+        ))
         .expect("serves");
     addr
 }

@@ -17,8 +17,8 @@ use crate::engine::{Detection, Engine};
 use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Finding, Update};
-use crate::http::AppState;
 use crate::http::auth::Auth;
+use crate::http::{AppState, ConnectionLimits};
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::file::LineSource;
 use crate::ingest::kafka::Stage as _;
@@ -717,7 +717,11 @@ fn serve_http(
         None => state,
     };
     let (addr, _task) = runtime
-        .block_on(crate::http::serve(&http.listen, state))
+        .block_on(crate::http::serve(
+            &http.listen,
+            state,
+            ConnectionLimits::from_config(http),
+        ))
         .with_context(|| format!("listening on {} (http.listen in {})", http.listen, settings.origin))?;
     tracing::info!(%addr, "Serving the HTTP API.");
     Ok(())

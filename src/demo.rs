@@ -23,8 +23,8 @@ use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Update};
 use crate::generate::{GenRecord, Stream};
-use crate::http::AppState;
 use crate::http::auth::Auth;
+use crate::http::{AppState, ConnectionLimits};
 use crate::ingest::dead_letter::FileDeadLetter;
 use crate::ingest::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
@@ -140,7 +140,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&ready),
     );
     let (addr, _server) = runtime
-        .block_on(crate::http::serve(&args.listen, state))
+        .block_on(crate::http::serve(
+            &args.listen,
+            state,
+            ConnectionLimits::from_config(&settings.raw.http),
+        ))
         .with_context(|| format!("listening on {} (choose another with --listen)", args.listen))?;
     println!("Dashboard: http://{addr}/#token={read_token}");
     println!("HTTP API on http://{addr}/ — read token {read_token}, admin token {admin_token} (this run only).");

@@ -23,6 +23,10 @@ pub const PSEUDONYM_KEY_ENV: &str = "NHIWATCH_PSEUDONYM_KEY";
 const MAX_DEDUPE_WINDOW: u32 = 30 * 86_400;
 /// Most `engine.dedupe_max_ids` (about 70 bytes each).
 const MAX_DEDUPE_IDS: usize = 100_000_000;
+/// Most `http.max_connections`: each holds a file descriptor and a few KiB of buffers.
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// Longest `http.header_read_timeout_seconds` and `http.idle_timeout_seconds`.
+const MAX_CONNECTION_WAIT: u64 = 3600;
 
 /// A configuration error: the user's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +202,17 @@ pub struct HttpConfig {
     pub request_timeout_seconds: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Most connections open at once; past it the one idle longest is closed to admit a new one.
+    pub max_connections: usize,
+    /// Most connections one client address (an IPv6 /64) may hold before presenting a valid
+    /// token; 0 for no cap.
+    pub max_unauthenticated_per_ip: usize,
+    /// A new connection is closed when its first request head (request line and headers) has
+    /// not wholly arrived this long after it was accepted.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection is closed when its next request head has not wholly arrived this
+    /// long after the previous response was sent.
+    pub idle_timeout_seconds: u64,
     /// Append-only journal of findings and status changes; empty to keep them in memory only.
     pub findings_journal: PathBuf,
     /// Findings kept in memory (the newest by creation).
@@ -508,6 +523,7 @@ impl Settings {
         if !raw.http.listen.is_empty() && raw.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
+        self.validate_connections()?;
         self.validate_sinks()?;
         if raw.state.interval_seconds == 0 || raw.state.interval_seconds > 86_400 {
             return Err(self.invalid("state.interval_seconds", "must be between 1 and 86400"));
@@ -576,6 +592,31 @@ impl Settings {
         }
         if raw.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(self.invalid("log.filter", "is not a valid log filter"));
+        }
+        Ok(())
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        let http = &self.raw.http;
+        if !(1..=MAX_CONNECTIONS).contains(&http.max_connections) {
+            return Err(self.invalid(
+                "http.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+        if http.max_unauthenticated_per_ip > http.max_connections {
+            return Err(self.invalid(
+                "http.max_unauthenticated_per_ip",
+                "must be between 0 (no cap) and http.max_connections",
+            ));
+        }
+        for (key, value) in [
+            ("http.header_read_timeout_seconds", http.header_read_timeout_seconds),
+            ("http.idle_timeout_seconds", http.idle_timeout_seconds),
+        ] {
+            if !(1..=MAX_CONNECTION_WAIT).contains(&value) {
+                return Err(self.invalid(key, format!("must be between 1 and {MAX_CONNECTION_WAIT} (one hour)")));
+            }
         }
         Ok(())
     }
@@ -906,6 +947,41 @@ mod tests {
         assert!(e("[outbox]\nsegment_bytes = 999999999999\n").contains("key `outbox.segment_bytes`"));
         assert!(e("[state]\nkeep = 1\n").contains("key `state.keep`: must be at least 2"));
         assert!(e("[state]\ninterval_seconds = 0\n").contains("key `state.interval_seconds`"));
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let s = load("", &[]).expect("defaults");
+        let http = &s.raw.http;
+        assert_eq!(
+            (
+                http.max_connections,
+                http.max_unauthenticated_per_ip,
+                http.header_read_timeout_seconds,
+                http.idle_timeout_seconds
+            ),
+            (4096, 64, 10, 60)
+        );
+        let e = |text: &str, env: &[(&str, &str)]| load(text, env).unwrap_err().to_string();
+        assert!(
+            e("[http]\nmax_connections = 0\n", &[])
+                .ends_with("nhiwatch.toml: key `http.max_connections`: must be between 1 and 1000000")
+        );
+        assert!(
+            e("[http]\nmax_connections = 100\nmax_unauthenticated_per_ip = 101\n", &[]).ends_with(
+                "key `http.max_unauthenticated_per_ip`: must be between 0 (no cap) and http.max_connections"
+            )
+        );
+        assert!(
+            e("[http]\nheader_read_timeout_seconds = 0\n", &[])
+                .ends_with("key `http.header_read_timeout_seconds`: must be between 1 and 3600 (one hour)")
+        );
+        assert!(
+            e("", &[("NHIWATCH__HTTP__IDLE_TIMEOUT_SECONDS", "3601")])
+                .ends_with("key `http.idle_timeout_seconds`: must be between 1 and 3600 (one hour)")
+        );
+        let off = load("[http]\nmax_unauthenticated_per_ip = 0\n", &[]).expect("0 is no cap");
+        assert_eq!(off.raw.http.max_unauthenticated_per_ip, 0);
     }
 
     #[test]

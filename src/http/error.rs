@@ -30,9 +30,10 @@ pub struct ErrorBody {
 /// Code and message.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code: `unauthorized`, `forbidden`, `not_found`, `bad_request`, `bad_query`,
-    /// `payload_too_large`, `query_too_long`, `timeout`, `internal`; for SQL `bad_sql`,
-    /// `query_not_allowed`, `query_too_complex`, `query_timeout`, `query_memory`,
+    /// Stable code: `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `bad_request`, `bad_query`, `unsupported_media_type`, `payload_too_large`,
+    /// `query_too_long`, `timeout`, `too_many_connections`, `unavailable`, `internal`; for SQL
+    /// `bad_sql`, `query_not_allowed`, `query_too_complex`, `query_timeout`, `query_memory`,
     /// `too_many_queries` (429, with `Retry-After`).
     pub code: &'static str,
     /// What went wrong.
@@ -69,6 +70,43 @@ impl ApiError {
     /// 404.
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 405: the endpoint exists, not with this method.
+    pub fn method_not_allowed(method: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint does not answer {method}; see the Allow header"),
+        )
+    }
+
+    /// 408: the request took longer than `limit` (the body may not have arrived).
+    pub fn timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {} s", limit.as_secs_f64()),
+        )
+    }
+
+    /// 415: the body is not of a type the endpoint reads.
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    }
+
+    /// 429: the client's address holds as many connections as it may before it authenticates.
+    pub fn too_many_connections(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("this address holds {limit} connections without a valid token already"),
+        )
+    }
+
+    /// 503: the server holds as many connections as it may, and none of them is idle.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// 400: a body that is not acceptable.
@@ -113,6 +151,27 @@ impl ApiError {
             "internal",
             "internal error; see the server log",
         )
+    }
+}
+
+impl ApiError {
+    /// A whole HTTP/1.1 response carrying this error that closes the connection, for a socket
+    /// answered before hyper serves it.
+    pub(super) fn raw_response(&self) -> Vec<u8> {
+        let body = serde_json::to_string(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        })
+        .unwrap_or_default();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or_default(),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 

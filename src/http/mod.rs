@@ -2,9 +2,11 @@
 //!
 //! Versioned JSON under `/v1`; `/healthz` and `/readyz` need no token, everything else a bearer
 //! token of the `read` role (status changes: `admin`). Bodies, query strings, page sizes and
-//! request time are bounded.
+//! request time are bounded, and so are connections (`connections`); every error is answered
+//! with `ApiError`'s JSON.
 
 pub mod auth;
+mod connections;
 mod error;
 pub mod findings;
 pub mod identities;
@@ -17,14 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 
 use crate::baseline::Baselines;
@@ -36,6 +40,8 @@ use crate::telemetry::metrics::Metrics;
 
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 2048;
+/// Longest text of a rejection passed on as an error's message.
+const MAX_REJECTION_TEXT: usize = 1024;
 
 /// Bounds of the API.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +184,51 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn(bound_query))
         .layer(DefaultBodyLimit::max(limits.max_body))
+        // A declared Content-Length over the limit is answered at once, before any body is read
+        // (the extractors alone would wait for the body, then for the timeout).
+        .layer(RequestBodyLimitLayer::new(limits.max_body))
+        .layer(middleware::from_fn_with_state(limits, json_errors))
         .with_state(state)
+}
+
+/// Gives the error answers made outside the handlers — the router's 405, the extractors'
+/// rejections (plain text), the body limit's 413 and the timeout's 408 (no body) — the body of
+/// an `ApiError`, so that clients read one shape; headers such as `Allow` are kept.
+async fn json_errors(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // A rejection's text describes the client's own request (e.g. where its JSON is wrong).
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_ascii_lowercase());
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(method.as_str()),
+        StatusCode::REQUEST_TIMEOUT => ApiError::timeout(limits.timeout),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(limits.max_body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(text),
+        status if status.is_server_error() => ApiError::internal(&text),
+        status => ApiError::custom(status, "bad_request", text),
+    };
+    let mut answer = error.into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 async fn bound_query(request: Request, next: Next) -> Response {
@@ -223,16 +273,19 @@ async fn openapi(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     Ok(Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response())
 }
 
-/// Binds `addr` and serves the API in a task of the current runtime; returns the bound address
-/// (so `127.0.0.1:0` works) and the task.
+/// Binds `addr` and serves the API in a task of the current runtime, within `limits`; returns
+/// the bound address (so `127.0.0.1:0` works) and the task.
 pub async fn serve(
     addr: &str,
     state: AppState,
+    limits: ConnectionLimits,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let auth = Arc::clone(&state.auth);
+    let metrics = Arc::clone(&state.metrics);
     let app = router(state);
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(connections::accept(listener, app, auth, metrics, limits));
     Ok((local, task))
 }
 

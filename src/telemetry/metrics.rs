@@ -35,7 +35,15 @@ pub struct Metrics {
     paused: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
+    http_open: AtomicI64,
+    http_refused: Vec<AtomicU64>,
+    http_evicted: AtomicU64,
 }
+
+/// Why the HTTP server closed a connection at once: `per_ip` (the client's address holds
+/// `http.max_unauthenticated_per_ip`), `capacity` (`http.max_connections` open and none idle, or
+/// the idle ones closed for new ones not yet gone).
+pub const HTTP_REFUSALS: [&str; 2] = ["per_ip", "capacity"];
 
 /// The outbox and the sinks reading it.
 type SinkSet = (Arc<Outbox>, Vec<Arc<SinkStats>>);
@@ -69,6 +77,9 @@ impl Default for Metrics {
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
+            http_open: AtomicI64::new(0),
+            http_refused: counters(HTTP_REFUSALS.len()),
+            http_evicted: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +110,28 @@ impl Metrics {
         if let Some(i) = ParseError::REASONS.iter().position(|r| *r == reason) {
             self.skipped[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The HTTP server admitted a connection (`1`) or one closed (`-1`).
+    pub fn http_connections(&self, change: i64) {
+        self.http_open.fetch_add(change, Ordering::Relaxed);
+    }
+
+    /// The HTTP server closed a new connection at once, for `reason` (one of [`HTTP_REFUSALS`]).
+    pub fn http_refused(&self, reason: &str) {
+        if let Some(i) = HTTP_REFUSALS.iter().position(|r| *r == reason) {
+            self.http_refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The HTTP server closed an idle connection to admit a new one past `http.max_connections`.
+    pub fn http_evicted(&self) {
+        self.http_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// HTTP connections open now.
+    pub fn http_open(&self) -> i64 {
+        self.http_open.load(Ordering::Relaxed)
     }
 
     /// A new finding of `detector`.
@@ -364,6 +397,27 @@ impl Metrics {
             self.paused.load(Ordering::Relaxed),
             resident_bytes()
         );
+        let _ = writeln!(
+            s,
+            "# HELP nhiwatch_http_connections HTTP connections open.\n\
+             # TYPE nhiwatch_http_connections gauge\nnhiwatch_http_connections {}\n\
+             # HELP nhiwatch_http_connections_evicted_total Idle HTTP connections closed to admit new ones past http.max_connections.\n\
+             # TYPE nhiwatch_http_connections_evicted_total counter\nnhiwatch_http_connections_evicted_total {}",
+            self.http_open.load(Ordering::Relaxed),
+            self.http_evicted.load(Ordering::Relaxed)
+        );
+        labelled(
+            &mut s,
+            "nhiwatch_http_connections_refused_total",
+            "counter",
+            "New HTTP connections answered at once and closed, per reason.",
+            "reason",
+            HTTP_REFUSALS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, load(&self.http_refused, i)))
+                .collect(),
+        );
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             s,
@@ -422,6 +476,11 @@ mod tests {
         m.duplicate_events(SourceFormat::GcpAudit, 3);
         m.dedupe_forgotten(4);
         m.set_paused(true);
+        m.http_connections(1);
+        m.http_connections(1);
+        m.http_connections(-1);
+        m.http_refused("per_ip");
+        m.http_evicted();
         for micros in [1_000, 2_000, 3_000, 100_000] {
             m.latency_micros(micros);
         }
@@ -442,6 +501,10 @@ mod tests {
             "nhiwatch_duplicate_events_total{format=\"okta\"} 0",
             "nhiwatch_dedupe_forgotten_total 4",
             "nhiwatch_consumption_paused 1",
+            "nhiwatch_http_connections 1",
+            "nhiwatch_http_connections_refused_total{reason=\"per_ip\"} 1",
+            "nhiwatch_http_connections_refused_total{reason=\"capacity\"} 0",
+            "nhiwatch_http_connections_evicted_total 1",
             "nhiwatch_checkpoint_duration_seconds 1.5",
             "nhiwatch_processing_latency_seconds{quantile=\"0.5\"} 0.002",
             "nhiwatch_processing_latency_seconds_count 4",

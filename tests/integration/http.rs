@@ -27,7 +27,7 @@ use tower::ServiceExt;
 pub const READ: &str = "read-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
 
-fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
+pub fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
     let t = DateTime::from_timestamp(1_767_571_200 + n * 3600, 0).expect("valid");
     Finding {
         id: format!("{n:032x}"),

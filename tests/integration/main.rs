@@ -2,6 +2,7 @@
 
 mod abuse;
 mod cli;
+mod connections;
 mod dead_letter;
 mod durability;
 mod e2e;
