@@ -26,7 +26,7 @@ use nhiwatch::config::Settings;
 use nhiwatch::detect::Detectors;
 use nhiwatch::engine::Engine;
 use nhiwatch::findings::store::FindingStore;
-use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
+use nhiwatch::findings::{Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::generate::{Options, generate};
 use nhiwatch::http::auth::Auth;
 use nhiwatch::http::{AppState, ConnectionLimits};
@@ -61,6 +61,7 @@ fn finding(n: u64) -> Finding {
         count: 1,
         evidence: Vec::new(),
         controls: nhiwatch::findings::controls::of(DetectorId::ALL[n as usize % DetectorId::ALL.len()]).to_vec(),
+        cause: Some(format!("cause {n}")),
     }
 }
 
@@ -103,7 +104,7 @@ fn main() {
     }
     let store = Arc::new(FindingStore::in_memory(200_000));
     for n in 0..100_000 {
-        store.upsert(finding(n), Change::New).expect("stored");
+        store.upsert(finding(n)).expect("stored");
     }
     let settings = Settings::load_with_env(None, &[]).expect("defaults");
     let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());

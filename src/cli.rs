@@ -2,7 +2,7 @@
 //! place that wires the stages together and prints to stdout.
 #![allow(clippy::print_stdout)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -487,7 +487,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     // A file run is a batch: Ctrl-C keeps its default there.
     let stop = from_kafka.then(|| StopSignals::take(&runtime)).transpose()?;
-    let (store, sinks) = findings_store(&settings, &runtime, &metrics)?;
+    let quiet = detection.engine().detectors().quiet_periods();
+    let (store, sinks) = findings_store(&settings, quiet, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     serve_http(
         &settings,
@@ -598,6 +599,7 @@ fn run_role(
     let changelog = runtime
         .block_on(crate::group::Changelog::open(kafka))
         .with_context(|| format!("opening the changelog (kafka.changelog_topic in {})", settings.origin))?;
+    let quiet = engine.detectors().quiet_periods();
     let partitions = Arc::new(crate::group::Partitions::new(
         &kafka.events_topic,
         changelog,
@@ -606,7 +608,7 @@ fn run_role(
         settings.raw.engine.max_waiting_events,
         settings.raw.http.max_findings,
     ));
-    let (store, sinks) = findings_store(settings, &runtime, &metrics)?;
+    let (store, sinks) = findings_store(settings, quiet, &runtime, &metrics)?;
     serve_http(
         settings,
         &runtime,
@@ -653,14 +655,15 @@ fn run_role(
 /// through the outbox.
 fn findings_store(
     settings: &Settings,
+    quiet: HashMap<crate::findings::DetectorId, chrono::Duration>,
     runtime: &tokio::runtime::Runtime,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<FindingStore>, Option<Sinks>)> {
     let http = &settings.raw.http;
     let store = if http.findings_journal.as_os_str().is_empty() {
-        FindingStore::in_memory(http.max_findings)
+        FindingStore::in_memory(http.max_findings).with_quiet(quiet)
     } else {
-        FindingStore::open(&http.findings_journal, http.max_findings).with_context(|| {
+        FindingStore::open_quiet(&http.findings_journal, http.max_findings, quiet).with_context(|| {
             format!(
                 "opening the findings journal (http.findings_journal in {})",
                 settings.origin
@@ -955,8 +958,11 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         a.flush()?;
         eprintln!("archived to {}", archive_location.unwrap_or_default());
     }
+    // The archive keeps what the engine raised (a replay reproduces it); the output is what an
+    // analyst sees: one finding per detector × identity × cause, none resolved offline.
+    let findings = crate::findings::aggregate(detection.findings());
     let mut out = event_sink(Some(&args.output))?;
-    for finding in detection.findings() {
+    for finding in &findings {
         serde_json::to_writer(&mut out, finding)?;
         out.write_all(b"\n")?;
     }
@@ -970,7 +976,7 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         stats.dead_lettered(),
         detection.late(),
         detection.engine().stats().duplicates_total(),
-        detection.findings().len(),
+        findings.len(),
         elapsed,
         stats.events as f64 / elapsed
     );
@@ -979,7 +985,7 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         let skipped: Vec<String> = stats.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
         eprintln!("skipped {} ({})", stats.skipped_total(), skipped.join(", "));
     }
-    eprint!("{}", findings_summary(detection.findings()));
+    eprint!("{}", findings_summary(&findings));
     Ok(ExitCode::SUCCESS)
 }
 

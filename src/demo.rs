@@ -116,16 +116,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Sinks::start(&settings)?
     };
     metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
-    let store = Arc::new(FindingStore::in_memory(100_000).with_outbox(Arc::clone(&sinks.outbox)));
+    let store = Arc::new(
+        FindingStore::in_memory(100_000)
+            .with_quiet(detection.engine().detectors().quiet_periods())
+            .with_outbox(Arc::clone(&sinks.outbox)),
+    );
     let mut print = |update: &Update| {
+        // As the analyst sees it: aggregated into the open finding of its detector × identity ×
+        // cause.
+        let update = match store.upsert(update.finding.clone()) {
+            Ok((stored, change)) => Update {
+                change,
+                finding: stored.finding,
+            },
+            Err(error) => {
+                tracing::error!(%error, "Failed to store a finding.");
+                update.clone()
+            }
+        };
         if update.change == Change::New {
             metrics.finding(update.finding.detector);
         }
-        if let Err(error) = store.upsert(update.finding.clone(), update.change) {
-            tracing::error!(%error, "Failed to store a finding.");
-        }
         if update.change != Change::Folded {
-            println!("{}", crate::cli::finding_line(update));
+            println!("{}", crate::cli::finding_line(&update));
         }
     };
     let read_token = random_token();

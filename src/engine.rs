@@ -75,6 +75,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Its detectors.
+    pub fn detectors(&self) -> &Detectors {
+        &self.detectors
+    }
+
     /// An engine with these detectors, an optional registry and learning settings.
     pub fn new(detectors: Detectors, registry: Option<Registry>, settings: baseline::Settings) -> Engine {
         Engine {
@@ -666,6 +671,7 @@ mod tests {
                 analysis: Vec::new(),
                 suppress_for: Duration::minutes(30),
                 cite: None,
+                cause: None,
             };
             let who = IdentityRef {
                 id: "a".into(),

@@ -63,26 +63,33 @@ impl Outputs {
         }
     }
 
-    /// Archives, counts, stores, logs and writes one finding update.
+    /// Archives the engine's occurrence (the archive keeps what the engine raised, which a
+    /// replay reproduces), then stores it — aggregated into the finding of its detector ×
+    /// identity × cause while that is open — and counts, logs and writes the finding as the
+    /// analyst sees it.
     pub fn report(&mut self, update: &Update) {
-        let f = &update.finding;
+        let occurrence = &update.finding;
         if let Some(a) = &mut self.archive {
-            let result = a.append_finding(f);
+            let result = a.append_finding(occurrence);
             self.archived(result);
         }
-        if update.change == Change::New {
-            self.metrics.finding(f.detector);
+        let (finding, change) = match self.store.upsert(occurrence.clone()) {
+            Ok((stored, change)) => (stored.finding, change),
+            Err(error) => {
+                tracing::error!(%error, id = %occurrence.id, "Failed to journal a finding.");
+                (occurrence.clone(), update.change)
+            }
+        };
+        if change == Change::New {
+            self.metrics.finding(finding.detector);
         }
-        if let Err(error) = self.store.upsert(f.clone(), update.change) {
-            tracing::error!(%error, id = %f.id, "Failed to journal a finding.");
-        }
-        if update.change != Change::Folded {
+        if change != Change::Folded {
             tracing::warn!(
-                id = %f.id, detector = %f.detector, severity = %f.severity, identity = %f.identity.id,
-                count = f.count, "{}.", f.title
+                id = %finding.id, detector = %finding.detector, severity = %finding.severity,
+                identity = %finding.identity.id, count = finding.count, "{}.", finding.title
             );
         }
-        write_line(&mut self.findings_out, f, &mut self.write_error);
+        write_line(&mut self.findings_out, &finding, &mut self.write_error);
     }
 
     /// Makes the findings and events streams and the archive durable.

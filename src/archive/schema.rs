@@ -357,6 +357,7 @@ pub fn finding_schema() -> SchemaRef {
         s("analysis", false),
         s("evidence", false),
         Field::new("controls", list(), true),
+        s("cause", true),
     ]))
 }
 
@@ -391,6 +392,7 @@ pub fn findings_batch(findings: &[Finding]) -> Result<RecordBatch, ArrowError> {
         json(|v| serde_json::to_string(&v.analysis).unwrap_or_default()),
         json(|v| serde_json::to_string(&v.evidence).unwrap_or_default()),
         lists(f.iter().map(|v| v.controls.iter().map(|c| c.id.clone()))),
+        opt(|v| v.cause.as_deref()),
     ];
     RecordBatch::try_new(finding_schema(), columns)
 }
@@ -539,6 +541,11 @@ pub fn findings_from_batch(batch: &RecordBatch) -> Result<Vec<Finding>, String> 
             evidence: serde_json::from_str(text("evidence")?.value(i)).map_err(|e| e.to_string())?,
             // The archive keeps control ids for SQL; the controls come from the table.
             controls: crate::findings::controls::of(detector).to_vec(),
+            // Files written before findings had a cause have no such column.
+            cause: match batch.column_by_name("cause") {
+                Some(_) => opt("cause", i)?,
+                None => None,
+            },
         });
     }
     Ok(out)

@@ -120,6 +120,7 @@ pub trait Detector: Send + Sync + 'static {
             analysis: Vec::new(),
             suppress_for: self.config().suppress(),
             cite: None,
+            cause: None,
         }
     }
 }
@@ -134,6 +135,8 @@ pub trait DynDetector: Send + Sync {
     fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>);
     /// Its settings, for `--help`-style listing.
     fn describe(&self) -> String;
+    /// Its `suppress_minutes`.
+    fn suppress(&self) -> chrono::Duration;
 }
 
 impl<D: Detector> DynDetector for D {
@@ -148,6 +151,9 @@ impl<D: Detector> DynDetector for D {
     }
     fn describe(&self) -> String {
         format!("{:?}", self.config())
+    }
+    fn suppress(&self) -> chrono::Duration {
+        self.config().suppress()
     }
 }
 
@@ -249,6 +255,17 @@ pub fn configured_ids() -> impl Iterator<Item = DetectorId> {
 }
 
 impl Detectors {
+    /// Each detector's `suppress_minutes`: the quiet period between deliveries of updates of one
+    /// finding ([`crate::findings::store::FindingStore::with_quiet`]). `credential_sharing` is
+    /// `new_network`'s.
+    pub fn quiet_periods(&self) -> std::collections::HashMap<DetectorId, chrono::Duration> {
+        let mut out: std::collections::HashMap<_, _> = self.list.iter().map(|d| (d.id(), d.suppress())).collect();
+        if let Some(&q) = out.get(&DetectorId::NewNetwork) {
+            out.insert(DetectorId::CredentialSharing, q);
+        }
+        out
+    }
+
     /// Builds every detector from `source(id)`: the TOML text of its file, or `None` for its
     /// defaults.
     pub fn build(

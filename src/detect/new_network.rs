@@ -116,6 +116,7 @@ impl Detector for NewNetwork {
                 if approval == Some(false) {
                     hit.severity = hit.severity.max(Severity::High);
                 }
+                hit.cause = Some(prefix.clone());
                 hit.analysis = analysis;
                 hits.push(hit);
             }

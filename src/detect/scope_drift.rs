@@ -188,6 +188,11 @@ impl Detector for ScopeDrift {
         if severe {
             hit.severity = hit.severity.max(Severity::High);
         }
+        // The permission the problem is about: a call outside approval first, else the first use.
+        hit.cause = analysis.first().map(|a| match &a.observed {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
         hit.analysis = analysis;
         hits.push(hit);
     }

@@ -206,6 +206,10 @@ pub struct Hit {
     /// A correlation: the identity's open finding of this detector, whose latest evidence the
     /// finding also cites, so that both events of the pair are in its evidence.
     pub cite: Option<DetectorId>,
+    /// What the problem is about, when a detector can find several on one identity: the
+    /// permission for `scope_drift`, the network for `new_network`. One finding per detector ×
+    /// identity × cause.
+    pub cause: Option<String>,
 }
 
 /// A finding.
@@ -243,11 +247,23 @@ pub struct Finding {
     /// The controls it bears on (OWASP NHI Top 10, NIST CSF 2.0), from `controls.toml`.
     #[serde(default)]
     pub controls: Vec<Control>,
+    /// What the problem is about, when a detector can find several on one identity (the
+    /// permission of a `scope_drift`, the network of a `new_network`): one finding per detector ×
+    /// identity × cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl Finding {
-    /// The stable id of a finding first triggered by `first_event_id` at `time`.
-    pub fn stable_id(detector: DetectorId, identity: &str, time: DateTime<Utc>, first_event_id: &str) -> String {
+    /// The stable id of a finding first triggered by `first_event_id` at `time` (and, when it
+    /// has one, about `cause`: one event can raise findings about two permissions).
+    pub fn stable_id(
+        detector: DetectorId,
+        identity: &str,
+        cause: Option<&str>,
+        time: DateTime<Utc>,
+        first_event_id: &str,
+    ) -> String {
         let mut h = Sha256::new();
         for part in [
             detector.as_str().as_bytes(),
@@ -258,8 +274,73 @@ impl Finding {
             h.update(part);
             h.update([0]);
         }
+        // Findings without a cause keep the ids they always had.
+        if let Some(cause) = cause {
+            h.update(cause.as_bytes());
+            h.update([0]);
+        }
         hex::encode(&h.finalize()[..16])
     }
+
+    /// What findings aggregate under: detector, identity and cause.
+    pub fn key(&self) -> (DetectorId, &str, Option<&str>) {
+        (self.detector, &self.identity.id, self.cause.as_deref())
+    }
+
+    /// Evidence an aggregated finding keeps: the first half from its first occurrences, the
+    /// rest from its latest.
+    pub const MAX_AGGREGATED_EVIDENCE: usize = 10;
+
+    /// Takes in `other`, an occurrence of the same problem: `added` more hits, its later last
+    /// event, its evidence (keeping the first and the latest), and its severity and wording when
+    /// it is more severe. True when the severity rose.
+    pub fn absorb(&mut self, other: &Finding, added: u64) -> bool {
+        self.count += added;
+        self.last_event_time = self.last_event_time.max(other.last_event_time);
+        self.event_time = self.event_time.min(other.event_time);
+        for e in &other.evidence {
+            if !self.evidence.contains(e) {
+                self.evidence.push(e.clone());
+            }
+        }
+        let max = Finding::MAX_AGGREGATED_EVIDENCE;
+        if self.evidence.len() > max {
+            self.evidence.drain(max / 2..self.evidence.len() - (max - max / 2));
+        }
+        if other.severity > self.severity {
+            self.severity = other.severity;
+            self.confidence = self.confidence.max(other.confidence);
+            self.title.clone_from(&other.title);
+            self.explanation.clone_from(&other.explanation);
+            self.analysis.clone_from(&other.analysis);
+            return true;
+        }
+        false
+    }
+}
+
+/// The findings an analyst sees for `occurrences` (what the engine raised, each in its final
+/// state) when none was resolved: one per detector × identity × cause, each absorbing every
+/// later occurrence ([`Finding::absorb`]), in order of first event. The offline form of
+/// [`store::FindingStore`]'s aggregation.
+pub fn aggregate(occurrences: &[Finding]) -> Vec<Finding> {
+    let mut sorted: Vec<&Finding> = occurrences.iter().collect();
+    sorted.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
+    let mut out: Vec<Finding> = Vec::new();
+    let mut by_key: HashMap<(DetectorId, String, Option<String>), usize> = HashMap::new();
+    for f in sorted {
+        let key = (f.detector, f.identity.id.clone(), f.cause.clone());
+        match by_key.get(&key) {
+            Some(&i) => {
+                out[i].absorb(f, f.count);
+            }
+            None => {
+                by_key.insert(key, out.len());
+                out.push(f.clone());
+            }
+        }
+    }
+    out
 }
 
 /// A plain finding for unit tests: `id`, break-glass, high, on identity `ehr`.
@@ -287,6 +368,7 @@ pub(crate) fn test_finding(id: &str) -> Finding {
         count: 1,
         evidence: Vec::new(),
         controls: controls::of(DetectorId::BreakGlass).to_vec(),
+        cause: None,
     }
 }
 
@@ -310,10 +392,11 @@ pub struct Update {
     pub finding: Finding,
 }
 
-/// Folds hits into open findings, one open finding per detector and identity.
+/// Folds hits into open findings, one open finding per detector, identity and cause.
 #[derive(Debug, Default)]
 pub struct Folder {
-    open: HashMap<(DetectorId, String), (Finding, Duration)>,
+    /// Per detector and identity, the open findings of each cause (usually one).
+    open: HashMap<(DetectorId, String), Vec<(Finding, Duration)>>,
 }
 
 impl Folder {
@@ -327,7 +410,10 @@ impl Folder {
             .cite
             .and_then(|d| self.open(d, &identity.id))
             .and_then(|f| f.evidence.last().cloned());
-        if let Some((finding, window)) = self.open.get_mut(&key)
+        let causes = self.open.entry(key).or_default();
+        let same = causes.iter().position(|(f, _)| f.cause == hit.cause);
+        if let Some(i) = same
+            && let (finding, window) = &mut causes[i]
             && event.time - finding.last_event_time <= *window
         {
             finding.count += 1;
@@ -359,7 +445,13 @@ impl Folder {
             };
         }
         let finding = Finding {
-            id: Finding::stable_id(hit.detector, &identity.id, event.time, &event.event_id),
+            id: Finding::stable_id(
+                hit.detector,
+                &identity.id,
+                hit.cause.as_deref(),
+                event.time,
+                &event.event_id,
+            ),
             detector: hit.detector,
             severity: hit.severity,
             confidence: hit.confidence,
@@ -374,44 +466,58 @@ impl Folder {
             count: 1,
             evidence: cited.into_iter().chain([Evidence::of(event)]).collect(),
             controls: controls::of(hit.detector).to_vec(),
+            cause: hit.cause,
         };
-        self.open.insert(key, (finding.clone(), hit.suppress_for));
+        match same {
+            Some(i) => causes[i] = (finding.clone(), hit.suppress_for),
+            None => causes.push((finding.clone(), hit.suppress_for)),
+        }
         Update {
             change: Change::New,
             finding,
         }
     }
 
-    /// The open finding of `detector` on `identity`, if any.
+    /// The latest open finding of `detector` on `identity` (of any cause), if any.
     pub fn open(&self, detector: DetectorId, identity: &str) -> Option<&Finding> {
-        self.open.get(&(detector, identity.to_owned())).map(|(f, _)| f)
+        self.open
+            .get(&(detector, identity.to_owned()))?
+            .iter()
+            .map(|(f, _)| f)
+            .max_by_key(|f| f.last_event_time)
     }
 
     /// Forgets findings whose suppression window ended more than `grace` before `now`. The
     /// grace keeps a finding open for events that arrive late (a lagging partition), which may
     /// still fold into it; it only bounds memory, never changes what folds.
     pub fn expire(&mut self, now: DateTime<Utc>, grace: Duration) {
-        self.open
-            .retain(|_, (f, window)| now - f.last_event_time <= *window + grace);
+        self.open.retain(|_, causes| {
+            causes.retain(|(f, window)| now - f.last_event_time <= *window + grace);
+            !causes.is_empty()
+        });
     }
 
     /// The open findings with their folding windows (for a checkpoint).
     pub fn all_open(&self) -> impl Iterator<Item = (&Finding, Duration)> {
-        self.open.values().map(|(f, window)| (f, *window))
+        self.open.values().flatten().map(|(f, window)| (f, *window))
     }
 
     /// A folder holding these open findings again (from a checkpoint).
     pub fn reopen(open: impl IntoIterator<Item = (Finding, Duration)>) -> Folder {
-        let open = open
-            .into_iter()
-            .map(|(f, window)| ((f.detector, f.identity.id.clone()), (f, window)))
-            .collect();
-        Folder { open }
+        let mut folder = Folder::default();
+        for (f, window) in open {
+            folder
+                .open
+                .entry((f.detector, f.identity.id.clone()))
+                .or_default()
+                .push((f, window));
+        }
+        folder
     }
 
     /// Open findings held.
     pub fn len(&self) -> usize {
-        self.open.len()
+        self.open.values().map(Vec::len).sum()
     }
 
     /// True when none is open.
@@ -446,6 +552,7 @@ mod tests {
             analysis: Vec::new(),
             suppress_for: Duration::minutes(30),
             cite: None,
+            cause: None,
         }
     }
 
@@ -475,7 +582,7 @@ mod tests {
         assert_ne!(later.finding.id, first.finding.id);
         assert_eq!(
             later.finding.id,
-            Finding::stable_id(DetectorId::BreakGlass, "app", event("e4", 76).time, "e4")
+            Finding::stable_id(DetectorId::BreakGlass, "app", None, event("e4", 76).time, "e4")
         );
         folder.expire(event("x", 200).time, Duration::minutes(120));
         assert_eq!(folder.len(), 1, "within the grace, a late event may still fold");

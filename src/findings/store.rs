@@ -51,6 +51,13 @@ pub struct Stored {
     pub finding: Finding,
     /// Status changes, oldest first.
     pub status_history: Vec<StatusChange>,
+    /// The ids of the occurrences the engine raised that this finding aggregates (its own id
+    /// first), each with the hits already counted from it.
+    #[serde(skip)]
+    occurrences: Vec<(String, u64)>,
+    /// The count and last event time of the latest change handed to the sinks.
+    #[serde(skip)]
+    delivered: Option<(u64, DateTime<Utc>)>,
 }
 
 impl Stored {
@@ -122,10 +129,25 @@ enum Entry {
 struct Inner {
     /// By creation sequence.
     by_created: BTreeMap<u64, Stored>,
-    /// Finding id → creation sequence.
+    /// Finding id, and the id of every occurrence a finding aggregates → creation sequence.
     index: HashMap<String, u64>,
+    /// The finding not resolved of each detector × identity × cause → creation sequence.
+    open: HashMap<Key, u64>,
     next_seq: u64,
     evicted: u64,
+}
+
+type Key = (DetectorId, String, Option<String>);
+
+fn key_of(f: &Finding) -> Key {
+    (f.detector, f.identity.id.clone(), f.cause.clone())
+}
+
+/// How a finding changed with an occurrence, and whether the sinks get it.
+struct Applied {
+    stored: Stored,
+    change: Change,
+    activity: Option<Activity>,
 }
 
 /// Errors of the store.
@@ -151,6 +173,9 @@ pub struct FindingStore {
     capacity: usize,
     tx: broadcast::Sender<StreamItem>,
     outbox: Option<Arc<Outbox>>,
+    /// Per detector, the least event time between two deliveries of updates (its
+    /// `suppress_minutes`).
+    quiet: HashMap<DetectorId, chrono::Duration>,
 }
 
 impl FindingStore {
@@ -160,6 +185,7 @@ impl FindingStore {
             inner: RwLock::new(Inner {
                 by_created: BTreeMap::new(),
                 index: HashMap::new(),
+                open: HashMap::new(),
                 next_seq: 1,
                 evicted: 0,
             }),
@@ -167,6 +193,7 @@ impl FindingStore {
             capacity: capacity.max(1),
             tx: broadcast::channel(1024).0,
             outbox: None,
+            quiet: HashMap::new(),
         }
     }
 
@@ -179,16 +206,26 @@ impl FindingStore {
                 source,
             });
         }
-        FindingStore::replay(path, capacity)
+        FindingStore::replay(path, capacity, HashMap::new())
     }
 
     /// A store journaled to `path`, replaying what is there.
     pub fn open(path: &Path, capacity: usize) -> Result<FindingStore, StoreError> {
+        FindingStore::open_quiet(path, capacity, HashMap::new())
+    }
+
+    /// As [`FindingStore::open`], with each detector's quiet period between deliveries of
+    /// updates ([`FindingStore::with_quiet`]).
+    pub fn open_quiet(
+        path: &Path,
+        capacity: usize,
+        quiet: HashMap<DetectorId, chrono::Duration>,
+    ) -> Result<FindingStore, StoreError> {
         let err = |source| StoreError::Journal {
             path: path.to_owned(),
             source,
         };
-        let mut store = FindingStore::replay(path, capacity)?;
+        let mut store = FindingStore::replay(path, capacity, quiet)?;
         let mut file = crate::private::append(path).map_err(err)?;
         // After a torn last line, start the next entry on a line of its own.
         let len = file.metadata().map_err(err)?.len();
@@ -200,12 +237,16 @@ impl FindingStore {
     }
 
     /// An in-memory store with what the journal at `path` holds (nothing when it is absent).
-    fn replay(path: &Path, capacity: usize) -> Result<FindingStore, StoreError> {
+    fn replay(
+        path: &Path,
+        capacity: usize,
+        quiet: HashMap<DetectorId, chrono::Duration>,
+    ) -> Result<FindingStore, StoreError> {
         let err = |source| StoreError::Journal {
             path: path.to_owned(),
             source,
         };
-        let store = FindingStore::in_memory(capacity);
+        let store = FindingStore::in_memory(capacity).with_quiet(quiet);
         match File::open(path) {
             Ok(file) => {
                 for (n, line) in BufReader::new(file).lines().enumerate() {
@@ -219,7 +260,7 @@ impl FindingStore {
                             if finding.controls.is_empty() {
                                 finding.controls = super::controls::of(finding.detector).to_vec();
                             }
-                            store.apply_finding(finding);
+                            let _ = store.apply_finding(finding);
                         }
                         Ok(Entry::Status { id, change }) => {
                             let _ = store.apply_status(&id, change);
@@ -241,6 +282,15 @@ impl FindingStore {
     /// `outbox`, after it is journaled. Replaying the journal on open delivers nothing again.
     pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> FindingStore {
         self.outbox = Some(outbox);
+        self
+    }
+
+    /// Sets each detector's quiet period: an update of an open finding is delivered only when
+    /// this much event time has passed since the previous delivery (new findings, escalations
+    /// and reopenings are delivered at once). For a journaled store, give them to
+    /// [`FindingStore::open_quiet`] instead, so that the journal is replayed under them.
+    pub fn with_quiet(mut self, quiet: HashMap<DetectorId, chrono::Duration>) -> FindingStore {
+        self.quiet = quiet;
         self
     }
 
@@ -266,35 +316,70 @@ impl FindingStore {
         w.flush().map_err(err)
     }
 
-    /// Records a new or updated finding from the engine; returns its stored form.
-    pub fn upsert(&self, finding: Finding, change: Change) -> Result<Stored, StoreError> {
+    /// Records an occurrence the engine raised or updated; returns the finding it is part of.
+    ///
+    /// Aggregation (one finding per standing problem, as GuardDuty aggregates repeats into the
+    /// open finding): an occurrence of a detector × identity × cause whose finding is not
+    /// resolved is absorbed into it — count, last event, evidence, severity when higher —
+    /// however long ago that finding was opened. A resolved finding's own occurrence reopens it;
+    /// another occurrence of its key opens a new finding.
+    /// what the sinks get follows the finding's change ([`crate::sink::delivers`] and the quiet
+    /// period). Returns the finding and how it changed.
+    pub fn upsert(&self, finding: Finding) -> Result<(Stored, Change), StoreError> {
         let entry = Entry::Finding { finding };
         self.write(&entry)?;
         let Entry::Finding { finding } = entry else {
             unreachable!("built above")
         };
-        let (stored, reopened) = self.apply_finding(finding);
-        let f = &stored.finding;
-        self.deliver(crate::sink::delivers(change, f.count, reopened, f.status), &stored);
-        let kind = if change == Change::New { "new" } else { "updated" };
+        let applied = self.apply_finding(finding);
+        self.deliver(applied.activity, &applied.stored);
+        let kind = if applied.change == Change::New {
+            "new"
+        } else {
+            "updated"
+        };
         let _ = self.tx.send(StreamItem {
             change: kind,
-            stored: stored.clone(),
+            stored: applied.stored.clone(),
         });
-        Ok(stored)
+        Ok((applied.stored, applied.change))
     }
 
-    /// Applies an engine change; true in the second place when it reopened a resolved finding.
-    fn apply_finding(&self, mut finding: Finding) -> (Stored, bool) {
+    /// Applies an occurrence (see [`FindingStore::upsert`]).
+    fn apply_finding(&self, mut finding: Finding) -> Applied {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        if let Some(&created) = inner.index.get(&finding.id)
+        let known = inner.index.get(&finding.id).copied();
+        let open = inner.open.get(&key_of(&finding)).copied();
+        let target = known.or(open.filter(|c| {
+            inner
+                .by_created
+                .get(c)
+                .is_some_and(|s| s.finding.status != Status::Resolved)
+        }));
+        if let Some(created) = target
+            && known.is_none()
+        {
+            // Absorbed: its id finds the finding it is part of.
+            inner.index.insert(finding.id.clone(), created);
+        }
+        if let Some(created) = target
             && let Some(existing) = inner.by_created.get_mut(&created)
         {
-            // The engine does not know statuses: a fold keeps the analyst's status, except that
-            // new activity on a resolved finding reopens it (recorded like any status change).
-            if existing.finding.status == Status::Resolved && finding.count > existing.finding.count {
+            let before = existing.finding.severity;
+            let counted = match existing.occurrences.iter_mut().find(|(id, _)| *id == finding.id) {
+                Some((_, counted)) => counted,
+                None => {
+                    existing.occurrences.push((finding.id.clone(), 0));
+                    &mut existing.occurrences.last_mut().expect("pushed").1
+                }
+            };
+            let added = finding.count.saturating_sub(*counted);
+            *counted = (*counted).max(finding.count);
+            // New activity on a resolved finding reopens it (recorded like any status change).
+            let reopened = existing.finding.status == Status::Resolved && added > 0;
+            if reopened {
                 existing.status_history.push(StatusChange {
                     status: Status::New,
                     by: "nhiwatch".into(),
@@ -307,31 +392,86 @@ impl FindingStore {
                     ),
                     expires_at: None,
                 });
-                finding.status = Status::New;
-                existing.finding = finding;
-                existing.seq = seq;
-                return (existing.clone(), true);
+                existing.finding.status = Status::New;
             }
-            finding.status = existing.finding.status;
-            existing.finding = finding;
+            if existing.occurrences.len() == 1 {
+                // Its own occurrence: the engine's latest state, with the analyst's status.
+                finding.status = existing.finding.status;
+                existing.finding = finding;
+            } else {
+                let occurrence = finding;
+                existing.finding.absorb(&occurrence, added);
+            }
             existing.seq = seq;
-            return (existing.clone(), false);
+            let change = if existing.finding.severity > before {
+                Change::Escalated
+            } else {
+                Change::Folded
+            };
+            let activity = self.delivery(existing, change, reopened);
+            let stored = existing.clone();
+            if reopened {
+                inner.open.entry(key_of(&stored.finding)).or_insert(created);
+            }
+            return Applied {
+                stored,
+                change,
+                activity,
+            };
         }
-        let stored = Stored {
+        let mut stored = Stored {
             created_seq: seq,
             seq,
+            occurrences: vec![(finding.id.clone(), finding.count)],
             finding,
             status_history: Vec::new(),
+            delivered: None,
         };
+        let activity = self.delivery(&mut stored, Change::New, false);
         inner.index.insert(stored.finding.id.clone(), seq);
+        inner.open.insert(key_of(&stored.finding), seq);
         inner.by_created.insert(seq, stored.clone());
         while inner.by_created.len() > self.capacity {
-            if let Some((_, old)) = inner.by_created.pop_first() {
-                inner.index.remove(&old.finding.id);
+            if let Some((created, old)) = inner.by_created.pop_first() {
+                for (id, _) in &old.occurrences {
+                    inner.index.remove(id);
+                }
+                let key = key_of(&old.finding);
+                if inner.open.get(&key) == Some(&created) {
+                    inner.open.remove(&key);
+                }
                 inner.evicted += 1;
             }
         }
-        (stored, false)
+        Applied {
+            stored,
+            change: Change::New,
+            activity,
+        }
+    }
+
+    /// Whether the sinks get this change of `stored` ([`crate::sink::delivers`]), held back by
+    /// the detector's quiet period for updates; records what was delivered.
+    fn delivery(&self, stored: &mut Stored, change: Change, reopened: bool) -> Option<Activity> {
+        let f = &stored.finding;
+        let quiet = self
+            .quiet
+            .get(&f.detector)
+            .copied()
+            .unwrap_or_else(chrono::Duration::zero);
+        let activity = match (change, stored.delivered) {
+            (Change::Folded, Some((count, at))) if !reopened => {
+                // A power of two reached since the last delivery, as `delivers` has it for
+                // single steps, and the quiet period over.
+                let power = 1u64 << (63 - f.count.leading_zeros().min(63));
+                (power > count && f.last_event_time - at >= quiet).then_some(Activity::Update)
+            }
+            _ => crate::sink::delivers(change, f.count, reopened, f.status),
+        };
+        if activity.is_some() {
+            stored.delivered = Some((f.count, f.last_event_time));
+        }
+        activity
     }
 
     /// Changes a finding's status, recording who, when and why.
@@ -368,7 +508,17 @@ impl FindingStore {
         stored.finding.status = change.status;
         stored.status_history.push(change);
         stored.seq = seq;
-        Ok(stored.clone())
+        let stored = stored.clone();
+        let key = key_of(&stored.finding);
+        if stored.finding.status == Status::Resolved {
+            // The next occurrence of its key opens a new finding.
+            if inner.open.get(&key) == Some(&created) {
+                inner.open.remove(&key);
+            }
+        } else {
+            inner.open.entry(key).or_insert(created);
+        }
+        Ok(stored)
     }
 
     /// One finding.
@@ -464,8 +614,189 @@ mod tests {
             event_time: t,
             last_event_time: t,
             detected_at: t,
+            // A problem of its own (the network), unless a test says otherwise.
+            cause: Some(format!("10.{minute}.0.0/16")),
             ..base
         }
+    }
+
+    /// An occurrence of the offboarded integration `svc` still acting, as the engine raises one
+    /// each time its `suppress_minutes` lapse: first seen in `week`, `count` hits so far.
+    fn occurrence(week: i64, count: u64, severity: Severity) -> Finding {
+        let t = DateTime::from_timestamp(1_767_571_200 + week * 7 * 86_400, 0).expect("valid");
+        let base = test_finding(&format!("occurrence-{week}"));
+        Finding {
+            detector: DetectorId::AccessAfterOffboarding,
+            severity,
+            identity: IdentityRef {
+                id: "svc".into(),
+                registered: true,
+                ..base.identity.clone()
+            },
+            event_time: t,
+            last_event_time: t + chrono::Duration::hours(count as i64),
+            detected_at: t,
+            count,
+            evidence: (0..count.min(10))
+                .map(|i| crate::findings::Evidence {
+                    event_id: format!("w{week}-e{i}"),
+                    time: t,
+                    format: crate::event::SourceFormat::GatewayAccess,
+                    source: None,
+                })
+                .collect(),
+            cause: None,
+            ..base
+        }
+    }
+
+    #[test]
+    fn a_standing_problem_is_one_finding_with_its_count_until_it_is_resolved() {
+        let store = FindingStore::in_memory(100);
+        // Four weekly occurrences (the engine's window of a day lapses between them), each
+        // growing as the engine folds hits into it.
+        let (first, change) = store.upsert(occurrence(0, 1, Severity::High)).expect("stored");
+        assert_eq!(change, Change::New);
+        for (week, counts) in [(0, vec![2, 3]), (1, vec![1, 2]), (2, vec![1]), (3, vec![1, 2, 3, 4])] {
+            for c in counts {
+                let (s, change) = store.upsert(occurrence(week, c, Severity::High)).expect("stored");
+                assert_eq!(
+                    (change, s.finding.id.as_str()),
+                    (Change::Folded, first.finding.id.as_str())
+                );
+            }
+        }
+        let all = store.list(&Query::default(), None, 10).0;
+        assert_eq!(all.len(), 1, "one finding for the standing problem");
+        let f = &all[0].finding;
+        // 3 + 2 + 1 + 4 hits over four weeks.
+        assert_eq!(f.count, 10);
+        assert_eq!(f.event_time, occurrence(0, 1, Severity::High).event_time);
+        assert_eq!(f.last_event_time, occurrence(3, 4, Severity::High).last_event_time);
+        // Evidence: the first five and the latest five.
+        let ids: Vec<&str> = f.evidence.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "w0-e0", "w0-e1", "w0-e2", "w1-e0", "w1-e1", "w2-e0", "w3-e0", "w3-e1", "w3-e2", "w3-e3"
+            ]
+        );
+        // Any occurrence's id finds it.
+        assert_eq!(
+            store.get("occurrence-2").map(|s| s.finding.id),
+            Some(first.finding.id.clone())
+        );
+
+        // Escalation: the same finding, more severe, with the new wording; past ten pieces of
+        // evidence the oldest of the latest half gives way.
+        let mut worse = occurrence(4, 1, Severity::Critical);
+        worse.title = "worse".into();
+        let (s, change) = store.upsert(worse).expect("stored");
+        assert_eq!(
+            (change, s.finding.severity, s.finding.title.as_str()),
+            (Change::Escalated, Severity::Critical, "worse")
+        );
+        let ids: Vec<&str> = s.finding.evidence.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "w0-e0", "w0-e1", "w0-e2", "w1-e0", "w1-e1", "w3-e0", "w3-e1", "w3-e2", "w3-e3", "w4-e0"
+            ]
+        );
+
+        // Resolved: the next occurrence of the problem is a new finding...
+        store
+            .set_status(&first.finding.id, change_to(Status::Resolved))
+            .expect("resolved");
+        let (again, change) = store.upsert(occurrence(6, 1, Severity::High)).expect("stored");
+        assert_eq!(change, Change::New);
+        assert_ne!(again.finding.id, first.finding.id);
+        // ... while new activity of an occurrence it holds reopens it, as before.
+        let (reopened, change) = store.upsert(occurrence(4, 2, Severity::Critical)).expect("stored");
+        assert_eq!(
+            (reopened.finding.id.as_str(), change, reopened.finding.status),
+            (first.finding.id.as_str(), Change::Folded, Status::New)
+        );
+        assert_eq!(reopened.finding.count, 12);
+        assert_eq!(store.list(&Query::default(), None, 10).0.len(), 2);
+    }
+
+    #[test]
+    fn different_causes_are_different_findings() {
+        let store = FindingStore::in_memory(100);
+        let mut a = finding("a", 0, Severity::Medium);
+        a.identity.id = "svc".into();
+        let mut b = finding("b", 2, Severity::Medium);
+        b.identity.id = "svc".into();
+        let mut c = finding("c", 4, Severity::Medium);
+        c.identity.id = "svc".into();
+        c.cause.clone_from(&a.cause);
+        assert_eq!(store.upsert(a).expect("a").1, Change::New);
+        assert_eq!(store.upsert(b).expect("b").1, Change::New);
+        let (s, change) = store.upsert(c).expect("c");
+        assert_eq!((s.finding.id.as_str(), change), ("a", Change::Folded));
+    }
+
+    #[test]
+    fn updates_of_an_open_finding_reach_the_sinks_at_powers_of_two_after_the_quiet_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = crate::sink::outbox::Limits {
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 16,
+        };
+        let outbox = Arc::new(crate::sink::outbox::Outbox::open(dir.path(), limits).expect("outbox"));
+        let quiet = HashMap::from([(DetectorId::AccessAfterOffboarding, chrono::Duration::days(3))]);
+        let store = FindingStore::in_memory(100)
+            .with_quiet(quiet)
+            .with_outbox(Arc::clone(&outbox));
+        let delivered = || outbox.head();
+        store.upsert(occurrence(0, 1, Severity::High)).expect("new");
+        assert_eq!(delivered(), 1, "a new finding at once");
+        // Count 2 within the quiet period (an hour later): held back.
+        store.upsert(occurrence(0, 2, Severity::High)).expect("2");
+        assert_eq!(delivered(), 1);
+        // A week later (count 3, then 4): the power of two passed since the last delivery and
+        // the quiet period is over.
+        store.upsert(occurrence(1, 1, Severity::High)).expect("3");
+        assert_eq!(delivered(), 2);
+        store.upsert(occurrence(1, 2, Severity::High)).expect("4");
+        assert_eq!(delivered(), 2, "4 is a power of two, but within the quiet period");
+        // An escalation at once.
+        store.upsert(occurrence(1, 3, Severity::Critical)).expect("escalated");
+        assert_eq!(delivered(), 3);
+    }
+
+    #[test]
+    fn the_journal_rebuilds_the_same_aggregation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("findings.ndjson");
+        let before = {
+            let store = FindingStore::open(&path, 100).expect("open");
+            store.upsert(occurrence(0, 2, Severity::High)).expect("0");
+            store.upsert(occurrence(1, 3, Severity::High)).expect("1");
+            let (s, _) = store.upsert(occurrence(2, 1, Severity::High)).expect("2");
+            store
+                .set_status(&s.finding.id, change_to(Status::Resolved))
+                .expect("resolved");
+            store.upsert(occurrence(3, 1, Severity::High)).expect("3");
+            store.list(&Query::default(), None, 10).0
+        };
+        let after = FindingStore::open(&path, 100)
+            .expect("reopen")
+            .list(&Query::default(), None, 10)
+            .0;
+        assert_eq!(after.len(), 2);
+        let counts = |v: &[Stored]| {
+            v.iter()
+                .map(|s| (s.finding.id.clone(), s.finding.count, s.finding.status))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&after), counts(&before));
+        assert_eq!(counts(&after)[1].1, 6);
+    }
+
+    fn change_to(status: Status) -> StatusChange {
+        change(status)
     }
 
     fn change(status: Status) -> StatusChange {
@@ -483,19 +814,15 @@ mod tests {
         let store = FindingStore::in_memory(100);
         for i in 0..5 {
             store
-                .upsert(finding(&format!("f{i}"), i, Severity::Medium), Change::New)
+                .upsert(finding(&format!("f{i}"), i, Severity::Medium))
                 .expect("stored");
         }
         let (page, next) = store.list(&Query::default(), None, 2);
         let ids: Vec<&str> = page.iter().map(|s| s.finding.id.as_str()).collect();
         assert_eq!(ids, ["f4", "f3"]);
         // A new finding and an update of f2 arrive between pages.
-        store
-            .upsert(finding("f5", 5, Severity::High), Change::New)
-            .expect("stored");
-        store
-            .upsert(finding("f2", 2, Severity::High), Change::Escalated)
-            .expect("stored");
+        store.upsert(finding("f5", 5, Severity::High)).expect("stored");
+        store.upsert(finding("f2", 2, Severity::High)).expect("stored");
         let (page, next) = store.list(&Query::default(), next, 2);
         let ids: Vec<&str> = page.iter().map(|s| s.finding.id.as_str()).collect();
         assert_eq!(ids, ["f2", "f1"]);
@@ -523,29 +850,26 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(&path).expect("created").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "the journal is its owner's only");
-            store
-                .upsert(finding("a", 1, Severity::Low), Change::New)
-                .expect("stored");
-            store
-                .upsert(finding("b", 2, Severity::Low), Change::New)
-                .expect("stored");
+            store.upsert(finding("a", 1, Severity::Low)).expect("stored");
+            store.upsert(finding("b", 2, Severity::Low)).expect("stored");
             store.set_status("a", change(Status::Acknowledged)).expect("changed");
             assert!(matches!(
                 store.set_status("zz", change(Status::Resolved)),
                 Err(StoreError::NotFound(_))
             ));
             // A fold after the analyst acknowledged it keeps the status.
-            let folded = store
-                .upsert(finding("a", 1, Severity::High), Change::Escalated)
-                .expect("stored");
-            assert_eq!(folded.finding.status, Status::Acknowledged);
+            let folded = store.upsert(finding("a", 1, Severity::High)).expect("stored");
+            assert_eq!(folded.0.finding.status, Status::Acknowledged);
             // New activity on a resolved finding reopens it.
             store.set_status("b", change(Status::Resolved)).expect("resolved");
             let mut again = finding("b", 2, Severity::Low);
             again.count = 2;
-            let reopened = store.upsert(again, Change::Folded).expect("stored");
-            assert_eq!(reopened.finding.status, Status::New);
-            assert_eq!(reopened.status_history.last().map(|c| c.by.as_str()), Some("nhiwatch"));
+            let reopened = store.upsert(again).expect("stored");
+            assert_eq!(reopened.0.finding.status, Status::New);
+            assert_eq!(
+                reopened.0.status_history.last().map(|c| c.by.as_str()),
+                Some("nhiwatch")
+            );
         }
         std::fs::OpenOptions::new()
             .append(true)
@@ -554,7 +878,7 @@ mod tests {
             .expect("append");
         let store = FindingStore::open(&path, 10).expect("reopens");
         store
-            .upsert(finding("c", 3, Severity::Low), Change::New)
+            .upsert(finding("c", 3, Severity::Low))
             .expect("stored after the torn line");
         let store = FindingStore::open(&path, 10).expect("reopens again");
         assert!(store.get("c").is_some());
@@ -571,9 +895,7 @@ mod tests {
     #[test]
     fn a_suppression_lapses_at_its_expiry() {
         let store = FindingStore::in_memory(10);
-        store
-            .upsert(finding("a", 1, Severity::Low), Change::New)
-            .expect("stored");
+        store.upsert(finding("a", 1, Severity::Low)).expect("stored");
         let until = |secs: i64| StatusChange {
             expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
             ..change(Status::Suppressed)
@@ -598,7 +920,7 @@ mod tests {
         let store = FindingStore::in_memory(3);
         for i in 0..5 {
             store
-                .upsert(finding(&format!("f{i}"), i, Severity::Low), Change::New)
+                .upsert(finding(&format!("f{i}"), i, Severity::Low))
                 .expect("stored");
         }
         assert_eq!(store.len(), 3);

@@ -122,6 +122,7 @@ mod tests {
             count: 2,
             evidence: Vec::new(),
             controls: crate::findings::controls::of(DetectorId::ScopeDrift).to_vec(),
+            cause: None,
         }
     }
 

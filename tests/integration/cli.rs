@@ -156,12 +156,14 @@ fn generate_detect_score_is_exact_and_reproducible() {
     let summary = detect(&a);
     detect(&b);
     // 13 labels: one anomaly of each of the 12 detectors' kinds, `credential_sharing` labelled
-    // `new_network` too; people's failed sign-ins among them raise nothing. The generator delivers
-    // some records twice, each right after the first: every repeat of a judged record is dropped.
+    // `new_network` too; people's failed sign-ins among them raise nothing. 14 findings: the
+    // scope drift is two problems, one per permission (a token granted `system/*.cruds` outside
+    // approval, then the integration's first delete, `Patient.d`). The generator delivers some
+    // records twice, each right after the first: every repeat of a judged record is dropped.
     let repeats = judged_repeats(&inputs);
     assert!(repeats > 0, "the scenario repeats records");
     assert!(
-        summary.contains(&format!("dead letters 0  late 0  duplicates {repeats}  findings 13")),
+        summary.contains(&format!("dead letters 0  late 0  duplicates {repeats}  findings 14")),
         "{summary}"
     );
     let findings = read(&a);
@@ -185,7 +187,7 @@ fn generate_detect_score_is_exact_and_reproducible() {
     let all = table.lines().find(|l| l.starts_with("all")).expect("total line");
     assert_eq!(
         all.split_whitespace().collect::<Vec<_>>(),
-        ["all", "13", "13", "13", "13", "1.000", "1.000", "1.000"],
+        ["all", "13", "13", "14", "14", "1.000", "1.000", "1.000"],
         "{table}"
     );
 }
@@ -239,7 +241,7 @@ fn detect_judges_a_record_delivered_twice_once() {
     // The generator already delivers some records twice (each right after the first): doubled,
     // such a record comes four times, three of them repeats.
     let expected = format!(
-        "records {}  events {}  dead letters 0  late 0  duplicates {}  findings 13",
+        "records {}  events {}  dead letters 0  late 0  duplicates {}  findings 14",
         2 * records,
         2 * records,
         judged + judged_repeats(&inputs)
@@ -259,7 +261,7 @@ fn detect_judges_a_record_delivered_twice_once() {
             .collect()
     };
     let once = findings(&a);
-    assert_eq!(once.len(), 13);
+    assert_eq!(once.len(), 14);
     assert!(findings(&b) == once, "a record delivered twice is judged once");
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nhiwatch::findings::store::FindingStore;
-use nhiwatch::findings::{Change, DetectorId, Severity};
+use nhiwatch::findings::{DetectorId, Severity};
 use nhiwatch::http::{AppState, ConnectionLimits, serve};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -258,7 +258,7 @@ async fn the_findings_stream_outlives_both_timeouts() {
     // Ten times both timeouts with nothing to send (the keep-alive comment is every 15 s).
     tokio::time::sleep(short * 10).await;
     app.store
-        .upsert(finding(40, DetectorId::PhiVolume, Severity::High), Change::New)
+        .upsert(finding(40, DetectorId::PhiVolume, Severity::High))
         .expect("stored");
     while !(text.contains("event: new") && text.contains("finding 40")) {
         let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))

@@ -15,7 +15,7 @@ use nhiwatch::detect::Detectors;
 use nhiwatch::engine::Engine;
 use nhiwatch::event::{Event, EventKind, IdentityType, Outcome, SourceFormat};
 use nhiwatch::findings::store::FindingStore;
-use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
+use nhiwatch::findings::{Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::http::auth::Auth;
 use nhiwatch::http::{AppState, Limits, router};
 use nhiwatch::registry::Registry;
@@ -50,6 +50,8 @@ pub fn finding(n: i64, detector: DetectorId, severity: Severity) -> Finding {
         count: 1,
         evidence: Vec::new(),
         controls: nhiwatch::findings::controls::of(detector).to_vec(),
+        // Each a problem of its own: findings of one detector and identity aggregate by cause.
+        cause: Some(format!("cause {n}")),
     }
 }
 
@@ -93,9 +95,7 @@ fn seeded() -> AppState {
             2 => (DetectorId::NewNetwork, Severity::Medium),
             _ => (DetectorId::BreakGlass, Severity::Critical),
         };
-        store
-            .upsert(finding(n, detector, severity), Change::New)
-            .expect("stored");
+        store.upsert(finding(n, detector, severity)).expect("stored");
     }
     state(store)
 }
@@ -210,7 +210,7 @@ async fn lists_newest_first_with_filters_and_stable_cursors() {
     let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
     // A finding arrives between pages: the next page continues where the first ended.
     app.store
-        .upsert(finding(8, DetectorId::PhiVolume, Severity::High), Change::New)
+        .upsert(finding(8, DetectorId::PhiVolume, Severity::High))
         .expect("stored");
     let (_, page) = call(&app, "GET", &format!("/v1/findings?cursor={cursor}"), Some(READ), None).await;
     assert_eq!(ids(&page), ["finding 4", "finding 3", "finding 2"]);
@@ -393,10 +393,10 @@ async fn the_stream_sends_new_findings_that_match_its_filters() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
     app.store
-        .upsert(finding(20, DetectorId::OffHours, Severity::Low), Change::New)
+        .upsert(finding(20, DetectorId::OffHours, Severity::Low))
         .expect("stored");
     app.store
-        .upsert(finding(21, DetectorId::PhiVolume, Severity::High), Change::New)
+        .upsert(finding(21, DetectorId::PhiVolume, Severity::High))
         .expect("stored");
     let events = sse_events(response.into_body(), 1).await;
     assert_eq!(events[0].0, "10", "the 10th change of the store");
@@ -466,7 +466,7 @@ fn inventory() -> AppState {
     let store = Arc::new(FindingStore::in_memory(100));
     let mut f = finding(1, DetectorId::UnregisteredIdentity, Severity::High);
     f.identity.id = "stranger".into();
-    store.upsert(f, Change::New).expect("stored");
+    store.upsert(f).expect("stored");
     state_with(store, engine)
 }
 

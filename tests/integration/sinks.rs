@@ -18,7 +18,7 @@ use axum::routing::post;
 use hmac::Mac as _;
 use nhiwatch::config::Settings;
 use nhiwatch::findings::store::{FindingStore, StatusChange};
-use nhiwatch::findings::{Change, Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
+use nhiwatch::findings::{Confidence, DetectorId, Finding, IdentityRef, Severity, Status};
 use nhiwatch::sink::Sinks;
 use serde_json::Value;
 
@@ -51,6 +51,8 @@ fn finding(n: u32, identity: &str) -> Finding {
         count: 1,
         evidence: Vec::new(),
         controls: nhiwatch::findings::controls::of(DetectorId::ScopeDrift).to_vec(),
+        // Each a problem of its own: findings of one detector and identity aggregate by cause.
+        cause: Some(format!("cause {n}")),
     }
 }
 
@@ -212,7 +214,7 @@ async fn hec_and_webhook_survive_errors_and_refused_connections_without_loss_or_
     let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
     let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
     let upsert = |n: u32| {
-        store.upsert(finding(n, "lab-feed"), Change::New).expect("upsert");
+        store.upsert(finding(n, "lab-feed")).expect("upsert");
     };
     let counts = |r: &Receiver| {
         let g = r.got.lock().expect("lock");
@@ -309,7 +311,7 @@ fn produce_to_kafka(brokers: &str, topic: &str, dir: &Path) -> Vec<Finding> {
         let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
         let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
         for f in &findings {
-            store.upsert(f.clone(), Change::New).expect("upsert");
+            store.upsert(f.clone()).expect("upsert");
         }
         assert!(sinks.drain(Duration::from_secs(60)).await, "delivered to Kafka");
         assert_eq!(sinks.stats[0].delivered.load(Ordering::Relaxed), 20);
@@ -464,7 +466,7 @@ async fn syslog_cef_reaches_rsyslog_over_tcp_and_udp_parsed_and_escaped() {
     let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
     let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
     for n in 1..=3 {
-        store.upsert(finding(n, "lab|feed"), Change::New).expect("upsert");
+        store.upsert(finding(n, "lab|feed")).expect("upsert");
     }
     assert!(sinks.drain(Duration::from_secs(30)).await);
     let lines = |want: usize| {
@@ -739,7 +741,7 @@ async fn syslog_over_tls_trusts_the_configured_ca_only() {
     );
     let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
     let store = FindingStore::in_memory(10).with_outbox(Arc::clone(&sinks.outbox));
-    store.upsert(finding(1, "lab-feed"), Change::New).expect("upsert");
+    store.upsert(finding(1, "lab-feed")).expect("upsert");
     let trusted = &sinks.stats[0];
     let untrusted = &sinks.stats[1];
     wait_until(

@@ -259,6 +259,67 @@ fn access_after_offboarding_fires_after_the_date_only() {
     assert_eq!((findings[0].severity, findings[0].count), (Severity::Critical, 2));
 }
 
+/// Issue 20: an integration still active for four weeks after offboarding. The engine raises an
+/// occurrence each time its day-long window lapses (a read every two days); the analyst sees
+/// one finding, counting every read, from the first to the last.
+#[test]
+fn an_offboarded_integration_active_for_four_weeks_is_one_finding_with_its_count() {
+    // offboarded_at is day 20; a read at 03:00 every other day from day 20 to day 46.
+    let days: Vec<i64> = (20..48).step_by(2).collect();
+    let events: Vec<Event> = days
+        .iter()
+        .map(|&d| read("old-billing", at(d, 3, 0), "10.20.3.3"))
+        .collect();
+    let occurrences = detect(events, Some(registry()));
+    assert_eq!(occurrences.len(), days.len(), "one occurrence per lapsed window");
+    let findings = nhiwatch::findings::aggregate(&occurrences);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::AccessAfterOffboarding, "old-billing".into(), at(20, 3, 0))]
+    );
+    let f = &findings[0];
+    assert_eq!(
+        (f.count, f.last_event_time, f.severity),
+        (14, at(46, 3, 0), Severity::Critical)
+    );
+    assert_eq!(f.id, occurrences[0].id, "the first occurrence's id");
+    // The first five reads and the latest five are its evidence.
+    let evidence: Vec<DateTime<Utc>> = f.evidence.iter().map(|e| e.time).collect();
+    let expected: Vec<DateTime<Utc>> = days[..5].iter().chain(&days[9..]).map(|&d| at(d, 3, 0)).collect();
+    assert_eq!(evidence, expected);
+}
+
+/// Scope drift is one finding per permission: two new permissions are two problems, and a
+/// permission used again after the engine's window is still the first one's.
+#[test]
+fn scope_drift_aggregates_per_permission() {
+    let mut events = history("cds-app", 0..15, business);
+    let outside = |resource: &str, day: i64| {
+        let mut e = read("cds-app", at(day, 10, 0), "10.20.1.15");
+        e.resource_type = Some(resource.into());
+        e.event_id = format!("{resource}-{day}");
+        e
+    };
+    // Encounter (outside the approved scopes) on days 16, 18 and 20; MedicationRequest on day 17.
+    events.extend([16, 18, 20].map(|d| outside("Encounter", d)));
+    events.push(outside("MedicationRequest", 17));
+    let findings = nhiwatch::findings::aggregate(&detect(events, Some(registry())));
+    let drift: Vec<(Option<&str>, u64, DateTime<Utc>)> = findings
+        .iter()
+        .filter(|f| f.detector == DetectorId::ScopeDrift)
+        .map(|f| (f.cause.as_deref(), f.count, f.event_time))
+        .collect();
+    // The cause is the permission as SMART App Launch 2.0 writes it: `<resource>.<cruds>`, `r`
+    // for a read.
+    assert_eq!(
+        drift,
+        [
+            (Some("Encounter.r"), 3, at(16, 10, 0)),
+            (Some("MedicationRequest.r"), 1, at(17, 10, 0)),
+        ]
+    );
+}
+
 #[test]
 fn access_after_the_idp_deactivated_the_app() {
     let mut events = vec![read("app-x", at(1, 9, 0), "10.9.9.9")];
