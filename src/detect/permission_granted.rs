@@ -3,8 +3,9 @@
 //! [`EventKind::PermissionGrant`], whose identity is the client that receives it) and either
 //!
 //! - it is outside what the registry approves for that identity (SMART scopes by containment;
-//!   opaque scopes only when the entry lists an opaque one, as `scope_drift` judges them), or the
-//!   registry does not list the identity at all, so nothing is approved for it: high;
+//!   opaque scopes only when the entry lists an opaque one, as `scope_drift` judges them), or —
+//!   with `unregistered = true` — the registry does not list the identity at all, so nothing is
+//!   approved for it (by default `unregistered_identity` reports those): high;
 //! - or it is on the file's `high_privilege` list (Microsoft Graph `Directory.ReadWrite.All`,
 //!   SMART `system/*.*`, GCP `roles/owner`, Auth0 Management API `create:client_grants`, …):
 //!   high; on its `sensitive` list (`Mail.Read`, …): medium. The lists name permissions, not the
@@ -38,45 +39,7 @@ detector_config! {
         /// Permissions reported at `severity` wherever they are granted. A SMART scope counts
         /// when the grant includes it (containment: `system/*.cruds` includes `system/*.write`);
         /// any other by name, ignoring case.
-        pub high_privilege: Vec<String> = [
-            // Microsoft Graph and Exchange Online application or delegated permissions.
-            "Mail.ReadWrite",
-            "Directory.ReadWrite.All",
-            "Application.ReadWrite.All",
-            "AppRoleAssignment.ReadWrite.All",
-            "RoleManagement.ReadWrite.Directory",
-            "Files.ReadWrite.All",
-            "Sites.ReadWrite.All",
-            "full_access_as_app",
-            // SMART on FHIR: every resource type, for the system or any user.
-            "system/*.*",
-            "system/*.cruds",
-            "system/*.write",
-            "user/*.*",
-            // Google Cloud IAM roles.
-            "roles/owner",
-            "roles/editor",
-            "roles/iam.serviceAccountTokenCreator",
-            "roles/iam.serviceAccountKeyAdmin",
-            "roles/resourcemanager.projectIamAdmin",
-            // Auth0 Management API: grant permissions, create or change applications and their
-            // keys, give roles.
-            "create:client_grants",
-            "update:client_grants",
-            "create:clients",
-            "update:clients",
-            "create:client_keys",
-            "update:client_keys",
-            "create:role_members",
-            // Okta Admin Management API: manage apps and clients (and their secrets), admin
-            // roles, API tokens.
-            "okta.apps.manage",
-            "okta.clients.manage",
-            "okta.roles.manage",
-            "okta.apiTokens.manage",
-        ]
-        .map(String::from)
-        .to_vec(),
+        pub high_privilege: Vec<String> = high_privilege(),
         /// Permissions reported at `sensitive_severity`: read or send access to people's mail.
         pub sensitive: Vec<String> = ["Mail.Read", "Mail.Send", "MailboxSettings.ReadWrite"]
             .map(String::from)
@@ -84,14 +47,61 @@ detector_config! {
         /// Severity of a grant reported only for a `sensitive` permission.
         pub sensitive_severity: Severity = Severity::Medium,
         /// A grant to an identity the registry does not list is outside its approval (with a
-        /// registry configured).
-        pub unregistered: bool = true,
+        /// registry configured). Off by default: `unregistered_identity` reports an unregistered
+        /// identity's grants (one finding for all it does), and this detector still reports
+        /// its `high_privilege` and `sensitive` grants.
+        pub unregistered: bool = false,
         /// A reported grant and a credential added to the same identity within this many hours
         /// of each other (event time, either order) raise the finding to `correlated_severity`.
         pub credential_window_hours: u32 = 6,
         /// Severity of a grant correlated with a credential added.
         pub correlated_severity: Severity = Severity::Critical,
     }
+}
+
+/// The high-privilege permissions by default (admin and management rights, every resource
+/// type): `permission_granted.high_privilege`, and what makes an unregistered identity's tokens
+/// and grants high for `unregistered_identity`.
+pub fn high_privilege() -> Vec<String> {
+    [
+        // Microsoft Graph and Exchange Online application or delegated permissions.
+        "Mail.ReadWrite",
+        "Directory.ReadWrite.All",
+        "Application.ReadWrite.All",
+        "AppRoleAssignment.ReadWrite.All",
+        "RoleManagement.ReadWrite.Directory",
+        "Files.ReadWrite.All",
+        "Sites.ReadWrite.All",
+        "full_access_as_app",
+        // SMART on FHIR: every resource type, for the system or any user.
+        "system/*.*",
+        "system/*.cruds",
+        "system/*.write",
+        "user/*.*",
+        // Google Cloud IAM roles.
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/iam.serviceAccountKeyAdmin",
+        "roles/resourcemanager.projectIamAdmin",
+        // Auth0 Management API: grant permissions, create or change applications and their
+        // keys, give roles.
+        "create:client_grants",
+        "update:client_grants",
+        "create:clients",
+        "update:clients",
+        "create:client_keys",
+        "update:client_keys",
+        "create:role_members",
+        // Okta Admin Management API: manage apps and clients (and their secrets), admin
+        // roles, API tokens.
+        "okta.apps.manage",
+        "okta.clients.manage",
+        "okta.roles.manage",
+        "okta.apiTokens.manage",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// See the module docs.
@@ -103,7 +113,7 @@ pub struct PermissionGranted {
 
 /// True when the granted `scope` includes the listed one: SMART by containment, others by name
 /// without case (Microsoft Graph permission names are not case-sensitive).
-fn includes(granted: &Scope, listed: &Scope) -> bool {
+pub(crate) fn includes(granted: &Scope, listed: &Scope) -> bool {
     match (granted, listed) {
         (Scope::Other(g), Scope::Other(l)) => g.eq_ignore_ascii_case(l),
         _ => granted.contains(listed),
