@@ -10,10 +10,11 @@
 //! - the slot's level, shrunk toward the mean of the same hour of the day on the other days (and,
 //!   without those, toward the identity's overall level) while the slot has fewer than three
 //!   observations: weight ½ after one, ¾ after two, 1 after three;
-//! - or a recurring peak's level ([`Anchor`]), when the hour is where one recurs: an hour well
-//!   above its slot's expectation is remembered by its hour of the week and its day of the month;
-//!   when the same position comes round again (± 1 hour, batches run late) with no such peak, the
-//!   period it did not keep is struck off. So a weekly export or a monthly job is normal at its
+//! - or a recurring peak's level, when the hour is where one recurs: an hour 3× or more above
+//!   its slot's expectation is remembered by its hour of the week and its day of the month, and
+//!   expected there again on a later day (± 1 hour: batches run late; not the same day, so the
+//!   hours of a run are not taken for a peak); when the same position comes round with no such
+//!   peak, the period it did not keep is struck off. So a weekly export or a monthly job is normal at its
 //!   time, not all week.
 //!
 //! Growth is followed by the per-slot weight (0.3 once a slot has three observations: behind a
