@@ -14,7 +14,7 @@
 //! |---|---|
 //! | 0..8 | length `m` of the metadata, u64 little-endian |
 //! | 8..8+m | metadata: JSON `{"offsets": [{"topic", "partition", "next"}], "detection": {…}}` |
-//! | 8+m.. | the baselines: [`Baseline::snapshot`] (a count, then postcard `(id, state)` pairs) |
+//! | 8+m.. | the baselines: [`Baseline::snapshot`] (a count, then postcard `(id, state)` pairs; then a count and postcard `(id, profile)` pairs, the hour-of-week PHI profiles) |
 //!
 //! The metadata is JSON because events and findings leave empty fields out, which a
 //! non-self-describing format cannot read back; it is small (open findings, the events of one
@@ -26,7 +26,12 @@
 //! `detection.dedupe` (the record ids, see [`crate::engine::Dedupe`]) came that way, so the first
 //! restart after an upgrade keeps every baseline and only forgets which records it had seen. A
 //! build older than a field passes over a checkpoint holding it (an unknown field), as it would
-//! a newer version. Any other change to either layout, or to the structs they encode, is a new
+//! a newer version. The same holds for a section appended after the baselines that reads as
+//! empty when absent: the hour-of-week PHI profiles ([`crate::baseline::Profile`], issue 20) came
+//! that way, so a checkpoint written before them restores every baseline, the profiles starting
+//! empty (`phi_volume` judges such an identity as before profiles until its profile covers a
+//! week), and a build older than them passes over a checkpoint holding them (bytes after the
+//! last identity). Any other change to either layout, or to the structs they encode, is a new
 //! container version.
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@
 //! what was known *before* the event).
 
 pub mod net;
+pub mod profile;
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use dashmap::mapref::one::{Ref, RefMut};
 
 use crate::event::{Event, EventKind, Interaction, Outcome};
 use crate::scope::Scope;
+
+pub use profile::Profile;
 
 /// Learning and retention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +127,11 @@ impl Baseline {
 
     /// Every identity's state as a checkpoint payload: an 8-byte little-endian count, then each
     /// identity as a postcard-encoded `(id, state)` pair (compact, field order as declared: a
-    /// change to these structs is a new checkpoint format version). Written one identity at a
-    /// time, so a snapshot of 1M identities needs no copy of the state.
+    /// change to these structs is a new checkpoint format version); then the hour-of-week
+    /// profiles ([`Profile`]) as a section of their own: an 8-byte count and postcard `(id,
+    /// profile)` pairs. The section came after the identities' layout was set, so a checkpoint
+    /// written without it restores (the profiles start empty) and keeps the format version.
+    /// Written one identity at a time, so a snapshot of 1M identities needs no copy of the state.
     pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         let mut out = vec![0u8; 8];
         let mut count = 0u64;
@@ -134,27 +140,55 @@ impl Baseline {
             count += 1;
         }
         out[..8].copy_from_slice(&count.to_le_bytes());
+        let section = out.len();
+        out.extend_from_slice(&[0u8; 8]);
+        let mut profiles = 0u64;
+        for entry in &self.states {
+            if let Some(profile) = entry.value().volume.profile() {
+                out = postcard::to_extend(&(entry.key(), profile), out).map_err(SnapshotError::encode)?;
+                profiles += 1;
+            }
+        }
+        out[section..section + 8].copy_from_slice(&profiles.to_le_bytes());
         Ok(out)
     }
 
     /// The baseline a [`Baseline::snapshot`] holds, with `settings`; scopes are shared again.
     pub fn restore(settings: Settings, bytes: &[u8]) -> Result<Baseline, SnapshotError> {
-        let (count, mut rest) = bytes
-            .split_first_chunk::<8>()
-            .map(|(n, rest)| (u64::from_le_bytes(*n), rest))
-            .ok_or_else(|| SnapshotError("shorter than its count".into()))?;
+        fn count<'a>(bytes: &'a [u8], what: &str) -> Result<(u64, &'a [u8]), SnapshotError> {
+            bytes
+                .split_first_chunk::<8>()
+                .map(|(n, rest)| (u64::from_le_bytes(*n), rest))
+                .ok_or_else(|| SnapshotError(format!("shorter than its count of {what}")))
+        }
+        let (identities, mut rest) = count(bytes, "identities")?;
         let baseline = Baseline::new(settings);
-        for n in 0..count {
-            let ((id, mut state), tail): ((Box<str>, IdentityState), &[u8]) =
-                postcard::take_from_bytes(rest).map_err(|e| SnapshotError(format!("identity {n} of {count}: {e}")))?;
+        for n in 0..identities {
+            let ((id, mut state), tail): ((Box<str>, IdentityState), &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|e| SnapshotError(format!("identity {n} of {identities}: {e}")))?;
             for seen in &mut state.scopes {
                 seen.scope = baseline.intern(&seen.scope);
             }
             baseline.states.insert(id, state);
             rest = tail;
         }
+        // A checkpoint written before the profiles ends here.
         if !rest.is_empty() {
-            return Err(SnapshotError(format!("{} bytes after the last identity", rest.len())));
+            let (profiles, mut tail) = count(rest, "profiles")?;
+            for n in 0..profiles {
+                let ((id, profile), after): ((Box<str>, Profile), &[u8]) = postcard::take_from_bytes(tail)
+                    .map_err(|e| SnapshotError(format!("profile {n} of {profiles}: {e}")))?;
+                let mut state = baseline
+                    .states
+                    .get_mut(&id)
+                    .ok_or_else(|| SnapshotError(format!("profile {n} of {profiles}: no identity {id:?}")))?;
+                state.volume.profile = Some(Box::new(profile));
+                tail = after;
+            }
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(SnapshotError(format!("{} bytes after the last profile", rest.len())));
         }
         Ok(baseline)
     }
@@ -267,8 +301,8 @@ pub struct Network {
 }
 
 /// Distinct patients and records per clock hour, with a robust running estimate over the
-/// identity's active hours.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// identity's active hours and its hour-of-week [`Profile`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// The hour being counted (Unix hours).
     pub hour: i64,
@@ -286,12 +320,20 @@ pub struct Volume {
     pub hours: u32,
     /// Whether the identity was still learning when the counted hour began.
     learning: bool,
+    /// The hour-of-week profile, from the first hour with PHI access. Checkpointed in a section
+    /// of its own after the identities ([`Baseline::snapshot`]), so that a checkpoint written
+    /// before it still restores.
+    #[serde(skip)]
+    profile: Option<Box<Profile>>,
 }
 
 impl Volume {
     fn add(&mut self, hour: i64, patients: u64, records: u64, learning: bool) {
         if hour > self.hour {
-            self.close();
+            let folded = self.close();
+            if let Some(p) = self.profile.as_mut() {
+                p.skip(hour - self.hour - i64::from(folded));
+            }
             self.hour = hour;
             self.patients = 0;
             self.records = 0;
@@ -303,14 +345,18 @@ impl Volume {
         }
     }
 
-    /// Folds the counted hour into the estimate, clamped to mean + 3 sd once a baseline exists,
-    /// so that one anomalous hour does not become the new normal. While the identity is learning,
-    /// every hour may set the peak (a weekly export seen then is part of its normal); after, only
-    /// an hour within 3× the peak.
-    fn close(&mut self) {
+    /// Folds the counted hour into the profile and the estimate (clamped to mean + 3 sd once a
+    /// baseline exists, so that one anomalous hour does not become the new normal); false when
+    /// the hour held nothing. While the identity is learning, every hour may set the peak (a
+    /// weekly export seen then is part of its normal); after, only an hour within 3× the peak.
+    fn close(&mut self) -> bool {
         if self.patients == 0 && self.records == 0 {
-            return;
+            return false;
         }
+        let overall = self.overall();
+        self.profile
+            .get_or_insert_with(|| Box::new(Profile::new(self.hour)))
+            .close(self.hour, self.patients, self.learning, overall);
         let x = (self.patients as f64).ln_1p();
         if self.hours == 0 {
             self.mean = x;
@@ -326,17 +372,28 @@ impl Volume {
             self.peak = self.peak.max(self.patients);
         }
         self.hours += 1;
+        true
     }
 
     /// Standard deviation of the log estimate, floored so a perfectly regular identity still
     /// has room (a factor of e^0.25 ≈ 1.3).
     pub fn sd(&self) -> f64 {
-        self.var.sqrt().max(0.25)
+        self.var.sqrt().max(profile::MIN_SD)
     }
 
     /// Typical patients per active hour.
     pub fn typical(&self) -> f64 {
         self.mean.exp_m1()
+    }
+
+    /// The overall level, `ln(1 + patients)` of the typical active hour, once one was learned.
+    pub fn overall(&self) -> Option<f64> {
+        (self.hours > 0).then_some(self.mean)
+    }
+
+    /// The hour-of-week profile, once an hour with PHI access was learned.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_deref()
     }
 }
 
@@ -983,8 +1040,27 @@ mod tests {
         });
         assert!(shared > 0);
 
+        // Every identity with PHI access has its hour-of-week profile back.
+        let mut profiles = 0;
+        original.for_each(|_, state| profiles += usize::from(state.volume.profile().is_some()));
+        assert!(profiles > 0 && profiles < original.len(), "{profiles} profiles");
+
+        // A checkpoint written before profiles (the identities alone) restores, without them.
+        let identities = identity_section(&bytes);
+        let older = Baseline::restore(original.settings(), &bytes[..identities]).expect("restore");
+        original.for_each(|id, state| {
+            let mut expected = state.clone();
+            expected.volume.profile = None;
+            assert_eq!(older.get(id).as_deref(), Some(&expected), "{id}");
+        });
+
         // A cut or padded snapshot is refused, naming where.
         let cut = Baseline::restore(original.settings(), &bytes[..bytes.len() - 3]).expect_err("cut");
+        assert!(
+            cut.0.starts_with(&format!("profile {} of {profiles}", profiles - 1)),
+            "{cut}"
+        );
+        let cut = Baseline::restore(original.settings(), &bytes[..identities - 3]).expect_err("cut");
         assert!(
             cut.0
                 .starts_with(&format!("identity {} of {}", original.len() - 1, original.len())),
@@ -994,8 +1070,19 @@ mod tests {
         padded.extend_from_slice(b"xyz");
         assert_eq!(
             Baseline::restore(original.settings(), &padded).expect_err("padded").0,
-            "3 bytes after the last identity"
+            "3 bytes after the last profile"
         );
+    }
+
+    /// Length of the identities' part of a snapshot (its count and `(id, state)` pairs).
+    fn identity_section(bytes: &[u8]) -> usize {
+        let count = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let mut rest = &bytes[8..];
+        for _ in 0..count {
+            let (_, tail): ((Box<str>, IdentityState), &[u8]) = postcard::take_from_bytes(rest).expect("identity");
+            rest = tail;
+        }
+        bytes.len() - rest.len()
     }
 
     fn at(hours: i64) -> DateTime<Utc> {

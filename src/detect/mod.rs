@@ -106,6 +106,11 @@ pub trait Detector: Send + Sync + 'static {
     fn new(config: Self::Config) -> Self;
     /// Its settings.
     fn config(&self) -> &Self::Config;
+    /// Why `config` cannot be used, beyond what its types say (a ratio below 1, a count out of
+    /// range); checked when the detector is built.
+    fn validate(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
     /// Looks at one event and pushes what it finds.
     fn check(&self, cx: &Cx<'_>, hits: &mut Vec<Hit>);
 
@@ -272,19 +277,26 @@ impl Detectors {
         mut source: impl FnMut(DetectorId) -> Result<Option<(PathBuf, String)>, ConfigError>,
     ) -> Result<Detectors, ConfigError> {
         fn make<D: Detector>(source: Option<(PathBuf, String)>) -> Result<Box<dyn DynDetector>, ConfigError> {
-            let config = match source {
-                None => D::Config::default(),
-                Some((file, text)) => toml::from_str(&text).map_err(|e| {
-                    let line = e
-                        .span()
-                        .map(|s| format!("line {}: ", text[..s.start.min(text.len())].matches('\n').count() + 1))
-                        .unwrap_or_default();
-                    ConfigError {
-                        file,
-                        why: format!("{line}{}", e.message()),
+            let (config, file) = match source {
+                None => (
+                    D::Config::default(),
+                    PathBuf::from(format!("{} (defaults)", D::ID.as_str())),
+                ),
+                Some((file, text)) => match toml::from_str(&text) {
+                    Ok(config) => (config, file),
+                    Err(e) => {
+                        let line = e
+                            .span()
+                            .map(|s| format!("line {}: ", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                            .unwrap_or_default();
+                        return Err(ConfigError {
+                            file,
+                            why: format!("{line}{}", e.message()),
+                        });
                     }
-                })?,
+                },
             };
+            D::validate(&config).map_err(|why| ConfigError { file, why })?;
             Ok(Box::new(D::new(config)))
         }
         let mut list = Vec::new();
@@ -426,6 +438,14 @@ mod tests {
         assert!(
             message.starts_with("phi_volume.toml: line 1: unknown field `min_patinets`"),
             "{message}"
+        );
+        let invalid = Detectors::build(|id| {
+            Ok((id == DetectorId::PhiVolume).then(|| ("phi_volume.toml".into(), "run_hours = 9\n".to_owned())))
+        })
+        .expect_err("out of range");
+        assert_eq!(
+            invalid.to_string(),
+            "phi_volume.toml: run_hours is 9; it must be 2 to 8"
         );
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("phi_volum.toml"), "").expect("write");

@@ -15,12 +15,22 @@
 //! `render.rs`): Entra ID as diagnostic-settings records or Log Analytics table rows (dynamic
 //! columns as JSON or as strings holding JSON), per integration.
 //!
+//! PHI volume has the shape real volume has (issue 20): lab feeds and backend apps carry, besides
+//! their single-patient calls, one line an hour with the hour's bulk of patients (a transaction
+//! Bundle of results, a population search), following the hour of the day (a lab feed's
+//! afternoon peak and night ebb, an app's late morning), quieter weekends, growth (one in four
+//! grows 1.5×, one in four 2.5× in 60 days), noise, and for some a weekly job (lab feeds on Sunday
+//! nights, apps on Tuesday mornings) or a monthly one (lab feeds, on a day of the period's first
+//! week). Two `phi_volume` anomalies are unusual for the hour only: four times a lab feed's night
+//! level for four hours, and ten, eight and six times an app's usual level for three.
+//!
 //! Anomalies of every detector kind are injected on chosen identities and written as labels
 //! (`labels.json`); the inventory goes to `registry.toml`. Same options and seed, same bytes.
 //!
 //! Random streams: `rng` draws the traffic and the anomalies as they were before the variety of
-//! shapes was added; the shapes, the people and the repeats each draw from a stream of their
-//! own, so adding one kind of variety moves nothing else.
+//! shapes was added; the shapes, the people, the repeats and the PHI volume each draw from a
+//! stream of their own, so adding one kind of variety moves nothing else (but which records are
+//! delivered twice: that stream draws once per record).
 
 mod render;
 
@@ -258,7 +268,10 @@ impl Archetype {
             Archetype::Billing => 600,
             Archetype::Export => 5000,
             Archetype::Monthly => 500,
-            _ => 100,
+            // Above their weekly jobs, grown.
+            Archetype::Lab => 20_000,
+            Archetype::Smart => 3000,
+            Archetype::Ehr => 100,
         }
     }
 }
@@ -302,6 +315,86 @@ struct Identity {
     registered: bool,
     offboarded_at: Option<DateTime<Utc>>,
     owner: String,
+    /// Lab feeds and backend apps: the shape of their PHI volume.
+    shape: Option<Shape>,
+    /// Injected runs of PHI volume: first hour and, per hour, times the usual level.
+    runs: Vec<(DateTime<Utc>, &'static [f64])>,
+}
+
+/// The PHI volume of a lab feed or a backend app besides its single-patient calls: patients per
+/// hour in one line an hour (a lab feed's transaction Bundle of results, a backend's population
+/// search), shaped by the hour of the day and of the week, growing, noisy, with the odd weekly or
+/// monthly job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
+    /// Patients per hour at its busiest weekday hour, at the start of the period.
+    base: f64,
+    /// Lab feeds (24/7): the night level, as a share of `base`.
+    night: f64,
+    /// Lab feeds: the daytime part on Saturdays and Sundays, as a share of a weekday's.
+    weekend: f64,
+    /// Growth over 60 days (1: none).
+    growth: f64,
+    /// Hour-to-hour noise: the standard deviation of the log.
+    noise: f64,
+    /// A weekly job: weekday, hour, and patients as a multiple of `base` (grown).
+    weekly: Option<(Weekday, u32, f64)>,
+    /// A monthly job: day of the month, hour, and patients as a multiple of `base` (grown).
+    monthly: Option<(u32, u32, f64)>,
+}
+
+impl Shape {
+    /// Patients in the hour starting at `t`, `days` into the period, before noise and jobs.
+    fn level(&self, archetype: Archetype, t: DateTime<Utc>, days: f64) -> f64 {
+        let hour = t.hour();
+        let day_shape = match archetype {
+            Archetype::Lab => {
+                // Results peak early in the afternoon and ebb to the night level.
+                let daytime = if (7..20).contains(&hour) {
+                    (std::f64::consts::PI * (f64::from(hour) - 6.0) / 14.0).sin()
+                } else {
+                    0.0
+                };
+                let weekend = if matches!(t.weekday(), Weekday::Sat | Weekday::Sun) {
+                    self.weekend
+                } else {
+                    1.0
+                };
+                self.night + (1.0 - self.night) * daytime * weekend
+            }
+            _ => match hour {
+                8 => 0.5,
+                9 => 0.8,
+                10..=14 => 1.0,
+                15 => 0.9,
+                16 => 0.8,
+                17 => 0.6,
+                _ => 0.0,
+            },
+        };
+        self.base * day_shape * self.growth.powf(days / 60.0)
+    }
+
+    /// Patients of its job in the hour starting at `t`, if one runs then.
+    fn job(&self, t: DateTime<Utc>, days: f64) -> Option<f64> {
+        let grown = self.base * self.growth.powf(days / 60.0);
+        let weekly = self
+            .weekly
+            .filter(|&(day, hour, _)| t.weekday() == day && t.hour() == hour)
+            .map(|(_, _, times)| times);
+        let monthly = self
+            .monthly
+            .filter(|&(dom, hour, _)| t.day() == dom && t.hour() == hour)
+            .map(|(_, _, times)| times);
+        weekly.or(monthly).map(|times| times * grown)
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u: f64 = 1.0 - rng.random::<f64>();
+    let v: f64 = rng.random();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 impl Identity {
@@ -337,6 +430,11 @@ fn uuid_of(rng: &mut ChaCha8Rng) -> String {
 
 /// Generates a scenario.
 pub fn generate(opts: &Options) -> Scenario {
+    generated(opts).0
+}
+
+/// A scenario and the population it was made from.
+fn generated(opts: &Options) -> (Scenario, Vec<Identity>) {
     let mut g = Gen::new(opts);
     g.population();
     let anomalies = g.plan_anomalies();
@@ -357,11 +455,12 @@ pub fn generate(opts: &Options) -> Scenario {
     g.labels
         .sort_by(|a, b| (a.start, &a.detector).cmp(&(b.start, &b.detector)));
     let registry = g.registry();
-    Scenario {
+    let scenario = Scenario {
         records: g.records,
         labels: g.labels,
         registry,
-    }
+    };
+    (scenario, g.ids)
 }
 
 /// Writes a scenario to `dir`: one NDJSON file per format, `labels.json`, `registry.toml`.
@@ -410,6 +509,10 @@ enum Anomaly {
     OffHours(usize),
     PermissionGranted(usize),
     KeyCreated(usize),
+    /// Four times its night-time level for four hours (issue 20, a).
+    PhiNight(usize),
+    /// Ten, eight and six times its usual level for three hours (issue 20, d).
+    PhiRun(usize),
 }
 
 /// Makes an anomaly of one kind for an identity.
@@ -429,6 +532,8 @@ struct Gen {
     people_rng: ChaCha8Rng,
     /// Records delivered twice.
     repeat: ChaCha8Rng,
+    /// The shaped PHI volume of lab feeds and backend apps (issue 20).
+    volume: ChaCha8Rng,
     ids: Vec<Identity>,
     people: Vec<Person>,
     records: Vec<GenRecord>,
@@ -477,6 +582,7 @@ impl Gen {
             shape: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5a4e_0f5e_a1d0),
             people_rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9e09_1e51_57a4),
             repeat: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x2e9e_a70d_d1e5),
+            volume: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7011_0e5e_a5a1),
             opts,
             ids: Vec::new(),
             people: Vec::new(),
@@ -564,7 +670,61 @@ impl Gen {
                     "{}-team@example.org",
                     archetype.slug().split('-').next().unwrap_or("it")
                 ),
+                shape: None,
+                runs: Vec::new(),
             });
+            let shape = self.shape(archetype, late);
+            if let Some(id) = self.ids.last_mut() {
+                id.shape = shape;
+            }
+        }
+    }
+
+    /// The volume shape of a lab feed or a backend app, drawn from the volume stream. A monthly
+    /// job runs on a day of the period's first week (not its first day), so that its first run is
+    /// learned, as a deployment learns it before judging.
+    fn shape(&mut self, archetype: Archetype, late: bool) -> Option<Shape> {
+        let v = &mut self.volume;
+        let growth = [1.0, 1.0, 1.5, 2.5][v.random_range(0..4)];
+        match archetype {
+            Archetype::Lab => {
+                let base = v.random_range(60.0..250.0);
+                let night = v.random_range(0.1..0.3);
+                let weekend = v.random_range(0.3..0.8);
+                let noise = v.random_range(0.1..0.3);
+                let weekly = v
+                    .random_bool(1.0 / 3.0)
+                    .then(|| (Weekday::Sun, 3, v.random_range(6.0..12.0)));
+                let first = self.opts.start.day() - 1;
+                let monthly = (v.random_bool(0.25) && !late).then(|| {
+                    let dom = (first + v.random_range(1..7)) % 28 + 1;
+                    (dom, 4, v.random_range(4.0..8.0))
+                });
+                Some(Shape {
+                    base,
+                    night,
+                    weekend,
+                    growth,
+                    noise,
+                    weekly,
+                    monthly,
+                })
+            }
+            Archetype::Smart => {
+                let base = v.random_range(15.0..60.0);
+                let noise = v.random_range(0.1..0.3);
+                let weekly = v.random_bool(0.25).then(|| (Weekday::Tue, 9, v.random_range(4.0..8.0)));
+                Some(Shape {
+                    base,
+                    night: 0.0,
+                    weekend: 1.0,
+                    growth,
+                    noise,
+                    weekly,
+                    monthly: None,
+                })
+            }
+            _ => None,
         }
     }
 
@@ -671,6 +831,44 @@ impl Gen {
             used[i] += 1;
             plan.push(Anomaly::KeyCreated(i));
         }
+        // Issue 20: volume unusual for the hour but not for the identity, on identities with three
+        // weeks of history behind them. Their shape is set here, so that the run's multiple of the
+        // usual level is known: (a) a lab feed at 150 patients an hour at its busiest, 30 at night
+        // (plus its three single results an hour), four times that for four night hours, below
+        // its daytime hours and under the 200 of a single hour; (b) a backend app at 40 an hour
+        // (plus two single reads), 10, 8 and 6 times that for three late-morning hours.
+        if self.opts.days >= 28 {
+            for _ in 0..per_kind {
+                if let Some(i) = self.victim(&[Archetype::Lab], None, &mut used) {
+                    let start = self.weekday_at(0.62, 1);
+                    self.ids[i].shape = Some(Shape {
+                        base: 150.0,
+                        night: 0.2,
+                        weekend: 0.6,
+                        growth: 1.0,
+                        noise: 0.15,
+                        weekly: None,
+                        monthly: None,
+                    });
+                    self.ids[i].runs.push((start, &[4.0; 4]));
+                    plan.push(Anomaly::PhiNight(i));
+                }
+                if let Some(i) = self.victim(&[Archetype::Smart], None, &mut used) {
+                    let start = self.weekday_at(0.38, 11);
+                    self.ids[i].shape = Some(Shape {
+                        base: 40.0,
+                        night: 0.0,
+                        weekend: 1.0,
+                        growth: 1.0,
+                        noise: 0.15,
+                        weekly: None,
+                        monthly: None,
+                    });
+                    self.ids[i].runs.push((start, &[10.0, 8.0, 6.0]));
+                    plan.push(Anomaly::PhiRun(i));
+                }
+            }
+        }
         plan
     }
 
@@ -701,8 +899,41 @@ impl Gen {
                     let offset = Duration::seconds(self.rng.random_range(120..3600));
                     self.data_event(i, hour + offset, &ip, DataKind::Normal);
                 }
+                self.shaped_volume(i, hour, n, &ip);
             }
             hour += Duration::hours(1);
+        }
+    }
+
+    /// The shaped volume line of the hour starting at `hour` (`singles` single-patient calls
+    /// besides it), and its job when one runs; in an injected run, the line makes the hour's
+    /// patients the run's multiple of the usual level (line and single calls, before noise).
+    fn shaped_volume(&mut self, i: usize, hour: DateTime<Utc>, singles: u32, ip: &str) {
+        let Some(shape) = self.ids[i].shape else { return };
+        let archetype = self.ids[i].archetype;
+        let days = (hour - self.opts.start).num_seconds() as f64 / 86_400.0;
+        let level = shape.level(archetype, hour, days);
+        let noise = (shape.noise * normal(&mut self.volume)).exp();
+        let offset = Duration::seconds(self.volume.random_range(120..3300));
+        let run = self.ids[i].runs.iter().find_map(|&(start, times)| {
+            let k = (hour - start).num_hours();
+            usize::try_from(k).ok().and_then(|k| times.get(k).copied())
+        });
+        let patients = match run {
+            Some(times) => (times * (level + f64::from(singles))).round() as u64 - u64::from(singles),
+            None => (level * noise).round() as u64,
+        };
+        if patients > 0 {
+            self.injecting = run.is_some();
+            let line = render::gateway_volume(self, i, hour + offset, ip, patients);
+            self.push(i, hour + offset, Stream::Gateway, SourceFormat::GatewayAccess, line);
+            self.injecting = false;
+        }
+        if let Some(job) = shape.job(hour, days) {
+            let noise = (shape.noise * normal(&mut self.volume)).exp();
+            let at = hour + Duration::seconds(self.volume.random_range(60..600));
+            let line = render::gateway_volume(self, i, at, ip, (job * noise).round() as u64);
+            self.push(i, at, Stream::Gateway, SourceFormat::GatewayAccess, line);
         }
     }
 
@@ -855,6 +1086,12 @@ impl Gen {
                 };
                 self.push(i, at, Stream::Idp, format, line);
                 self.label(i, "permission_granted", at, at + Duration::hours(1));
+            }
+            Anomaly::PhiNight(i) | Anomaly::PhiRun(i) => {
+                // The traffic of the run's hours was made with the rest ([`Gen::shaped_volume`]).
+                for (start, times) in self.ids[i].runs.clone() {
+                    self.label(i, "phi_volume", start, start + Duration::hours(times.len() as i64));
+                }
             }
             Anomaly::KeyCreated(i) => {
                 // A key created for a GCP service account, then the account used from elsewhere
@@ -1184,7 +1421,9 @@ impl Anomaly {
             | Anomaly::CredentialAdded(i)
             | Anomaly::OffHours(i)
             | Anomaly::PermissionGranted(i)
-            | Anomaly::KeyCreated(i) => i,
+            | Anomaly::KeyCreated(i)
+            | Anomaly::PhiNight(i)
+            | Anomaly::PhiRun(i) => i,
         }
     }
 }
@@ -1237,6 +1476,93 @@ mod tests {
         assert!(a.records.windows(2).all(|w| w[0].time <= w[1].time), "event-time order");
         let other = generate(&Options { seed: 8, ..opts });
         assert_ne!(other.records[0].line, a.records[0].line);
+    }
+
+    /// Issue 20: the generated population's PHI volume has a diurnal and weekly shape, grows
+    /// (up to 2.5× in 60 days) and has weekly and monthly jobs; `phi_volume` reports each
+    /// labelled run once, with the hours its rules report, and nothing on the rest. By
+    /// construction: (a) four night hours at four times the usual level are a run reported from
+    /// its third hour (count 2: the third and fourth); (d) 10×, 8× and 6× a usual 42 patients are
+    /// three sharp hours (count 3); the 4,000-patient hour of a backend app crosses its sharp
+    /// threshold, then the registry's 3,000 (count 2).
+    #[test]
+    fn phi_volume_reports_each_run_once_and_nothing_on_growth_or_jobs() {
+        use crate::findings::DetectorId;
+        let opts = Options {
+            identities: 30,
+            days: 60,
+            seed: 3,
+            ..Options::default()
+        };
+        let (scenario, ids) = generated(&opts);
+        let shaped: Vec<&Identity> = ids
+            .iter()
+            .filter(|id| id.shape.is_some() && id.runs.is_empty())
+            .collect();
+        let with = |f: fn(&Shape) -> bool| shaped.iter().filter(|id| id.shape.as_ref().is_some_and(f)).count();
+        assert!(with(|s| s.growth == 2.5) >= 2, "identities growing 2.5× in 60 days");
+        assert!(with(|s| s.weekly.is_some()) >= 2, "identities with a weekly job");
+        assert!(with(|s| s.monthly.is_some()) >= 1, "identities with a monthly job");
+
+        let normalizer = crate::normalize::Normalizer::new(
+            crate::normalize::Pseudonymizer::new(b"a test key, not a secret").expect("key"),
+            crate::normalize::DEFAULT_MAX_RECORD_BYTES,
+        );
+        let events = normalize_all(&scenario.records, &normalizer).expect("generated records normalize");
+        let registry =
+            crate::registry::Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
+        let engine = crate::engine::Engine::new(
+            crate::detect::Detectors::default(),
+            Some(registry),
+            crate::baseline::Settings::default(),
+        );
+        let mut detection = crate::engine::Detection::new(engine, Duration::minutes(5), false);
+        for e in events {
+            detection.push(e, &mut |_| {});
+        }
+        detection.finish(&mut |_| {});
+        let phi: Vec<_> = detection
+            .findings()
+            .iter()
+            .filter(|f| f.detector == DetectorId::PhiVolume)
+            .map(|f| (f.identity.id.clone(), f.event_time, f.count))
+            .collect();
+
+        let labels: Vec<&Label> = scenario.labels.iter().filter(|l| l.detector == "phi_volume").collect();
+        let victim = |runs: usize| {
+            ids.iter()
+                .find(|id| id.runs.first().is_some_and(|(_, times)| times.len() == runs))
+                .expect("planned")
+        };
+        let (night, run) = (victim(4), victim(3));
+        let label = |id: &Identity| {
+            *labels
+                .iter()
+                .find(|l| l.identity == id.client_id && l.start == id.runs[0].0)
+                .expect("labelled")
+        };
+        let bulk = labels
+            .iter()
+            .find(|l| l.end - l.start == Duration::hours(1))
+            .expect("the 4,000-patient hour");
+        assert_eq!(labels.len(), 3);
+        assert_eq!(phi.len(), 3, "{phi:?}");
+        for (l, hour, count) in [(label(night), 2, 2), (label(run), 0, 3), (bulk, 0, 2)] {
+            let found: Vec<_> = phi.iter().filter(|(id, ..)| *id == l.identity).collect();
+            let first = l.start + Duration::hours(hour);
+            assert!(
+                found
+                    .iter()
+                    .any(|(_, t, c)| *t >= first && *t < first + Duration::hours(1) && *c == count),
+                "{l:?}: {found:?}"
+            );
+        }
+        // The growing identities and those with weekly or monthly jobs are among the quiet.
+        for id in &shaped {
+            if phi.iter().any(|(f, ..)| *f == id.client_id) {
+                assert!(labels.iter().any(|l| l.identity == id.client_id), "{}", id.name);
+            }
+        }
     }
 
     #[test]

@@ -967,6 +967,38 @@ pub(super) fn gateway_line(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, k
     to_line(&v)
 }
 
+/// A gateway access-log line carrying an integration's shaped volume: a lab feed's transaction
+/// Bundle of results (`POST` to its base), or a backend app's population search; the gateway
+/// logs the distinct patients as a count. Drawn from the volume stream only.
+pub(super) fn gateway_volume(g: &mut Gen, i: usize, at: DateTime<Utc>, ip: &str, patients: u64) -> String {
+    let id = &g.ids[i];
+    let (client, ua, base, archetype) = (
+        id.client_id.clone(),
+        id.user_agent.clone(),
+        id.base.clone(),
+        id.archetype,
+    );
+    let scopes = archetype.scopes().join(" ");
+    let request_id = uuid_of(&mut g.volume);
+    let (method, path, status, records) = match archetype {
+        Archetype::Lab => ("POST", base, 200, patients * 3),
+        _ => (
+            "GET",
+            format!(
+                "{base}/Observation?category=laboratory&date=ge{}&_count=1000",
+                at.format("%Y-%m-%d")
+            ),
+            200,
+            patients * 4,
+        ),
+    };
+    to_line(
+        &json!({"ts": ts(at), "request_id": request_id, "client_id": client, "tenant": "general-hospital",
+        "scopes": scopes, "src_ip": ip, "user_agent": ua, "method": method, "path": path, "status": status,
+        "records": records, "bytes": records * 1800 + 400, "patient_count": patients}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

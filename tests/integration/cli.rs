@@ -155,15 +155,16 @@ fn generate_detect_score_is_exact_and_reproducible() {
     let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
     let summary = detect(&a);
     detect(&b);
-    // 13 labels: one anomaly of each of the 12 detectors' kinds, `credential_sharing` labelled
-    // `new_network` too; people's failed sign-ins among them raise nothing. 14 findings: the
-    // scope drift is two problems, one per permission (a token granted `system/*.cruds` outside
-    // approval, then the integration's first delete, `Patient.d`). The generator delivers some
-    // records twice, each right after the first: every repeat of a judged record is dropped.
+    // 15 labels: one anomaly of each of the 12 detectors' kinds, `credential_sharing` labelled
+    // `new_network` too, and two more `phi_volume` runs (unusual for the hour: issue 20); people's
+    // failed sign-ins among them raise nothing. 16 findings: the scope drift is two problems, one
+    // per permission (a token granted `system/*.cruds` outside approval, then the integration's
+    // first delete, `Patient.d`). The generator delivers some records twice, each right after the
+    // first: every repeat of a judged record is dropped.
     let repeats = judged_repeats(&inputs);
     assert!(repeats > 0, "the scenario repeats records");
     assert!(
-        summary.contains(&format!("dead letters 0  late 0  duplicates {repeats}  findings 14")),
+        summary.contains(&format!("dead letters 0  late 0  duplicates {repeats}  findings 16")),
         "{summary}"
     );
     let findings = read(&a);
@@ -187,7 +188,7 @@ fn generate_detect_score_is_exact_and_reproducible() {
     let all = table.lines().find(|l| l.starts_with("all")).expect("total line");
     assert_eq!(
         all.split_whitespace().collect::<Vec<_>>(),
-        ["all", "13", "13", "14", "14", "1.000", "1.000", "1.000"],
+        ["all", "15", "15", "16", "16", "1.000", "1.000", "1.000"],
         "{table}"
     );
 }
@@ -241,7 +242,7 @@ fn detect_judges_a_record_delivered_twice_once() {
     // The generator already delivers some records twice (each right after the first): doubled,
     // such a record comes four times, three of them repeats.
     let expected = format!(
-        "records {}  events {}  dead letters 0  late 0  duplicates {}  findings 14",
+        "records {}  events {}  dead letters 0  late 0  duplicates {}  findings 16",
         2 * records,
         2 * records,
         judged + judged_repeats(&inputs)
@@ -261,7 +262,7 @@ fn detect_judges_a_record_delivered_twice_once() {
             .collect()
     };
     let once = findings(&a);
-    assert_eq!(once.len(), 14);
+    assert_eq!(once.len(), 16);
     assert!(findings(&b) == once, "a record delivered twice is judged once");
 }
 

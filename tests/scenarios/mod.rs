@@ -224,6 +224,206 @@ fn a_weekly_export_peak_already_seen_is_not_news() {
     assert_eq!(summary(&findings), []);
 }
 
+/// A search by `identity` that touched `patients` distinct patients (a gateway's count).
+fn volume(identity: &str, time: DateTime<Utc>, patients: u64) -> Event {
+    let mut e = read(identity, time, "10.20.1.15");
+    e.event_id = format!("{identity}-v-{}", time.timestamp());
+    e.interaction = Some(Interaction::Search);
+    e.resource_type = Some("Observation".into());
+    e.patients.clear();
+    e.patient_count = Some(patients);
+    e.records = Some(patients * 3);
+    e
+}
+
+/// One search every hour of `days`, at minute 5, touching `level(day, hour)` patients.
+fn hourly(identity: &str, days: std::ops::Range<i64>, level: impl Fn(i64, i64) -> u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for day in days {
+        for hour in 0..24 {
+            out.push(volume(identity, at(day, hour, 5), level(day, hour)));
+        }
+    }
+    out
+}
+
+/// A 24/7 lab feed: 100 patients an hour from 08:00 to 20:00, 20 at night.
+fn lab_day(_day: i64, hour: i64) -> u64 {
+    if (8..20).contains(&hour) { 100 } else { 20 }
+}
+
+fn phi(findings: &[Finding]) -> Vec<&Finding> {
+    findings
+        .iter()
+        .filter(|f| f.detector == DetectorId::PhiVolume)
+        .collect()
+}
+
+/// Issue 20 (a): four times its night-time level, four hours long, below its daytime hours (and
+/// the 200-patient floor of a single hour): a run, one finding from its third hour, counting the
+/// third and fourth.
+#[test]
+fn four_times_the_night_level_for_four_hours_is_one_run() {
+    // Day 22 is Tuesday 2026-01-27; 01:00 to 05:00 at 80 patients, four times its 20.
+    let events = hourly("lab-feed", 0..28, |day, hour| {
+        if day == 22 && (1..5).contains(&hour) {
+            80
+        } else {
+            lab_day(day, hour)
+        }
+    });
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "lab-feed".into(), at(22, 3, 5))]
+    );
+    let f = &findings[0];
+    assert_eq!(f.count, 2, "the third and the fourth hour");
+    assert_eq!(f.last_event_time, at(22, 4, 5));
+    assert!(
+        f.explanation.starts_with(
+            "On Tuesdays 03:00–04:00 UTC lab-feed usually touches 20 patients an hour (learned over three \
+             weeks or more); in the hour from 2026-01-27T03:00:00Z it touched 80 (240 records), the 3rd hour \
+             in a row above 3× its usual level for the hour (since 2026-01-27T01:00:00Z)."
+        ),
+        "{}",
+        f.explanation
+    );
+    assert_eq!(
+        f.title,
+        "Unusual PHI volume by lab-feed: 80 patients in an hour, 3 hours in a row"
+    );
+    // 3 × 20.4 (the level as kept, 1/16 of a log unit) is above the floor of 50.
+    assert_eq!(f.analysis[0].observed, serde_json::json!(80));
+    assert_eq!(f.analysis[0].baseline, serde_json::json!(20.0));
+    assert_eq!(f.analysis[0].threshold, serde_json::json!(62));
+    assert_eq!(f.analysis[1].observed, serde_json::json!(3));
+}
+
+/// Two hours of it are not a run, and a small identity's run stays under the run's floor.
+#[test]
+fn two_hours_or_a_small_identity_are_not_a_run() {
+    let two = hourly("lab-feed", 0..28, |day, hour| {
+        if day == 22 && (1..3).contains(&hour) {
+            80
+        } else {
+            lab_day(day, hour)
+        }
+    });
+    assert_eq!(summary(&detect(two, None)), []);
+    // Ten patients a night hour; 40 (4×) for four hours is under 50.
+    let small = hourly("lab-feed", 0..28, |day, hour| match (day, hour) {
+        (22, 1..=4) => 40,
+        (_, 8..=19) => 100,
+        _ => 10,
+    });
+    assert_eq!(summary(&detect(small, None)), []);
+}
+
+/// Issue 20 (b): growing 2.5× over 60 days, diurnal shape and all, is no finding.
+#[test]
+fn growth_of_two_and_a_half_times_in_sixty_days_is_not_news() {
+    let events = hourly("lab-feed", 0..60, |day, hour| {
+        let growth = 2.5f64.powf((day as f64 + hour as f64 / 24.0) / 60.0);
+        (lab_day(day, hour) as f64 * growth).round() as u64
+    });
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+/// Issue 20 (c): a weekly export of 2,000 patients every Sunday at 02:00 (twenty times its
+/// daytime hours) is its normal at that time; a monthly job on the 7th at 04:00 too. Both were
+/// first seen in the learning week.
+#[test]
+fn a_weekly_export_and_a_monthly_job_are_normal_at_their_time() {
+    // Sundays are days 6, 13, 20, ...; the 7th of January is day 2, of February day 33.
+    let events = hourly("lab-feed", 0..42, |day, hour| match (day % 7, day, hour) {
+        (6, _, 2) => 2000,
+        (_, 2 | 33, 4) => 900,
+        _ => lab_day(day, hour),
+    });
+    assert_eq!(summary(&detect(events, None)), []);
+}
+
+/// A weekly export that starts after the learning period is news once (a sharp hour), then
+/// learned as a weekly peak; a monthly job seen once is not taken for a weekly one.
+#[test]
+fn a_new_weekly_export_is_news_once() {
+    let events = hourly("lab-feed", 0..42, |day, hour| match (day % 7, day, hour) {
+        (6, 20.., 2) => 2000,
+        _ => lab_day(day, hour),
+    });
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "lab-feed".into(), at(20, 2, 5))]
+    );
+    assert_eq!(findings[0].count, 1);
+    assert!(
+        findings[0]
+            .explanation
+            .starts_with("On Sundays 02:00–03:00 UTC lab-feed usually touches 20 patients an hour"),
+        "{}",
+        findings[0].explanation
+    );
+    // A job on Wednesday the 7th at 04:00 (in the learning week) might recur weekly or monthly;
+    // Wednesday the 14th is quiet at 04:00, which strikes the weekly period off, so 900 patients
+    // on Wednesday the 21st (day 16) at 04:00 are news.
+    let events = hourly("lab-feed", 0..28, |day, hour| match (day, hour) {
+        (2, 4) => 900,
+        (16, 4) => 900,
+        _ => lab_day(day, hour),
+    });
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "lab-feed".into(), at(16, 4, 5))]
+    );
+}
+
+/// Issue 20 (d): six to ten times its usual level for three hours, too few patients for any
+/// single hour to cross the floor of 200: one finding, at the run's third hour.
+#[test]
+fn six_to_ten_times_the_usual_level_for_three_hours_is_one_run() {
+    // A backend at 15 patients an hour; on Thursday 2026-01-22 (day 17, the third Thursday),
+    // 10×, 8× and 6× from 11:00.
+    let events = hourly("cds-app", 0..28, |day, hour| match (day, hour) {
+        (17, 11) => 150,
+        (17, 12) => 120,
+        (17, 13) => 90,
+        _ => 15,
+    });
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "cds-app".into(), at(17, 13, 5))]
+    );
+    assert_eq!(findings[0].count, 1);
+    assert!(
+        findings[0].explanation.starts_with(
+            "On Thursdays 13:00–14:00 UTC cds-app usually touches 15 patients an hour (seen there twice, \
+             weighed with its other days at that hour); in the hour from 2026-01-22T13:00:00Z it touched 90 \
+             (270 records), the 3rd hour in a row"
+        ),
+        "{}",
+        findings[0].explanation
+    );
+    // Larger: 40 an hour, so 400, 320 and 240 each cross a single hour's threshold (200, and 5×
+    // the usual level): three sharp hours, one finding from the first.
+    let events = hourly("cds-app", 0..28, |day, hour| match (day, hour) {
+        (17, 11) => 400,
+        (17, 12) => 320,
+        (17, 13) => 240,
+        _ => 40,
+    });
+    let findings = detect(events, None);
+    assert_eq!(
+        summary(&findings),
+        [(DetectorId::PhiVolume, "cds-app".into(), at(17, 11, 5))]
+    );
+    assert_eq!(findings[0].count, 3);
+    assert_eq!(phi(&findings).len(), 1);
+}
+
 #[test]
 fn unregistered_identity_fires_on_phi_access_not_for_people_or_aliases() {
     let mut events = vec![read("0oa-stranger", at(3, 10, 0), "172.16.4.4")];
