@@ -621,7 +621,8 @@ async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identi
     use std::sync::Arc;
 
     let registry = Registry::parse(
-        "[[integration]]\nid = \"lab-feed\"\naliases = [\"0oa-lab\"]\nname = \"Acme lab feed\"\n",
+        "[[integration]]\nid = \"lab-feed\"\naliases = [\"0oa-lab\"]\nname = \"Acme lab feed\"\n\
+         approved_scopes = [\"system/Observation.rs\"]\n",
         Path::new("registry.toml"),
     )
     .expect("registry");
@@ -642,7 +643,11 @@ async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identi
         Box::new(std::io::sink()),
         None,
     );
-    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
     let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
         .expect("time")
@@ -712,6 +717,32 @@ async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identi
             vec!["lab-feed".to_owned(), scope("system/Observation.rs"), "2".to_owned()],
         ]
     );
+
+    // A replay of the archive judges the canonical events as the live run judged them.
+    let live: Vec<_> = detection.findings().to_vec();
+    assert_eq!(
+        live.iter()
+            .map(|f| (f.detector.as_str(), f.identity.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("scope_drift", "lab-feed")],
+        "the unapproved Patient scope"
+    );
+    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut replayed = Detection::new(engine, chrono::Duration::minutes(5), false);
+    db.events_in(
+        t0 - chrono::Duration::days(1),
+        t0 + chrono::Duration::days(1),
+        |_, events| {
+            for e in events {
+                replayed.push(e, &mut |_| {});
+            }
+            Ok(())
+        },
+    )
+    .await
+    .expect("replay");
+    replayed.finish(&mut |_| {});
+    assert_eq!(replayed.findings(), live.as_slice());
 }
 
 /// A Parquet file written before events carried `source_identity` is still read: the column
