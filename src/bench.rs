@@ -484,8 +484,10 @@ fn pipeline_run(
     let mut failed = None;
     runtime.block_on(async {
         let consumer = kafka::subscribe(&cfg, None, Offsets::default())?;
-        let mut sink = |event: Event| {
+        let mut sink = |mut event: Event| {
             first.get_or_insert_with(Instant::now);
+            // As `Outputs::detect`: the archive holds the canonical identity.
+            detection.engine().canonicalize(&mut event);
             if let Err(e) = archive.append_event(&event) {
                 failed.get_or_insert(e);
             }

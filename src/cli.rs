@@ -941,7 +941,8 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         .filter(|&i| !inputs[i].queue.is_empty())
         .min_by_key(|&i| inputs[i].queue.front().map(|e| e.time))
     {
-        if let Some(event) = inputs[i].queue.pop_front() {
+        if let Some(mut event) = inputs[i].queue.pop_front() {
+            detection.engine().canonicalize(&mut event);
             if let Some(a) = archive.as_mut() {
                 a.append_event(&event)?;
             }

@@ -145,6 +145,21 @@ impl Engine {
         &self.dedupe
     }
 
+    /// Puts the registry's canonical id in `event.identity` when the registry resolves the
+    /// source's id (by id or alias) to a different one, keeping the source's in
+    /// `source_identity`; done before an event is archived, so the archive and every query over
+    /// it see one identity under one id, and a replay judges it exactly as the live run did.
+    pub fn canonicalize(&self, event: &mut Event) {
+        if event.source_identity.is_some() {
+            return;
+        }
+        if let Some(entry) = self.registry.as_deref().and_then(|r| r.resolve(&event.identity))
+            && entry.id != event.identity
+        {
+            event.source_identity = Some(std::mem::replace(&mut event.identity, entry.id.clone()));
+        }
+    }
+
     /// Judges one event; new and updated findings are appended to `out`. `detected_at` is the
     /// wall clock in a live run and the event time offline, so offline output is reproducible.
     /// A repeat of a record judged within the dedupe window is counted and dropped here, before
@@ -611,6 +626,27 @@ mod tests {
         }
         r.flush(&mut emit);
         out
+    }
+
+    #[test]
+    fn an_alias_is_canonicalized_and_the_source_id_kept() {
+        let registry = Registry::parse(
+            "[[integration]]\nid = \"lab-feed\"\naliases = [\"0oa-lab\"]\n",
+            std::path::Path::new("registry.toml"),
+        )
+        .expect("registry");
+        let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+        let at = DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        let new = |who: &str| Event::new("e".into(), at, SourceFormat::Okta, EventKind::TokenIssued, who.into());
+        let ids = |who: &str| {
+            let mut e = new(who);
+            engine.canonicalize(&mut e);
+            engine.canonicalize(&mut e);
+            (e.identity, e.source_identity)
+        };
+        assert_eq!(ids("0oa-lab"), ("lab-feed".into(), Some("0oa-lab".into())));
+        assert_eq!(ids("lab-feed"), ("lab-feed".into(), None));
+        assert_eq!(ids("stranger"), ("stranger".into(), None));
     }
 
     #[test]

@@ -28,8 +28,14 @@ pub struct Event {
     pub format: SourceFormat,
     /// What kind of action this is.
     pub kind: EventKind,
-    /// The acting identity: client id, application id, service principal, service account.
+    /// The acting identity: client id, application id, service principal, service account. Once
+    /// the registry resolves it (by id or alias) this is the registry's canonical id and the
+    /// source's own id moves to `source_identity`.
     pub identity: String,
+    /// The id the source wrote, when the registry resolved it to a different canonical
+    /// `identity` (an IdP client id, a `Device/...` alias); absent when they are the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
     /// Human-readable name of the identity, where the source gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_name: Option<String>,
@@ -332,6 +338,7 @@ impl Event {
             format,
             kind,
             identity,
+            source_identity: None,
             identity_name: None,
             identity_type: IdentityType::Unknown,
             tenant: None,
@@ -358,6 +365,12 @@ impl Event {
             action: None,
             source: None,
         }
+    }
+
+    /// The id the source wrote: `source_identity` when the identity was canonicalized, else
+    /// `identity`.
+    pub fn source_id(&self) -> &str {
+        self.source_identity.as_deref().unwrap_or(&self.identity)
     }
 
     /// Distinct patients touched: the stated count, else the pseudonyms carried.

@@ -200,6 +200,16 @@ impl Registry {
         self.by_id.get(id).map(|&i| &self.entries[i])
     }
 
+    /// The integrations whose display name is `name`, ignoring case, in file order (names are
+    /// not unique: two may share one).
+    pub fn named(&self, name: &str) -> Vec<&Integration> {
+        let wanted = name.to_lowercase();
+        self.entries
+            .iter()
+            .filter(|e| e.name.as_deref().is_some_and(|n| n.to_lowercase() == wanted))
+            .collect()
+    }
+
     /// Every entry, in file order.
     pub fn entries(&self) -> &[Integration] {
         &self.entries
@@ -312,6 +322,9 @@ rotate_every = "90days"
         assert_eq!(entry.approves_address("10.20.7.9"), Some(true));
         assert_eq!(entry.approves_address("203.0.113.9"), Some(false));
         assert!(r.resolve("unknown").is_none());
+        let named: Vec<&str> = r.named("ACME LAB results FEED").iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(named, ["lab-results-feed"]);
+        assert!(r.named("Acme lab").is_empty());
     }
 
     #[test]

@@ -104,12 +104,14 @@ impl Outputs {
         Ok(())
     }
 
-    /// Archives and writes one event, then hands it to `detection`, reporting what it raises
+    /// Archives and writes one event under its canonical identity
+    /// ([`crate::engine::Engine::canonicalize`]), then hands it to `detection`, reporting what it raises
     /// and counting it when it came later than the lateness bound (judged at once, flagged in the
     /// log and `nhiwatch_late_events_total`, never dropped). The events it releases that repeat
     /// a record already judged are counted in `nhiwatch_duplicate_events_total` (the archive
     /// keeps every delivery; a replay drops the same repeats).
-    pub fn detect(&mut self, detection: &mut Detection, event: Event) {
+    pub fn detect(&mut self, detection: &mut Detection, mut event: Event) {
+        detection.engine().canonicalize(&mut event);
         self.event(&event);
         let (late, early) = (detection.late(), detection.released_early());
         let duplicates = detection.engine().stats().duplicates;

@@ -548,7 +548,7 @@ mod tests {
         );
         assert_eq!(meta.row_group(0).sorting_columns().map(|c| c.len()), Some(2));
         // Lists, optional numbers and the source struct survive.
-        let patients = batch.column(14).as_list::<i32>();
+        let patients = batch.column_by_name("patients").expect("patients").as_list::<i32>();
         assert_eq!(patients.value(0).as_string::<i32>().len(), 2);
         let source = batch.column_by_name("source").expect("source").as_struct();
         assert_eq!(source.null_count(), 2, "odd-numbered events have no source");
@@ -637,8 +637,21 @@ mod tests {
         events[3].token_id = Some("AT.1".into());
         events[3].token_issued_at = Some(events[3].time - chrono::Duration::minutes(50));
         events[3].token_expires_at = Some(events[3].time + chrono::Duration::minutes(10));
+        events[4].source_identity = Some("0oa-b".into());
         let batch = schema::events_batch(&events).expect("batch");
         assert_eq!(schema::events_from_batch(&batch).expect("back"), events);
+    }
+
+    #[test]
+    fn events_written_before_source_identity_read_without_it() {
+        let mut events: Vec<Event> = (0..2).map(|n| event(n, "a", n)).collect();
+        events[1].source_identity = Some("0oa-a".into());
+        let batch = schema::events_batch(&events).expect("batch");
+        let at = batch.schema().index_of("source_identity").expect("column");
+        let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != at).collect();
+        let old = batch.project(&keep).expect("an older file's columns");
+        events[1].source_identity = None;
+        assert_eq!(schema::events_from_batch(&old).expect("back"), events);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn event_schema() -> SchemaRef {
         s("format", false),
         s("kind", false),
         s("identity", false),
+        s("source_identity", true),
         s("identity_name", true),
         s("identity_type", false),
         s("tenant", true),
@@ -131,6 +132,7 @@ pub struct EventRows {
     format: StringBuilder,
     kind: StringBuilder,
     identity: StringBuilder,
+    source_identity: StringBuilder,
     identity_name: StringBuilder,
     identity_type: StringBuilder,
     tenant: StringBuilder,
@@ -173,6 +175,7 @@ impl Default for EventRows {
             format: StringBuilder::new(),
             kind: StringBuilder::new(),
             identity: StringBuilder::new(),
+            source_identity: StringBuilder::new(),
             identity_name: StringBuilder::new(),
             identity_type: StringBuilder::new(),
             tenant: StringBuilder::new(),
@@ -234,6 +237,7 @@ impl EventRows {
         self.format.append_value(e.format.as_str());
         self.kind.append_value(e.kind.as_str());
         self.identity.append_value(&e.identity);
+        self.source_identity.append_option(e.source_identity.as_deref());
         self.identity_name.append_option(e.identity_name.as_deref());
         self.identity_type.append_value(e.identity_type.as_str());
         self.tenant.append_option(e.tenant.as_deref());
@@ -305,6 +309,7 @@ impl EventRows {
             Arc::new(self.format.finish()),
             Arc::new(self.kind.finish()),
             Arc::new(self.identity.finish()),
+            Arc::new(self.source_identity.finish()),
             Arc::new(self.identity_name.finish()),
             Arc::new(self.identity_type.finish()),
             Arc::new(self.tenant.finish()),
@@ -448,6 +453,10 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, String> {
             kind.value(i).parse().map_err(|()| parse("kind", kind.value(i)))?,
             identity.value(i).to_owned(),
         );
+        // Absent from files written before canonical identities were archived.
+        e.source_identity = batch
+            .column_by_name("source_identity")
+            .and_then(|c| get(c.as_string::<i32>(), i));
         e.identity_name = get(text("identity_name")?, i);
         let it = text("identity_type")?.value(i);
         e.identity_type = it.parse().map_err(|()| parse("identity_type", it))?;

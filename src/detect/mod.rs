@@ -77,12 +77,18 @@ impl Cx<'_> {
         self.open.open(detector, self.id)
     }
 
-    /// The identity's display name for sentences: registry name, source name, or id.
-    pub fn who(&self) -> &str {
-        self.entry
+    /// The identity as sentences name it: its display name (registry name, else the name its
+    /// source gave) with the canonical id beside it, `Acme lab feed (lab-feed)`, so a reader can
+    /// take either to the API; the id alone when there is no name or the name is the id.
+    pub fn who(&self) -> String {
+        match self
+            .entry
             .and_then(|e| e.name.as_deref())
             .or(self.state.name.as_deref())
-            .unwrap_or(&self.event.identity)
+        {
+            Some(name) if name != self.id => format!("{name} ({})", self.id),
+            _ => self.id.to_owned(),
+        }
     }
 }
 

@@ -120,6 +120,9 @@ pub(crate) fn includes(granted: &Scope, listed: &Scope) -> bool {
     }
 }
 
+/// Characters a title keeps under when it can.
+const TITLE_MAX: usize = 120;
+
 /// Scopes named in a sentence, at most.
 const LISTED: usize = 20;
 
@@ -239,11 +242,14 @@ impl PermissionGranted {
         };
         // The title names what was reported, briefly: a grant may hold a hundred scopes.
         let reported: Vec<String> = outside.into_iter().chain(high).chain(sensitive).collect();
-        let headline = if reported.is_empty() {
-            some_of(&all, 3)
-        } else {
-            some_of(&reported, 3)
-        };
+        let lead = format!("Permission granted to {}", cx.who());
+        let named = if reported.is_empty() { &all } else { &reported };
+        // Up to three scopes, fewer when a long name and id leave no room for them.
+        let headline = (1..=3)
+            .rev()
+            .map(|max| some_of(named, max))
+            .find(|h| lead.chars().count() + 2 + h.chars().count() < TITLE_MAX)
+            .unwrap_or_else(|| some_of(named, 1));
         let by = e.initiator.as_deref().unwrap_or("an unrecorded actor");
         let action = e.action.as_deref().unwrap_or("permission grant");
         let credential = cx
@@ -253,9 +259,9 @@ impl PermissionGranted {
         let mut hit = self.hit(
             Confidence::High,
             if headline.is_empty() {
-                format!("Permission granted to {}", cx.who())
+                lead
             } else {
-                format!("Permission granted to {}: {headline}", cx.who())
+                format!("{lead}: {headline}")
             },
             String::new(),
         );

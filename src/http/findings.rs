@@ -24,7 +24,8 @@ pub struct ListParams {
     pub until: Option<DateTime<Utc>>,
     /// Only this detector.
     pub detector: Option<DetectorId>,
-    /// Only this identity (canonical id).
+    /// Only this identity: its canonical id, a registry alias or its display name (ignoring
+    /// case; a name several identities share is refused).
     pub identity: Option<String>,
     /// At least this severity.
     pub severity: Option<Severity>,
@@ -37,16 +38,20 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    /// The store query these filters describe.
-    pub fn query(&self) -> store::Query {
-        store::Query {
+    /// The store query these filters describe, the identity resolved to its canonical id.
+    pub fn query(&self, state: &AppState) -> Result<store::Query, ApiError> {
+        Ok(store::Query {
             since: self.since,
             until: self.until,
             detector: self.detector,
-            identity: self.identity.clone(),
+            identity: self
+                .identity
+                .as_deref()
+                .map(|given| super::names::canonical(state, given))
+                .transpose()?,
             severity: self.severity,
             status: self.status,
-        }
+        })
     }
 }
 
@@ -82,7 +87,7 @@ pub async fn list(
                 .map_err(|_| ApiError::bad_query("cursor is not one this server issued"))
         })
         .transpose()?;
-    let (items, next) = state.store.list(&params.query(), before, limit);
+    let (items, next) = state.store.list(&params.query(&state)?, before, limit);
     Ok(Json(Page {
         items,
         next_cursor: next.map(|n| n.to_string()),

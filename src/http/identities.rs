@@ -268,9 +268,10 @@ pub struct NetworkUse {
 
 const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
-/// One identity and its baseline (an alias resolves).
-#[utoipa::path(get, path = "/v1/identities/{id}", operation_id = "get_identity", tag = "identities", params(("id" = String, Path, description = "Identity id or alias")),
+/// One identity and its baseline (an alias or a display name resolves).
+#[utoipa::path(get, path = "/v1/identities/{id}", operation_id = "get_identity", tag = "identities", params(("id" = String, Path, description = "Canonical id, registry alias or display name (ignoring case)")),
     responses((status = 200, description = "The identity", body = IdentityDetail),
+        (status = 400, description = "A display name several identities share", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 404, description = "Never seen", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -281,9 +282,9 @@ pub async fn get(
 ) -> Result<Json<IdentityDetail>, ApiError> {
     state.auth.check(&headers, Role::Read)?;
     let registry = state.registry.as_deref();
-    // An alias finds the canonical identity.
-    let entry = registry.and_then(|r| r.resolve(&id));
-    let canonical = entry.map_or(id.as_str(), |e| e.id.as_str()).to_owned();
+    // An alias or a display name finds the canonical identity.
+    let canonical = super::names::canonical(&state, &id)?;
+    let entry = registry.and_then(|r| r.resolve(&canonical));
     let now = as_of(&state).unwrap_or(0);
     let open = open_findings(&state);
     let detail = state.baseline.with(&canonical, |s| IdentityDetail {

@@ -11,6 +11,7 @@ mod error;
 pub mod findings;
 pub mod identities;
 pub mod inventory;
+mod names;
 pub mod query;
 mod stream;
 

@@ -56,7 +56,7 @@ pub async fn stream(
                 .ok_or_else(|| ApiError::bad_query("Last-Event-ID is not an id this server sent"))
         })
         .transpose()?;
-    let query = params.query();
+    let query = params.query(&state)?;
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = BroadcastStream::new(state.store.subscribe());
     let backlog = last_id

@@ -187,7 +187,7 @@ async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events(
     use crate::http::{READ, call, state_of};
     use axum::http::StatusCode;
 
-    let (text, [ghost, unpurposed, expired], events) = planted();
+    let (text, [ghost, unpurposed, expired], mut events) = planted();
     let registry = Registry::parse(&text, Path::new("registry.toml")).expect("edited registry");
     let want = expected(&registry, &events);
     // Each planted case is there, so no list passes by being empty.
@@ -205,7 +205,7 @@ async fn inventory_gaps_over_http_and_sql_equal_the_registry_against_the_events(
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let detection = detect_and_archive(&registry, &events, dir.path(), 50_000);
+    let detection = detect_and_archive(&registry, &mut events, dir.path(), 50_000);
 
     // Over HTTP, from the engine's state.
     let store = Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10));
@@ -325,11 +325,11 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
     use std::collections::BTreeSet;
     use std::process::Command;
 
-    let (text, [ghost, unpurposed, expired], events) = planted();
+    let (text, [ghost, unpurposed, expired], mut events) = planted();
     let registry = Registry::parse(&text, Path::new("registry.toml")).expect("edited registry");
     let dir = tempfile::tempdir().expect("tempdir");
     let archive_dir = dir.path().join("archive");
-    let detection = detect_and_archive(&registry, &events, &archive_dir, 50_000);
+    let detection = detect_and_archive(&registry, &mut events, &archive_dir, 50_000);
     let registry_file = dir.path().join("registry.toml");
     std::fs::write(&registry_file, &text).expect("registry file");
 

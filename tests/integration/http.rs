@@ -560,6 +560,85 @@ async fn one_identity_explains_its_baseline_and_resolves_aliases() {
     );
 }
 
+/// An identity is found by its canonical id, a registry alias or its display name (registry
+/// name, or the source's for an unregistered identity), ignoring case; a display name two
+/// integrations share is refused with both ids.
+#[tokio::test]
+async fn identities_and_findings_are_found_by_id_alias_or_display_name() {
+    let registry = Registry::parse(
+        "[[integration]]\nid = \"cds-app\"\naliases = [\"0oa-cds\"]\nname = \"Clinical Decision Support\"\n\
+         [[integration]]\nid = \"twin-a\"\nname = \"Twin feed\"\n\
+         [[integration]]\nid = \"twin-b\"\nname = \"twin FEED\"\n",
+        std::path::Path::new("registry.toml"),
+    )
+    .expect("valid");
+    let mut engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut stranger = token("stranger", 1, "172.16.0.4", "system/*.rs");
+    stranger.identity_name = Some("Night Batch".into());
+    let mut updates = Vec::new();
+    for e in [
+        token("0oa-cds", 0, "10.20.1.15", "system/Patient.rs"),
+        token("twin-a", 0, "10.20.1.16", "system/Patient.rs"),
+        token("twin-b", 0, "10.20.1.17", "system/Patient.rs"),
+        stranger,
+    ] {
+        engine.process(&e, e.time, &mut updates);
+    }
+    let store = Arc::new(FindingStore::in_memory(100));
+    for (n, who) in [(1, "cds-app"), (2, "twin-a"), (3, "stranger")] {
+        let mut f = finding(n, DetectorId::NewNetwork, Severity::Medium);
+        f.identity.id = who.into();
+        store.upsert(f).expect("stored");
+    }
+    let app = state_with(store, engine);
+
+    for given in [
+        "cds-app",
+        "0oa-cds",
+        "Clinical%20Decision%20Support",
+        "clinical%20decision%20SUPPORT",
+    ] {
+        let (status, body) = call(&app, "GET", &format!("/v1/identities/{given}"), Some(READ), None).await;
+        assert_eq!(
+            (status, body["id"].as_str()),
+            (StatusCode::OK, Some("cds-app")),
+            "{given}: {body}"
+        );
+        let (status, page) = call(&app, "GET", &format!("/v1/findings?identity={given}"), Some(READ), None).await;
+        assert_eq!(status, StatusCode::OK, "{given}: {page}");
+        assert_eq!(ids(&page), ["finding 1"], "{given}");
+    }
+    let (status, body) = call(&app, "GET", "/v1/identities/night%20batch", Some(READ), None).await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (StatusCode::OK, Some("stranger")),
+        "{body}"
+    );
+    let (_, page) = call(&app, "GET", "/v1/findings?identity=Night%20Batch", Some(READ), None).await;
+    assert_eq!(ids(&page), ["finding 3"]);
+
+    let refused = "the name \"Twin Feed\" is the display name of 2 identities: twin-a, twin-b; give one of their ids";
+    for uri in ["/v1/identities/Twin%20Feed", "/v1/findings?identity=Twin%20Feed"] {
+        let (status, body) = call(&app, "GET", uri, Some(READ), None).await;
+        assert_eq!(
+            (
+                status,
+                body["error"]["code"].as_str(),
+                body["error"]["message"].as_str()
+            ),
+            (StatusCode::BAD_REQUEST, Some("bad_query"), Some(refused)),
+            "{uri}"
+        );
+    }
+    // Its id is never ambiguous; a name nobody has matches nothing.
+    let (_, page) = call(&app, "GET", "/v1/findings?identity=twin-a", Some(READ), None).await;
+    assert_eq!(ids(&page), ["finding 2"]);
+    let (status, page) = call(&app, "GET", "/v1/findings?identity=Nobody", Some(READ), None).await;
+    assert_eq!((status, ids(&page).len()), (StatusCode::OK, 0));
+    let (status, _) = call(&app, "GET", "/v1/identities/Nobody", Some(READ), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn metrics_are_prometheus_text_behind_a_token_unless_open() {
     let mut app = seeded();

@@ -44,9 +44,9 @@ fn registry_text() -> String {
 fn archive_scenario_with_registry(dir: &Path) -> (Vec<Event>, Vec<nhiwatch::findings::Finding>, Registry) {
     let scenario = scenario();
     let registry = Registry::parse(&scenario.registry, Path::new("registry.toml")).expect("registry");
-    let events = normalized(&scenario.records);
+    let mut events = normalized(&scenario.records);
     // Small flushes: several files per day partition, as a live run writes them.
-    let detection = detect_and_archive(&registry, &events, dir, 20_000);
+    let detection = detect_and_archive(&registry, &mut events, dir, 20_000);
     (events, detection.findings().to_vec(), registry)
 }
 
@@ -402,7 +402,9 @@ async fn saved_queries_give_the_answers_computed_from_the_events() {
     }
 
     // access_after_offboarding: successful events after the registry's retirement date.
-    let mut after: BTreeMap<(String, String), (usize, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    // One row per integration, with every id the sources wrote for it.
+    type After = (BTreeSet<String>, usize, chrono::DateTime<chrono::Utc>);
+    let mut after: BTreeMap<String, After> = BTreeMap::new();
     for e in events.iter().filter(|e| e.outcome.as_str() == "success") {
         if let Some(i) = registry
             .entries()
@@ -411,16 +413,18 @@ async fn saved_queries_give_the_answers_computed_from_the_events() {
             && let Some((retired, _)) = i.retired_at()
             && e.time > retired
         {
-            let entry = after.entry((i.id.clone(), e.identity.clone())).or_insert((0, e.time));
-            entry.0 += 1;
-            entry.1 = entry.1.min(e.time);
+            let entry = after.entry(i.id.clone()).or_insert((BTreeSet::new(), 0, e.time));
+            entry.0.insert(e.source_id().to_owned());
+            entry.1 += 1;
+            entry.2 = entry.2.min(e.time);
         }
     }
     let got = saved(&db, "access_after_offboarding", &[]).await;
     assert!(!after.is_empty(), "the scenario has access after offboarding");
     assert_eq!(got.len(), after.len());
     for row in &got {
-        let (n, first_after) = after[&(row[0].clone(), row[1].clone())];
+        let (seen_as, n, first_after) = &after[&row[0]];
+        assert_eq!(row[1], seen_as.iter().cloned().collect::<Vec<_>>().join(","));
         assert_eq!(row[6], n.to_string());
         assert_eq!(row[4], first_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
@@ -607,6 +611,195 @@ async fn the_http_api_answers_queries_and_saved_queries() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// An integration writing under its registry id and under an alias is archived as one
+/// canonical identity with each source id kept, so `least_privilege` gives it one set of rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identity() {
+    use nhiwatch::event::{EventKind, IdentityType, Interaction, Outcome, SourceFormat};
+    use nhiwatch::scope::Scope;
+    use nhiwatch::service::Outputs;
+    use std::sync::Arc;
+
+    let registry = Registry::parse(
+        "[[integration]]\nid = \"lab-feed\"\naliases = [\"0oa-lab\"]\nname = \"Acme lab feed\"\n\
+         approved_scopes = [\"system/Observation.rs\"]\n",
+        Path::new("registry.toml"),
+    )
+    .expect("registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().to_str().expect("utf-8");
+    let archive = Archive::open(
+        location,
+        ArchiveLimits {
+            max_rows: 100,
+            max_age: Duration::from_secs(3600),
+        },
+    )
+    .expect("archive");
+    let mut outputs = Outputs::new(
+        Some(archive),
+        Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10)),
+        Arc::new(nhiwatch::telemetry::metrics::Metrics::default()),
+        Box::new(std::io::sink()),
+        None,
+    );
+    let engine = Engine::new(
+        Detectors::default(),
+        Some(registry.clone()),
+        baseline::Settings::default(),
+    );
+    let mut detection = Detection::new(engine, chrono::Duration::minutes(5), false);
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+        .expect("time")
+        .to_utc();
+    let event = |n: i64, who: &str, kind: EventKind, interaction: Option<Interaction>, scopes: &[&str]| {
+        let mut e = Event::new(
+            format!("e{n}"),
+            t0 + chrono::Duration::minutes(n),
+            SourceFormat::GatewayAccess,
+            kind,
+            who.into(),
+        );
+        e.identity_type = IdentityType::Application;
+        e.outcome = Outcome::Success;
+        e.interaction = interaction;
+        e.resource_type = interaction.map(|_| "Observation".into());
+        e.scopes = scopes.iter().map(|s| Scope::parse(s)).collect();
+        e
+    };
+    let granted = ["system/Observation.rs", "system/Patient.r"];
+    for e in [
+        event(0, "lab-feed", EventKind::TokenIssued, None, &granted),
+        event(
+            1,
+            "0oa-lab",
+            EventKind::DataAccess,
+            Some(Interaction::Read),
+            &granted[..1],
+        ),
+        event(
+            2,
+            "0oa-lab",
+            EventKind::DataAccess,
+            Some(Interaction::Search),
+            &granted[..1],
+        ),
+    ] {
+        outputs.detect(&mut detection, e);
+    }
+    detection.finish(&mut |u| outputs.report(u));
+    outputs.durable().expect("durable");
+    drop(outputs);
+
+    let db = sql(dir.path(), Limits::default()).await;
+    let got = rows(
+        &db.query(
+            "SELECT identity, COALESCE(source_identity, '-'), count(*) FROM events GROUP BY 1, 2 ORDER BY 2",
+            &HashMap::new(),
+        )
+        .await
+        .expect("identities"),
+    );
+    assert_eq!(
+        got,
+        [["lab-feed", "-", "1"], ["lab-feed", "0oa-lab", "2"]].map(|r| r.map(String::from).to_vec())
+    );
+    let period = [
+        ("from", text("2026-03-02T00:00:00Z")),
+        ("to", text("2026-03-03T00:00:00Z")),
+    ];
+    let got = saved(&db, "least_privilege", &period).await;
+    let scope = |s: &str| Scope::parse(s).to_string();
+    assert_eq!(
+        got,
+        [
+            vec!["lab-feed".to_owned(), scope("system/Patient.r"), "0".to_owned()],
+            vec!["lab-feed".to_owned(), scope("system/Observation.rs"), "2".to_owned()],
+        ]
+    );
+
+    // A replay of the archive judges the canonical events as the live run judged them.
+    let live: Vec<_> = detection.findings().to_vec();
+    assert_eq!(
+        live.iter()
+            .map(|f| (f.detector.as_str(), f.identity.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("scope_drift", "lab-feed")],
+        "the unapproved Patient scope"
+    );
+    let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
+    let mut replayed = Detection::new(engine, chrono::Duration::minutes(5), false);
+    db.events_in(
+        t0 - chrono::Duration::days(1),
+        t0 + chrono::Duration::days(1),
+        |_, events| {
+            for e in events {
+                replayed.push(e, &mut |_| {});
+            }
+            Ok(())
+        },
+    )
+    .await
+    .expect("replay");
+    replayed.finish(&mut |_| {});
+    assert_eq!(replayed.findings(), live.as_slice());
+}
+
+/// A Parquet file written before events carried `source_identity` is still read: the column
+/// is null there, and a replay gets the events as they were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_files_without_source_identity_still_read() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use nhiwatch::event::{EventKind, SourceFormat};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+        .expect("time")
+        .to_utc();
+    let events: Vec<Event> = (0..2)
+        .map(|n| {
+            Event::new(
+                format!("e{n}"),
+                at + chrono::Duration::minutes(n),
+                SourceFormat::Okta,
+                EventKind::TokenIssued,
+                "0oa-lab".into(),
+            )
+        })
+        .collect();
+    let batch = nhiwatch::archive::schema::events_batch(&events).expect("batch");
+    let at_column = batch.schema().index_of("source_identity").expect("column");
+    let old = batch
+        .project(&(0..batch.num_columns()).filter(|&i| i != at_column).collect::<Vec<_>>())
+        .expect("older columns");
+    let day = dir.path().join("events/date=2026-03-02");
+    std::fs::create_dir_all(&day).expect("partition");
+    let file = std::fs::File::create(day.join("part-old-000000.parquet")).expect("file");
+    let mut writer = ArrowWriter::try_new(file, old.schema(), None).expect("writer");
+    writer.write(&old).expect("write");
+    writer.close().expect("close");
+
+    let db = sql(dir.path(), Limits::default()).await;
+    let got = rows(
+        &db.query(
+            "SELECT identity, COALESCE(source_identity, '-') FROM events ORDER BY event_id",
+            &HashMap::new(),
+        )
+        .await
+        .expect("query"),
+    );
+    assert_eq!(got, vec![vec!["0oa-lab".to_owned(), "-".to_owned()]; 2]);
+    let mut replayed = Vec::new();
+    let from = at - chrono::Duration::days(1);
+    db.events_in(from, at + chrono::Duration::days(1), |_, e| {
+        replayed.extend(e);
+        Ok(())
+    })
+    .await
+    .expect("replay");
+    assert_eq!(replayed, events);
+}
+
 // ---------------------------------------------------------------- live parity
 
 /// A generated scenario through the live path — the embedded Kafka broker, the pipeline, the
@@ -699,7 +892,9 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
     let n = runtime
         .block_on(async {
             let consumer = kafka::subscribe(&cfg, None, Default::default()).expect("consumer");
-            let mut sink = |event: Event| {
+            let mut sink = |mut event: Event| {
+                // As `Outputs::detect`: archived under its canonical identity.
+                live.engine().canonicalize(&mut event);
                 archive_cell.borrow_mut().append_event(&event).expect("archive event");
                 live.push(event, &mut |u| {
                     archive_cell

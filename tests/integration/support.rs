@@ -141,7 +141,7 @@ pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
 /// then the findings under `dir` in files of at most `max_rows` rows; returns the detection.
 pub fn detect_and_archive(
     registry: &nhiwatch::registry::Registry,
-    events: &[Event],
+    events: &mut [Event],
     dir: &Path,
     max_rows: usize,
 ) -> nhiwatch::engine::Detection {
@@ -162,6 +162,7 @@ pub fn detect_and_archive(
     )
     .expect("archive");
     for e in events {
+        detection.engine().canonicalize(e);
         archive.append_event(e).expect("append");
         detection.push(e.clone(), &mut |_| {});
     }

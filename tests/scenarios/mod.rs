@@ -852,6 +852,29 @@ fn a_one_hour_token_used_at_three_hours_fires_high_for_being_accepted_expired() 
     );
 }
 
+/// Acting under an alias, the identity is reported under its registry id, and sentences name
+/// it by its display name with that id beside it.
+#[test]
+fn a_finding_names_the_identity_by_display_name_and_canonical_id() {
+    let registry = Registry::parse(
+        "[[integration]]\nid = \"etl-app\"\naliases = [\"0oa-etl\"]\nname = \"Nightly ETL\"\n",
+        std::path::Path::new("registry.toml"),
+    )
+    .expect("registry");
+    let events = vec![
+        grant("0oa-etl", at(0, 9, 0), "AT.1", 60),
+        read_with_token("0oa-etl", at(0, 9, 50), "AT.1"),
+        read_with_token("0oa-etl", at(0, 12, 0), "AT.1"),
+    ];
+    let findings = detect(events, Some(registry));
+    let f = stale(&findings)[0];
+    assert_eq!(
+        (f.identity.id.as_str(), f.identity.name.as_deref()),
+        ("etl-app", Some("Nightly ETL"))
+    );
+    assert_eq!(f.title, "Token of Nightly ETL (etl-app) used 3 hours after issue");
+}
+
 #[test]
 fn a_token_within_its_lifetime_but_older_than_policy_fires_medium() {
     // Issued for 4 hours (itself past the 1-hour policy: the grant fires), used at 3 hours.
