@@ -410,7 +410,7 @@ fn source_strings_reach_the_terminal_escaped() {
         .collect();
     assert_eq!(logged.len(), 1, "one log line, for the finding:\n{stderr}");
     assert!(
-        logged[0].contains(&format!("Unregistered identity {escaped} accessed patient data.")),
+        logged[0].contains(&format!("Unregistered identity {escaped} accessed ")),
         "{}",
         logged[0]
     );
