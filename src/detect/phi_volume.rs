@@ -238,7 +238,7 @@ impl PhiVolume {
         }
         let who = cx.who();
         let slot = slot_of(v.hour);
-        let usual = usual(who, slot, &expected);
+        let usual = usual(&who, slot, &expected);
         let (title, explanation) = if is_run {
             let since = crate::detect::rfc3339((v.hour - streak as i64) * 3600);
             (
