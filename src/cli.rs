@@ -545,7 +545,10 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     close_outputs(outputs, sinks, &runtime)?;
     eprint!("{}", summary(pipeline.stats(), 10));
-    eprint!("{}", findings_summary(detection.findings()));
+    eprint!(
+        "{}",
+        findings_summary(&crate::findings::aggregate(detection.findings()))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -644,7 +647,7 @@ fn run_role(
             "Events of partitions this member did not own were passed over."
         );
     }
-    let findings = partitions.findings();
+    let findings = crate::findings::aggregate(&partitions.findings());
     close_outputs(member.outputs, sinks, &runtime)?;
     eprint!("{}", summary(pipeline.stats(), 10));
     eprint!("{}", findings_summary(&findings));

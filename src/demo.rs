@@ -191,13 +191,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!();
     print!("{}", crate::cli::summary(pipeline.stats(), args.top));
     println!();
-    print!("{}", crate::cli::findings_summary(detection.findings()));
+    // As the analyst sees them: one finding per problem.
+    let findings = crate::findings::aggregate(detection.findings());
+    print!("{}", crate::cli::findings_summary(&findings));
     println!(
         "{} events arrived later than the 48-hour reorder bound (processed, counted).",
         detection.late()
     );
     let labels = &scenario.labels;
-    let scored: Vec<crate::score::Scored> = detection.findings().iter().map(crate::score::Scored::from).collect();
+    let scored: Vec<crate::score::Scored> = findings.iter().map(crate::score::Scored::from).collect();
     println!();
     println!("Accuracy against the {} injected anomalies:", labels.len());
     print!(
