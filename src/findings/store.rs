@@ -322,9 +322,9 @@ impl FindingStore {
     /// open finding): an occurrence of a detector × identity × cause whose finding is not
     /// resolved is absorbed into it — count, last event, evidence, severity when higher —
     /// however long ago that finding was opened. A resolved finding's own occurrence reopens it;
-    /// another occurrence of its key opens a new finding.
-    /// what the sinks get follows the finding's change ([`crate::sink::delivers`] and the quiet
-    /// period). Returns the finding and how it changed.
+    /// another occurrence of its key opens a new finding. What the sinks get follows the
+    /// finding's change ([`crate::sink::delivers`] and the quiet period). Returns the finding and
+    /// how it changed.
     pub fn upsert(&self, finding: Finding) -> Result<(Stored, Change), StoreError> {
         let entry = Entry::Finding { finding };
         self.write(&entry)?;
