@@ -191,7 +191,7 @@ impl Sandbox {
                 }
                 out
             };
-            let (_, out, err) = tokio::join!(write, read, read_at_most(stderr, MAX_STDERR));
+            let (_, out, err) = tokio::join!(write, read, read_prefix(stderr, MAX_STDERR));
             (out, err)
         };
         let Ok((out, err)) = tokio::time::timeout(self.limits.timeout, exchange).await else {
@@ -206,7 +206,7 @@ impl Sandbox {
             )));
         };
         let status = child.wait().await.map_err(|e| QueryError::Failed(e.to_string()))?;
-        let err = String::from_utf8_lossy(err.as_deref().unwrap_or_default()).into_owned();
+        let err = String::from_utf8_lossy(&err).into_owned();
         self.answer(&out, status, &err)
     }
 
@@ -267,6 +267,21 @@ impl Sandbox {
         }
         QueryError::Failed(format!("the query process ended with {status} and no answer"))
     }
+}
+
+/// Reads `r` to its end and keeps its first `cap` bytes: the rest is read and dropped, so that
+/// a writer is never blocked on a full pipe.
+async fn read_prefix(mut r: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = r.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&chunk[..room]);
+    }
+    kept
 }
 
 /// Reads `r` to its end, or `None` once it holds more than `cap` bytes.
