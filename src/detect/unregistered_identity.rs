@@ -65,10 +65,13 @@ impl Detector for UnregisteredIdentity {
             }
             _ => return,
         };
+        // What it obtained: a token's or a grant's scopes (a read's are what it already held).
+        let obtained = matches!(e.kind, EventKind::TokenIssued | EventKind::PermissionGrant);
         let privileged: Vec<String> = e
             .scopes
             .iter()
-            .filter(|s| self.high.iter().any(|l| includes(s, l)))
+            .filter(|s| obtained && self.high.iter().any(|l| includes(s, l)))
+            .take(20)
             .map(ToString::to_string)
             .collect();
         let scopes = if e.scopes.is_empty() {

@@ -176,6 +176,10 @@ pub struct FindingStore {
     /// Per detector, the least event time between two deliveries of updates (its
     /// `suppress_minutes`).
     quiet: HashMap<DetectorId, chrono::Duration>,
+    /// Held from journaling a change to applying and delivering it, so that the journal's order
+    /// is the order of the changes (the engine's thread and the API's status changes both write):
+    /// a restart replays the same state.
+    serial: Mutex<()>,
 }
 
 impl FindingStore {
@@ -194,6 +198,7 @@ impl FindingStore {
             tx: broadcast::channel(1024).0,
             outbox: None,
             quiet: HashMap::new(),
+            serial: Mutex::new(()),
         }
     }
 
@@ -326,6 +331,7 @@ impl FindingStore {
     /// finding's change ([`crate::sink::delivers`] and the quiet period). Returns the finding and
     /// how it changed.
     pub fn upsert(&self, finding: Finding) -> Result<(Stored, Change), StoreError> {
+        let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let entry = Entry::Finding { finding };
         self.write(&entry)?;
         let Entry::Finding { finding } = entry else {
@@ -395,9 +401,13 @@ impl FindingStore {
                 existing.finding.status = Status::New;
             }
             if existing.occurrences.len() == 1 {
-                // Its own occurrence: the engine's latest state, with the analyst's status.
-                finding.status = existing.finding.status;
-                existing.finding = finding;
+                // Its own occurrence: the engine's latest state, with the analyst's status; an
+                // older state of it (re-sent after a restart from an older checkpoint) changes
+                // nothing.
+                if added > 0 || finding.count >= existing.finding.count {
+                    finding.status = existing.finding.status;
+                    existing.finding = finding;
+                }
             } else {
                 let occurrence = finding;
                 existing.finding.absorb(&occurrence, added);
@@ -476,6 +486,7 @@ impl FindingStore {
 
     /// Changes a finding's status, recording who, when and why.
     pub fn set_status(&self, id: &str, change: StatusChange) -> Result<Stored, StoreError> {
+        let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(id).is_none() {
             return Err(StoreError::NotFound(id.to_owned()));
         }

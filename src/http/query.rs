@@ -101,19 +101,23 @@ fn encode(answer: &Answer, headers: &HeaderMap) -> Result<Response, ApiError> {
         drop(w);
         (out, "text/csv")
     } else {
-        let mut rows = Vec::new();
-        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut rows);
+        // `{"columns", "rows", "truncated"}` written around the rows Arrow's writer makes, never
+        // as a tree of values (a wide answer would take many times its size in the service).
+        let columns: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut body = Vec::new();
+        body.extend_from_slice(b"{\"columns\":");
+        serde_json::to_writer(&mut body, &columns).map_err(|e| ApiError::internal(&e))?;
+        body.extend_from_slice(b",\"rows\":");
+        let start = body.len();
+        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut body);
         w.write_batches(&batches).map_err(fail)?;
         w.finish().map_err(fail)?;
         drop(w);
-        let rows: Value = if rows.is_empty() {
-            Value::Array(Vec::new())
-        } else {
-            serde_json::from_slice(&rows).map_err(|e| ApiError::internal(&e))?
-        };
-        let columns: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let body = serde_json::json!({"columns": columns, "rows": rows, "truncated": answer.truncated});
-        (body.to_string().into_bytes(), "application/json")
+        if body.len() == start {
+            body.extend_from_slice(b"[]");
+        }
+        body.extend_from_slice(format!(",\"truncated\":{}}}", answer.truncated).as_bytes());
+        (body, "application/json")
     };
     let mut response = Bytes::from(body).into_response();
     response

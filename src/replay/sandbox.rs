@@ -9,8 +9,8 @@
 //! `RLIMIT_DATA` (`archive.query_memory_bytes` plus [`PROCESS_OVERHEAD`]), its CPU time with
 //! `RLIMIT_CPU` as a backstop, it runs at a lower priority than ingestion, and at the time limit
 //! the parent kills it — the query stops, not just the response. Its memory goes back to the
-//! system when it ends. A query still passes [`super::gate`] first, so most refusals are clear
-//! errors before any work.
+//! system when it ends. In the child a query passes [`super::gate`] before planning, so most
+//! refusals are clear errors before DataFusion does any work.
 //!
 //! The cost is a process start per query (a few milliseconds) and the answer crossing a pipe as
 //! Arrow IPC. At most `archive.query_concurrency` run at once; the API answers 429 beyond that.
@@ -332,28 +332,32 @@ pub fn worker() -> ExitCode {
 }
 
 /// Caps the process: its data segment, its CPU time (a backstop: the parent kills it at the time
-/// limit), and a lower priority than the service's own threads.
+/// limit), and a lower priority than the service's own threads. Limits are held within what the
+/// service itself was given (a hard limit cannot be raised); a priority already lower stays.
 fn confine(limits: &Limits) -> std::io::Result<()> {
-    use rustix::process::{Resource, Rlimit, setpriority_process, setrlimit};
+    use rustix::process::{Resource, Rlimit, getpriority_process, getrlimit, setpriority_process, setrlimit};
+    let cap = |resource: Resource, want: u64| -> std::io::Result<()> {
+        let hard = getrlimit(resource).maximum;
+        let value = hard.map_or(want, |h| want.min(h));
+        setrlimit(
+            resource,
+            Rlimit {
+                current: Some(value),
+                maximum: hard,
+            },
+        )?;
+        Ok(())
+    };
     // On top of what the process holds already (the allocator's reserve, the executable's data).
-    let data = data_segment() + limits.memory_bytes as u64 + PROCESS_OVERHEAD;
-    setrlimit(
+    cap(
         Resource::Data,
-        Rlimit {
-            current: Some(data),
-            maximum: Some(data),
-        },
+        data_segment() + limits.memory_bytes as u64 + PROCESS_OVERHEAD,
     )?;
     // Two runtime threads: twice the wall time, and a margin to start.
-    let cpu = limits.timeout.as_secs() * 2 + 10;
-    setrlimit(
-        Resource::Cpu,
-        Rlimit {
-            current: Some(cpu),
-            maximum: Some(cpu + 5),
-        },
-    )?;
-    setpriority_process(None, 10)?;
+    cap(Resource::Cpu, limits.timeout.as_secs() * 2 + 10)?;
+    let nice = getpriority_process(None).unwrap_or(0).max(10);
+    // Not worth refusing the query over: the time limit still holds.
+    let _ = setpriority_process(None, nice);
     Ok(())
 }
 

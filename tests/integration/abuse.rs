@@ -242,6 +242,9 @@ async fn explain_answers_its_plan_and_csv_carries_list_columns() {
         })
         .collect();
     assert_eq!(plans, ["logical_plan", "physical_plan"]);
+    // No rows: an empty list, and the JSON is whole.
+    let a = query(&app, "SELECT 1 AS n WHERE false").await;
+    assert_eq!(a.json(), json!({"columns": ["n"], "rows": [], "truncated": false}));
     // A list column in CSV was a 500.
     let a = post(
         &app,
