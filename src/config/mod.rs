@@ -215,7 +215,7 @@ pub struct HttpConfig {
     pub idle_timeout_seconds: u64,
     /// Append-only journal of findings and status changes; empty to keep them in memory only.
     pub findings_journal: PathBuf,
-    /// Findings kept in memory (the newest by creation).
+    /// Findings kept in memory (past it resolved ones go first, then the oldest by creation).
     pub max_findings: usize,
 }
 

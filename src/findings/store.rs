@@ -3,9 +3,9 @@
 //!
 //! Every new or updated finding and every status change is one journal line, written before
 //! the change is visible; on start the journal is replayed (the last state of each finding wins),
-//! so findings and their status history survive a restart. The in-memory set keeps the newest
-//! `capacity` findings by creation; older ones stay in the journal (and, with the archive, in
-//! Parquet). Listing is newest-created first, and a cursor is the creation sequence of the last
+//! so findings and their status history survive a restart. The in-memory set keeps at most
+//! `capacity` findings: past it, resolved findings go first, then the oldest by creation; what
+//! goes stays in the journal (and, with the archive, in Parquet). Listing is newest-created first, and a cursor is the creation sequence of the last
 //! item seen, so pages stay stable while findings are inserted or updated.
 
 use std::collections::{BTreeMap, HashMap};
@@ -441,17 +441,28 @@ impl FindingStore {
         inner.index.insert(stored.finding.id.clone(), seq);
         inner.open.insert(key_of(&stored.finding), seq);
         inner.by_created.insert(seq, stored.clone());
+        // Past capacity the oldest resolved finding goes first: a standing problem's finding is
+        // old by creation but alive, and evicting it would lose the analyst's status (its next
+        // occurrence would open a new finding). New findings are rare next to events, so the
+        // scan for a resolved one is cheap enough.
         while inner.by_created.len() > self.capacity {
-            if let Some((created, old)) = inner.by_created.pop_first() {
-                for (id, _) in &old.occurrences {
-                    inner.index.remove(id);
-                }
-                let key = key_of(&old.finding);
-                if inner.open.get(&key) == Some(&created) {
-                    inner.open.remove(&key);
-                }
-                inner.evicted += 1;
+            let victim = inner
+                .by_created
+                .iter()
+                .find(|(_, s)| s.finding.status == Status::Resolved)
+                .map(|(c, _)| *c)
+                .or_else(|| inner.by_created.keys().next().copied());
+            let Some(old) = victim.and_then(|c| inner.by_created.remove(&c)) else {
+                break;
+            };
+            for (id, _) in &old.occurrences {
+                inner.index.remove(id);
             }
+            let key = key_of(&old.finding);
+            if inner.open.get(&key) == Some(&old.created_seq) {
+                inner.open.remove(&key);
+            }
+            inner.evicted += 1;
         }
         Applied {
             stored,
@@ -937,5 +948,26 @@ mod tests {
         assert_eq!(store.len(), 3);
         assert!(store.get("f0").is_none());
         assert!(store.get("f4").is_some());
+    }
+
+    #[test]
+    fn past_capacity_resolved_findings_go_before_open_ones() {
+        let store = FindingStore::in_memory(3);
+        for i in 0..3 {
+            store
+                .upsert(finding(&format!("f{i}"), i, Severity::Low))
+                .expect("stored");
+        }
+        // f0 is the oldest but open (acknowledged); f1 is resolved.
+        store.set_status("f0", change(Status::Acknowledged)).expect("ack");
+        store.set_status("f1", change(Status::Resolved)).expect("resolved");
+        store.upsert(finding("f3", 3, Severity::Low)).expect("stored");
+        assert_eq!(store.len(), 3);
+        assert!(store.get("f1").is_none(), "the resolved one went");
+        assert_eq!(store.get("f0").map(|s| s.finding.status), Some(Status::Acknowledged));
+        // With none resolved, the oldest goes.
+        store.upsert(finding("f4", 4, Severity::Low)).expect("stored");
+        assert!(store.get("f0").is_none());
+        assert!(store.get("f2").is_some() && store.get("f4").is_some());
     }
 }
