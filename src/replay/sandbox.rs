@@ -373,7 +373,7 @@ fn data_segment() -> u64 {
 }
 
 async fn execute(job: Job) -> Result<Answer, QueryError> {
-    super::gate::check(&job.sql)?;
+    // `Sql::query` passes the query through `gate::check` before planning.
     let pool = Limits {
         memory_bytes: (job.limits.memory_bytes / POOL_SHARE.1 * POOL_SHARE.0).max(1 << 20),
         // The parent kills at the limit; this stops a query that yields first.
