@@ -143,6 +143,9 @@ mod tests {
         // Inside EXPLAIN and subqueries too.
         assert!(refused(&format!("EXPLAIN {}", sum(600))).contains("nested"));
         assert!(refused(&format!("SELECT * FROM events WHERE x IN ({})", sum(600))).contains("nested"));
+        // The bound exactly: the query level and 255 terms are 256 deep; one more term is over.
+        check(&sum(255)).expect("256 levels");
+        assert!(refused(&sum(256)).contains("nested more than 256"));
         // Many shallow expressions: bounded by the token count.
         let wide = vec!["1"; 4_999].join(", ");
         check(&format!("SELECT {wide}")).expect("5k columns within bounds");
