@@ -468,10 +468,12 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the checkpoints (state.dir in {})", settings.origin))?;
         report_restore(&restored);
         let saved = restored.from.is_some().then(|| restored.offsets.clone());
+        // Findings wait for the checkpoint of the state that raised them (README, "Restarts").
         let detection = restored
             .detection
             .with_max_waiting(settings.raw.engine.max_waiting_events)
-            .with_history(settings.raw.http.max_findings);
+            .with_history(settings.raw.http.max_findings)
+            .holding();
         (Some(store), detection, restored.offsets, saved)
     } else {
         if from_kafka {
@@ -519,7 +521,20 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             // Ready once subscribed and caught up (lag from librdkafka statistics).
             ready.store(true, Ordering::Release);
             let interval = std::time::Duration::from_secs(state_cfg.interval_seconds);
-            consume_until_stopped(&consumer, &mut pipeline, &mut service, &metrics, interval, stop).await
+            let align = kafka::Align {
+                bound: lateness.max(chrono::Duration::minutes(1)),
+                idle_after: std::time::Duration::from_secs(settings.raw.kafka.idle_partition_seconds),
+            };
+            consume_until_stopped(
+                &consumer,
+                &mut pipeline,
+                &mut service,
+                &metrics,
+                interval,
+                Some(align),
+                stop,
+            )
+            .await
         })?;
     } else {
         for input in &args.inputs {
@@ -592,7 +607,22 @@ fn run_role(
             )?;
             tracing::info!(topics = ?kafka.topics, events_topic = %kafka.events_topic, %group, "Rekeying.");
             ready.store(true, Ordering::Release);
-            consume_until_stopped(&consumer, &mut pipeline, &mut rekey, &metrics, interval, stop).await
+            // The events partitions get records in the order the rekey takes them in: in step
+            // across the source partitions, so that no topic runs ahead of another.
+            let align = kafka::Align {
+                bound: lateness.max(chrono::Duration::minutes(1)),
+                idle_after: std::time::Duration::from_secs(kafka.idle_partition_seconds),
+            };
+            consume_until_stopped(
+                &consumer,
+                &mut pipeline,
+                &mut rekey,
+                &metrics,
+                interval,
+                Some(align),
+                stop,
+            )
+            .await
         })?;
         eprint!("{}", summary(pipeline.stats(), 10));
         eprintln!("published {} events to {}", rekey.published, kafka.events_topic);
@@ -639,7 +669,8 @@ fn run_role(
         let consumer = kafka::subscribe_to(kafka, &kafka.group_id, &topics, Some(Arc::clone(&metrics)), Offsets::default(), Some(owner))?;
         tracing::info!(topic = %kafka.events_topic, changelog = %kafka.changelog_topic, group = %kafka.group_id, "Detecting as a group member.");
         ready.store(true, Ordering::Release);
-        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval, stop).await
+        // Each events partition has its own state and order: none waits for another.
+        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval, None, stop).await
     })?;
     if member.unowned > 0 {
         tracing::warn!(
@@ -798,6 +829,7 @@ async fn consume_until_stopped(
     stage: &mut dyn kafka::Stage,
     metrics: &Metrics,
     interval: std::time::Duration,
+    align: Option<kafka::Align>,
     stop: StopSignals,
 ) -> anyhow::Result<()> {
     let StopSignals { mut int, mut term } = stop;
@@ -810,6 +842,7 @@ async fn consume_until_stopped(
     let options = kafka::Options {
         metrics: Some(metrics),
         commit_every: interval,
+        align,
         ..kafka::Options::default()
     };
     kafka::consume(consumer, pipeline, stage, options, shutdown).await?;

@@ -527,6 +527,8 @@ impl Owner for Partitions {
                     .with_history(self.history),
             ),
         };
+        // Findings wait for the changelog record of the state that raised them.
+        let detection = detection.holding();
         tracing::info!(
             partition,
             identities = detection.engine().baseline().len(),
@@ -596,7 +598,7 @@ impl Stage for Member {
             let Some(next) = offsets.get(&self.partitions.topic, partition) else {
                 continue;
             };
-            if part.saved == Some(next) {
+            if part.saved == Some(next) && part.detection.held() == 0 {
                 continue;
             }
             let mut own = Offsets::default();
@@ -612,6 +614,8 @@ impl Stage for Member {
         for (partition, next) in &written {
             if let Some(part) = parts.get_mut(partition) {
                 part.saved = Some(*next);
+                // Durable now: the findings its state raised go out.
+                self.outputs.release(&mut part.detection);
             }
         }
         let took = started.elapsed();

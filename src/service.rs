@@ -113,11 +113,48 @@ impl Outputs {
     pub fn detect(&mut self, detection: &mut Detection, mut event: Event) {
         detection.engine().canonicalize(&mut event);
         self.event(&event);
-        let (late, early) = (detection.late(), detection.released_early());
+        let late = detection.late();
+        let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
+        self.counted(detection, |d, mut report| d.push(event, &mut report));
+        if detection.late() > late {
+            self.metrics.late_event();
+            tracing::debug!(
+                event_id = id.as_deref().unwrap_or_default(),
+                "An event arrived later than engine.lateness_seconds: judged at once."
+            );
+        }
+    }
+
+    /// Tells `detection` which Kafka partitions are read, reporting what that releases.
+    pub fn assign(&mut self, detection: &mut Detection, partitions: &[(String, i32)]) {
+        self.counted(detection, |d, mut report| d.assign(partitions, &mut report));
+    }
+
+    /// Tells `detection` that a Kafka partition went idle or is read again, reporting what that
+    /// releases.
+    pub fn idle(&mut self, detection: &mut Detection, topic: &str, partition: i32, idle: bool) {
+        self.counted(detection, |d, mut report| {
+            d.set_idle(topic, partition, idle, &mut report)
+        });
+    }
+
+    /// Reports the findings `detection` held (see [`Detection::holding`]): called once the
+    /// state that raised them is durable.
+    pub fn release(&mut self, detection: &mut Detection) {
+        let held = detection.held();
+        if held > 0 {
+            detection.release(&mut |update| self.report(update));
+            self.metrics.released(held);
+        }
+    }
+
+    /// Runs `step` on `detection`, reporting each finding it raises, and counts the events it
+    /// released early and the repeats it dropped.
+    fn counted(&mut self, detection: &mut Detection, step: impl FnOnce(&mut Detection, &mut dyn FnMut(&Update))) {
+        let early = detection.released_early();
         let duplicates = detection.engine().stats().duplicates;
         let forgotten = detection.engine().dedupe().forgotten();
-        let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
-        detection.push(event, &mut |update| self.report(update));
+        step(detection, &mut |update| self.report(update));
         for _ in early..detection.released_early() {
             self.metrics.released_early();
         }
@@ -131,13 +168,6 @@ impl Outputs {
         }
         self.metrics
             .dedupe_forgotten(engine.dedupe().forgotten().saturating_sub(forgotten));
-        if detection.late() > late {
-            self.metrics.late_event();
-            tracing::debug!(
-                event_id = id.as_deref().unwrap_or_default(),
-                "An event arrived later than engine.lateness_seconds: judged at once."
-            );
-        }
     }
 
     /// Archives and writes one event before it goes to detection.
@@ -164,7 +194,10 @@ pub fn write_line(out: &mut dyn Write, value: &impl serde::Serialize, error: &mu
 }
 
 /// The running service's stage: events to the outputs and detection; at a commit point the
-/// streams, the archive and a checkpoint of the detection made durable, in that order.
+/// streams, the archive and a checkpoint of the detection made durable, in that order, and then
+/// the findings held since the last one released (when the detection holds them, see
+/// [`Detection::holding`]: with checkpoints, no finding leaves before the state that raised it
+/// is in one).
 pub struct Service {
     /// Detection over everything taken in.
     pub detection: Detection,
@@ -180,13 +213,24 @@ pub struct Service {
 impl Stage for Service {
     fn event(&mut self, event: Event) {
         self.outputs.detect(&mut self.detection, event);
+        self.outputs.metrics.set_held(self.detection.held());
+    }
+
+    fn assigned(&mut self, partitions: &[(String, i32)]) {
+        self.outputs.assign(&mut self.detection, partitions);
+    }
+
+    fn idle(&mut self, topic: &str, partition: i32, idle: bool) {
+        self.outputs.idle(&mut self.detection, topic, partition, idle);
     }
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
         self.outputs.durable()?;
         let out = &self.outputs;
+        // Held findings go into the checkpoint even when no record was read since the last
+        // one (an idle partition released the events behind them).
         if let Some(state) = &mut self.state
-            && self.saved.as_ref() != Some(offsets)
+            && (self.saved.as_ref() != Some(offsets) || self.detection.held() > 0)
         {
             let started = Instant::now();
             let path = state.save(&self.detection, offsets)?;
@@ -201,6 +245,8 @@ impl Stage for Service {
             );
             self.saved = Some(offsets.clone());
         }
+        self.outputs.release(&mut self.detection);
+        self.outputs.metrics.set_held(0);
         Ok(())
     }
 }

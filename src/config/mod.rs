@@ -119,6 +119,9 @@ pub struct KafkaConfig {
     pub instance_id: String,
     /// Records fetched ahead of processing, bytes.
     pub fetch_buffer_bytes: u64,
+    /// A partition that gives no record this long while others do stops holding the event-time
+    /// order back, seconds.
+    pub idle_partition_seconds: u64,
     /// The topic `run --role rekey` publishes normalized events to, keyed by identity, and
     /// `run --role detect` consumes.
     pub events_topic: String,
@@ -531,6 +534,9 @@ impl Settings {
         let k = &raw.kafka;
         if !(1 << 20..=1 << 31).contains(&k.fetch_buffer_bytes) {
             return Err(self.invalid("kafka.fetch_buffer_bytes", "must be between 1 MiB and 2 GiB"));
+        }
+        if !(1..=86_400).contains(&k.idle_partition_seconds) {
+            return Err(self.invalid("kafka.idle_partition_seconds", "must be between 1 and 86400"));
         }
         if raw.engine.max_waiting_events == 0 {
             return Err(self.invalid("engine.max_waiting_events", "must be at least 1"));

@@ -373,7 +373,8 @@ pub(crate) fn test_finding(id: &str) -> Finding {
 }
 
 /// Whether an emitted finding is new or an update of one emitted before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     /// First emission.
     New,
@@ -384,7 +385,8 @@ pub enum Change {
 }
 
 /// A finding as it stands after a hit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Update {
     /// What changed.
     pub change: Change,

@@ -9,14 +9,20 @@
 //! process knows (restored or reached), not at the group's committed one, and a record below it
 //! is passed over, so nothing is counted twice.
 //!
+//! Partitions are read in step in event time ([`super::align`]): the stage is told which
+//! partitions are assigned ([`Stage::assigned`]) and which are idle ([`Stage::idle`]), so its reorder
+//! buffer waits for the slowest one, and a partition running ahead of the slowest by more than
+//! the bound is paused until the slowest catches up.
+//!
 //! A member of a group whose state is per partition gives an [`Owner`]: the rebalance callback
 //! has it restore a partition's state before the partition is read, and start reading at the
 //! offset that state reflects. While a commit point fails (the stage cannot be made durable),
 //! every assigned partition is paused, so nothing piles up behind it; the first commit point
 //! that succeeds resumes them.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +35,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::Record;
+use super::align::Alignment;
 use crate::config::KafkaConfig;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
@@ -56,6 +63,18 @@ pub trait Stage {
     fn event_from(&mut self, partition: i32, event: Event) {
         let _ = partition;
         self.event(event);
+    }
+
+    /// The partitions read from now on (told before the first record of a new one): a stage
+    /// that orders events across partitions waits for the slowest of them.
+    fn assigned(&mut self, partitions: &[(String, i32)]) {
+        let _ = partitions;
+    }
+
+    /// `topic`/`partition` is at its end or silent while others deliver (`true`), or gives
+    /// records again (`false`, told before them): an idle partition holds no one back.
+    fn idle(&mut self, topic: &str, partition: i32, idle: bool) {
+        let _ = (topic, partition, idle);
     }
 
     /// Makes everything taken so far durable; `offsets` are the positions it reflects, committed
@@ -101,6 +120,18 @@ pub struct Context {
     metrics: Option<Arc<Metrics>>,
     positions: Mutex<Offsets>,
     owner: Option<Arc<dyn Owner>>,
+    /// Set by a rebalance: the consumer loop reads the assignment again before the next record.
+    reassigned: AtomicBool,
+    /// Per partition, from librdkafka's statistics: its low and high watermark offsets and the
+    /// group's committed offset (-1 when not known).
+    ends: Mutex<HashMap<(String, i32), Ends>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    low: i64,
+    high: i64,
+    committed: i64,
 }
 
 impl Context {
@@ -112,10 +143,40 @@ impl Context {
     pub fn offsets(&self) -> Offsets {
         self.positions().clone()
     }
+
+    /// Whether everything of `topic`/`partition` the broker had at the last statistics (once a
+    /// second) was taken in: the next offset to read is at its high watermark, or it is empty.
+    fn at_end(&self, topic: &str, partition: i32) -> bool {
+        let ends = self.ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(e) = ends.get(&(topic.to_owned(), partition)) else {
+            return false;
+        };
+        if e.high < 0 {
+            return false;
+        }
+        // Never read by this process: reading starts at the group's committed offset.
+        let next = self.positions().get(topic, partition).unwrap_or(e.committed);
+        e.high == e.low || next >= e.high
+    }
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        {
+            let mut ends = self.ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (topic, t) in &statistics.topics {
+                for p in t.partitions.values().filter(|p| p.partition >= 0) {
+                    ends.insert(
+                        (topic.clone(), p.partition),
+                        Ends {
+                            low: p.lo_offset,
+                            high: p.hi_offset,
+                            committed: p.committed_offset,
+                        },
+                    );
+                }
+            }
+        }
         let Some(m) = &self.metrics else { return };
         // Partition -1 is librdkafka's internal UA partition; -1 lag means not known yet.
         let lag: i64 = statistics
@@ -134,6 +195,7 @@ impl ConsumerContext for Context {
     // before they are assigned.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        self.reassigned.store(true, Ordering::Release);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // A group member restores each partition's state now, before its first record,
@@ -224,7 +286,9 @@ pub fn subscribe_to(
     owner: Option<Arc<dyn Owner>>,
 ) -> Result<Consumer, rdkafka::error::KafkaError> {
     let mut config = client_config(cfg);
-    if metrics.is_some() && !cfg.properties.contains_key("statistics.interval.ms") {
+    // The statistics say where each partition ends (an idle partition does not hold the
+    // others back) and give the lag gauge.
+    if !cfg.properties.contains_key("statistics.interval.ms") {
         config.set("statistics.interval.ms", "1000");
     }
     config
@@ -243,6 +307,8 @@ pub fn subscribe_to(
         metrics,
         positions: Mutex::new(resume),
         owner,
+        reassigned: AtomicBool::new(false),
+        ends: Mutex::new(HashMap::new()),
     };
     let consumer: Consumer = config.create_with_context(context)?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -283,6 +349,19 @@ pub struct Options<'a> {
     pub metrics: Option<&'a Metrics>,
     /// Time between commit points.
     pub commit_every: Duration,
+    /// Partitions read in step in event time (see [`super::align`]); `None` reads each as
+    /// fast as it comes and tells the stage nothing of partitions.
+    pub align: Option<Align>,
+}
+
+/// How far partitions may run apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Align {
+    /// A partition more than this ahead of the slowest in event time is paused (the reorder
+    /// buffer's lateness bound).
+    pub bound: chrono::Duration,
+    /// A partition that gives no record this long while others do is idle.
+    pub idle_after: Duration,
 }
 
 impl Default for Options<'_> {
@@ -292,6 +371,7 @@ impl Default for Options<'_> {
             progress: None,
             metrics: None,
             commit_every: Duration::from_secs(60),
+            align: None,
         }
     }
 }
@@ -311,6 +391,11 @@ pub async fn consume(
     ticker.tick().await;
     let mut processed = 0u64;
     let mut paused = false;
+    let mut align = options.align.map(|a| Alignment::new(a.bound, a.idle_after));
+    // Idleness and pausing are reviewed a few times a second: the statistics that say where
+    // partitions end come once a second.
+    let mut review = tokio::time::interval(Duration::from_millis(200));
+    review.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while options.limit.is_none_or(|l| processed < l) {
         let message = tokio::select! {
             m = consumer.recv() => match m {
@@ -324,13 +409,32 @@ pub async fn consume(
                 }
             },
             _ = ticker.tick() => {
+                if let Some(align) = &mut align {
+                    reassigned(consumer, align, stage);
+                }
                 let durable = commit_point(consumer, pipeline, stage, CommitMode::Async)?;
-                hold(consumer, !durable, &mut paused, options.metrics);
+                hold(consumer, !durable, &mut paused, align.as_mut(), options.metrics);
+                continue;
+            }
+            _ = review.tick(), if align.is_some() => {
+                if let Some(align) = &mut align {
+                    reassigned(consumer, align, stage);
+                    if !paused {
+                        realign(consumer, align, stage, options.metrics);
+                    }
+                }
                 continue;
             }
             () = &mut shutdown => break,
         };
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if let Some(align) = &mut align {
+            // A partition newly assigned is known to the stage before its first record.
+            reassigned(consumer, align, stage);
+            if align.record(topic, partition, None, std::time::Instant::now()) {
+                stage.idle(topic, partition, false);
+            }
+        }
         // Below the position this process's state already reflects (a partition assigned back,
         // or a commit lost to a crash): taken in before, so not again.
         if consumer
@@ -351,6 +455,7 @@ pub async fn consume(
             .to_millis()
             .and_then(chrono::DateTime::from_timestamp_millis);
         let bytes = message.payload().unwrap_or_default();
+        let mut newest = None;
         pipeline.process(
             Record {
                 bytes,
@@ -358,8 +463,16 @@ pub async fn consume(
                 oversized_len: None,
                 received,
             },
-            &mut |event| stage.event_from(partition, event),
+            &mut |event| {
+                newest = newest.max(Some(event.time));
+                stage.event_from(partition, event);
+            },
         )?;
+        if let Some(align) = &mut align
+            && newest.is_some()
+        {
+            align.record(topic, partition, newest, std::time::Instant::now());
+        }
         consumer.context().positions().advance(topic, partition, offset + 1);
         processed += 1;
         if let Some(m) = options.metrics
@@ -384,10 +497,75 @@ pub async fn consume(
     Ok(processed)
 }
 
+/// After a rebalance (the flag its callback sets), tells `align` and the stage which partitions
+/// are read now.
+fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage) {
+    if !consumer.context().reassigned.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        consumer.context().reassigned.store(true, Ordering::Release);
+        return;
+    };
+    let now: Vec<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect();
+    let gone: Vec<(String, i32)> = align
+        .assigned()
+        .filter(|(t, p)| !now.iter().any(|(u, q)| u == t && q == p))
+        .map(|(t, p)| (t.to_owned(), p))
+        .collect();
+    for (topic, partition) in &gone {
+        align.revoke(topic, *partition);
+    }
+    let at = std::time::Instant::now();
+    for (topic, partition) in &now {
+        align.assign(topic, *partition, at);
+    }
+    stage.assigned(&now);
+}
+
+/// Tells the stage which partitions went idle or active, and pauses the partitions running
+/// ahead of the slowest by more than the bound (resuming those back within it).
+fn realign(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage, metrics: Option<&Metrics>) {
+    let context = consumer.context();
+    let review = align.review(&|topic, partition| context.at_end(topic, partition));
+    for (topic, partition, idle) in &review.idle {
+        tracing::debug!(topic, partition, idle, "Partition idleness changed.");
+        stage.idle(topic, *partition, *idle);
+    }
+    let list = |parts: &[(String, i32)]| {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in parts {
+            tpl.add_partition(topic, *partition);
+        }
+        tpl
+    };
+    if !review.pause.is_empty() {
+        if let Err(error) = consumer.pause(&list(&review.pause)) {
+            tracing::warn!(%error, "Could not pause the partitions running ahead.");
+        }
+        tracing::debug!(partitions = ?review.pause, "Paused partitions running ahead of the slowest.");
+    }
+    if !review.resume.is_empty() {
+        if let Err(error) = consumer.resume(&list(&review.resume)) {
+            tracing::warn!(%error, "Could not resume partitions back within the bound.");
+        }
+        tracing::debug!(partitions = ?review.resume, "Resumed partitions back within the bound.");
+    }
+    if let Some(m) = metrics {
+        let (ahead, idle) = align.counts();
+        m.set_alignment(ahead, idle);
+    }
+}
+
 /// Backpressure: while the stage cannot be made durable (the archive's store refuses files, the
 /// changelog's broker does not acknowledge), every assigned partition is paused, so what waits
-/// to be made durable stops growing; the first commit point that succeeds resumes them.
-fn hold(consumer: &Consumer, stop: bool, paused: &mut bool, metrics: Option<&Metrics>) {
+/// to be made durable stops growing; the first commit point that succeeds resumes them (except
+/// those paused for running ahead).
+fn hold(consumer: &Consumer, stop: bool, paused: &mut bool, align: Option<&mut Alignment>, metrics: Option<&Metrics>) {
     let Ok(assigned) = consumer.assignment() else {
         return;
     };
@@ -404,8 +582,17 @@ fn hold(consumer: &Consumer, stop: bool, paused: &mut bool, metrics: Option<&Met
             );
         }
     } else if std::mem::replace(paused, false) {
-        match consumer.resume(&assigned) {
-            Ok(()) => tracing::info!(partitions = assigned.count(), "Consumption resumed."),
+        let mut resume = TopicPartitionList::new();
+        for e in assigned.elements() {
+            if !align.as_ref().is_some_and(|a| a.is_ahead(e.topic(), e.partition())) {
+                resume.add_partition(e.topic(), e.partition());
+            }
+        }
+        if let Some(align) = align {
+            align.restart_silence(std::time::Instant::now());
+        }
+        match consumer.resume(&resume) {
+            Ok(()) => tracing::info!(partitions = resume.count(), "Consumption resumed."),
             Err(error) => {
                 tracing::error!(%error, "Could not resume consumption.");
                 *paused = true;

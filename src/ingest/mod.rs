@@ -5,6 +5,7 @@
 //! know what happens next. The Kafka source stores an offset only after that function returned,
 //! so a record is committed only once it is fully processed.
 
+pub mod align;
 pub mod dead_letter;
 pub mod file;
 pub mod kafka;

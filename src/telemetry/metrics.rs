@@ -33,6 +33,10 @@ pub struct Metrics {
     duplicates: Vec<AtomicU64>,
     dedupe_forgotten: AtomicU64,
     paused: AtomicU64,
+    paused_ahead: AtomicU64,
+    idle_partitions: AtomicU64,
+    held: AtomicU64,
+    released: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     sinks: Mutex<Option<SinkSet>>,
     http_open: AtomicI64,
@@ -74,6 +78,10 @@ impl Default for Metrics {
             duplicates: counters(SourceFormat::ALL.len()),
             dedupe_forgotten: AtomicU64::new(0),
             paused: AtomicU64::new(0),
+            paused_ahead: AtomicU64::new(0),
+            idle_partitions: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            released: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
             sinks: Mutex::new(None),
@@ -186,6 +194,22 @@ impl Metrics {
     /// Whether consumption is paused for backpressure.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(u64::from(paused), Ordering::Relaxed);
+    }
+
+    /// Partitions paused for running ahead of the slowest in event time, and partitions idle.
+    pub fn set_alignment(&self, paused_ahead: usize, idle: usize) {
+        self.paused_ahead.store(paused_ahead as u64, Ordering::Relaxed);
+        self.idle_partitions.store(idle as u64, Ordering::Relaxed);
+    }
+
+    /// Findings raised and waiting for the commit point that makes their state durable.
+    pub fn set_held(&self, findings: usize) {
+        self.held.store(findings as u64, Ordering::Relaxed);
+    }
+
+    /// Held findings released after a commit point.
+    pub fn released(&self, findings: usize) {
+        self.released.fetch_add(findings as u64, Ordering::Relaxed);
     }
 
     /// Time from Kafka append to processed, in microseconds.
@@ -386,6 +410,14 @@ impl Metrics {
              # TYPE nhiwatch_dedupe_forgotten_total counter\nnhiwatch_dedupe_forgotten_total {}\n\
              # HELP nhiwatch_consumption_paused 1 while consumption is paused until what was taken in is durable.\n\
              # TYPE nhiwatch_consumption_paused gauge\nnhiwatch_consumption_paused {}\n\
+             # HELP nhiwatch_partitions_paused_ahead Partitions paused for running ahead of the slowest one in event time by more than engine.lateness_seconds.\n\
+             # TYPE nhiwatch_partitions_paused_ahead gauge\nnhiwatch_partitions_paused_ahead {}\n\
+             # HELP nhiwatch_partitions_idle Partitions at their end or silent for kafka.idle_partition_seconds, not holding the watermark back.\n\
+             # TYPE nhiwatch_partitions_idle gauge\nnhiwatch_partitions_idle {}\n\
+             # HELP nhiwatch_findings_held Findings raised and waiting for the commit point that makes the state behind them durable.\n\
+             # TYPE nhiwatch_findings_held gauge\nnhiwatch_findings_held {}\n\
+             # HELP nhiwatch_findings_released_total Findings released to the journal, API and sinks after a commit point.\n\
+             # TYPE nhiwatch_findings_released_total counter\nnhiwatch_findings_released_total {}\n\
              # HELP nhiwatch_resident_memory_bytes Resident memory of the process.\n\
              # TYPE nhiwatch_resident_memory_bytes gauge\nnhiwatch_resident_memory_bytes {}",
             self.checkpoints.load(Ordering::Relaxed),
@@ -395,6 +427,10 @@ impl Metrics {
             self.early.load(Ordering::Relaxed),
             self.dedupe_forgotten.load(Ordering::Relaxed),
             self.paused.load(Ordering::Relaxed),
+            self.paused_ahead.load(Ordering::Relaxed),
+            self.idle_partitions.load(Ordering::Relaxed),
+            self.held.load(Ordering::Relaxed),
+            self.released.load(Ordering::Relaxed),
             resident_bytes()
         );
         let _ = writeln!(
@@ -476,6 +512,9 @@ mod tests {
         m.duplicate_events(SourceFormat::GcpAudit, 3);
         m.dedupe_forgotten(4);
         m.set_paused(true);
+        m.set_alignment(3, 2);
+        m.set_held(5);
+        m.released(4);
         m.http_connections(1);
         m.http_connections(1);
         m.http_connections(-1);
@@ -501,6 +540,10 @@ mod tests {
             "nhiwatch_duplicate_events_total{format=\"okta\"} 0",
             "nhiwatch_dedupe_forgotten_total 4",
             "nhiwatch_consumption_paused 1",
+            "nhiwatch_partitions_paused_ahead 3",
+            "nhiwatch_partitions_idle 2",
+            "nhiwatch_findings_held 5",
+            "nhiwatch_findings_released_total 4",
             "nhiwatch_http_connections 1",
             "nhiwatch_http_connections_refused_total{reason=\"per_ip\"} 1",
             "nhiwatch_http_connections_refused_total{reason=\"capacity\"} 0",
