@@ -1154,6 +1154,85 @@ mod tests {
         assert!(old.sources.is_empty());
     }
 
+    /// Issue 24, on generated traffic: every identity-provider partition read to its end
+    /// before any data partition (a backlog where one topic is fetched far ahead), each
+    /// partition told idle at its end, raises exactly the findings of the same events read in
+    /// time order.
+    #[test]
+    fn a_topic_fetched_far_ahead_raises_the_findings_of_the_events_in_time_order() {
+        let (events, registry) = crate::generate::test_events(40, 30, 5);
+        let placed: Vec<Event> = events
+            .iter()
+            .map(|e| {
+                let topic = match e.format {
+                    SourceFormat::FhirAuditEvent => "fhir",
+                    SourceFormat::GatewayAccess => "gateway",
+                    _ => "idp",
+                };
+                let partition = e.identity.bytes().map(i32::from).sum::<i32>() % 4;
+                let mut e = e.clone();
+                e.source = Some(crate::event::Origin {
+                    name: topic.into(),
+                    partition: Some(partition),
+                    offset: 0,
+                });
+                e
+            })
+            .collect();
+        let engine = || Engine::new(Detectors::default(), Some(registry.clone()), baseline::Settings::default());
+        let run = |order: &[&Event], partitions: bool| {
+            let mut d = Detection::new(engine(), Duration::hours(1), false);
+            let all: Vec<(String, i32)> = ["idp", "fhir", "gateway"]
+                .iter()
+                .flat_map(|t| (0..4).map(move |p| ((*t).to_owned(), p)))
+                .collect();
+            if partitions {
+                d.assign(&all, &mut |_| {});
+            }
+            let mut left: HashMap<(String, i32), usize> = HashMap::new();
+            for e in order {
+                let o = e.source.as_ref().expect("placed");
+                *left.entry((o.name.clone(), o.partition.expect("partition"))).or_default() += 1;
+            }
+            if partitions {
+                for (t, p) in &all {
+                    if !left.contains_key(&(t.clone(), *p)) {
+                        d.set_idle(t, *p, true, &mut |_| {});
+                    }
+                }
+            }
+            for e in order {
+                d.push((*e).clone(), &mut |_| {});
+                let o = e.source.as_ref().expect("placed");
+                let key = (o.name.clone(), o.partition.expect("partition"));
+                let n = left.get_mut(&key).expect("counted");
+                *n -= 1;
+                if *n == 0 && partitions {
+                    d.set_idle(&key.0, key.1, true, &mut |_| {});
+                }
+            }
+            d.finish(&mut |_| {});
+            let mut found: Vec<(String, u64)> = d.findings().iter().map(|f| (f.id.clone(), f.count)).collect();
+            found.sort();
+            (found, d.late())
+        };
+        let in_order: Vec<&Event> = placed.iter().collect();
+        let idp_first: Vec<&Event> = placed
+            .iter()
+            .filter(|e| e.source.as_ref().is_some_and(|o| o.name == "idp"))
+            .chain(placed.iter().filter(|e| e.source.as_ref().is_some_and(|o| o.name != "idp")))
+            .collect();
+        let (want, _) = run(&in_order, false);
+        assert!(want.len() >= 5, "the scenario raises findings: {want:?}");
+        let (got, late) = run(&idp_first, true);
+        assert_eq!(late, 0);
+        assert_eq!(got, want);
+        // Without partitions, the same fetch order makes the data late and finds otherwise.
+        let (skewed, late) = run(&idp_first, false);
+        assert!(late > 1000, "{late}");
+        assert_ne!(skewed, want);
+    }
+
     /// Issue 24: with [`Detection::holding`] nothing is reported until `release`, and what is
     /// held is part of the state a checkpoint keeps.
     #[test]

@@ -5,7 +5,9 @@
 //! ahead of another. The reorder buffer ([`crate::engine::Reorder`]) waits for the slowest
 //! partition, so what runs ahead only waits in memory; this module keeps that bounded and says
 //! which partitions the slowest is: per assigned partition it keeps the newest event time read,
-//! whether the partition is *idle* (at its end offset, or silent while others deliver), and
+//! whether the partition is *idle* (at its end offset; or silent while others deliver, when
+//! where it ends is not known; or silent ten times as long although records wait in it, a
+//! partition whose leader cannot be reached), and
 //! whether it is paused for running ahead of the slowest partition being read by more than the
 //! bound (Flink's watermark alignment). A paused partition is resumed once the slowest is back
 //! within the bound. Pure bookkeeping: the consumer applies what [`Alignment::review`] decides.
@@ -32,6 +34,18 @@ struct Part {
     last_record: Instant,
     idle: bool,
     ahead: bool,
+}
+
+/// Where a partition's position is against its end, as the broker last said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Everything the partition held was read.
+    Reached,
+    /// Records wait in it: it is slow to come, not idle (Kafka Streams waits for such a
+    /// partition too).
+    Behind,
+    /// Not known (no statistics yet, or none for it).
+    Unknown,
 }
 
 /// What [`Alignment::review`] decided.
@@ -116,17 +130,24 @@ impl Alignment {
         self.last_any = Some(now);
     }
 
-    /// Decides which partitions are idle (`at_end` says a partition's position is at its end
-    /// offset; one silent for `idle_after` while others delivered is idle too, unless paused)
-    /// and which to pause or resume so that none reads more than the bound ahead of the
-    /// slowest partition that is being read and has given an event.
-    pub fn review(&mut self, at_end: &dyn Fn(&str, i32) -> bool) -> Review {
+    /// Decides which partitions are idle and which to pause or resume so that none reads more
+    /// than the bound ahead of the slowest partition that is being read and has given an event.
+    /// A partition is idle when `end` says it was read to its end; when its end is not known
+    /// and it gave no record for `idle_after` while others did; or when records wait in it but
+    /// it gave none for ten times that while others did. A partition paused for running ahead
+    /// is never silent.
+    pub fn review(&mut self, end: &dyn Fn(&str, i32) -> End) -> Review {
         let mut review = Review::default();
-        let silent_since = self.last_any.map(|t| t.checked_sub(self.idle_after).unwrap_or(t));
+        let since = |d: Duration| self.last_any.map(|t| t.checked_sub(d).unwrap_or(t));
+        let (silent_since, stuck_since) = (since(self.idle_after), since(self.idle_after * 10));
         for (topic, parts) in &mut self.parts {
             for (&partition, part) in parts.iter_mut() {
-                let silent = !part.ahead && silent_since.is_some_and(|t| part.last_record <= t);
-                let idle = at_end(topic, partition) || silent;
+                let quiet = |since: Option<Instant>| !part.ahead && since.is_some_and(|t| part.last_record <= t);
+                let idle = match end(topic, partition) {
+                    End::Reached => true,
+                    End::Unknown => quiet(silent_since),
+                    End::Behind => quiet(stuck_since),
+                };
                 if idle != part.idle {
                     part.idle = idle;
                     review.idle.push((topic.clone(), partition, idle));
@@ -151,6 +172,8 @@ impl Alignment {
                     if ahead {
                         review.pause.push((topic.clone(), partition));
                     } else {
+                        // Its silence counts from when it may read again.
+                        part.last_record = self.last_any.unwrap_or(part.last_record).max(part.last_record);
                         review.resume.push((topic.clone(), partition));
                     }
                 }
@@ -182,8 +205,8 @@ mod tests {
         DateTime::from_timestamp(1_767_225_600 + hours * 3600, 0)
     }
 
-    fn never(_: &str, _: i32) -> bool {
-        false
+    fn never(_: &str, _: i32) -> End {
+        End::Unknown
     }
 
     #[test]
@@ -224,7 +247,7 @@ mod tests {
         a.record("t", 0, at(1), t0);
         a.record("t", 1, at(50), t0);
         // Partition 0 is at its end: idle, so 50 h is not ahead of anything read.
-        let end0 = |_: &str, p: i32| p == 0;
+        let end0 = |_: &str, p: i32| if p == 0 { End::Reached } else { End::Unknown };
         let review = a.review(&end0);
         assert_eq!(review.idle, [("t".to_owned(), 0, true)]);
         assert!(review.pause.is_empty(), "{review:?}");
@@ -240,6 +263,21 @@ mod tests {
         // A record of an idle partition makes it active again, to be told first.
         assert!(a.record("t", 2, at(52), now));
         assert!(!a.record("t", 2, at(53), now));
+    }
+
+    /// A partition with records waiting is slow to come, not idle: only a silence ten times
+    /// as long (its leader unreachable) makes it idle.
+    #[test]
+    fn a_partition_with_records_waiting_is_idle_only_after_ten_times_the_silence() {
+        let t0 = Instant::now();
+        let mut a = Alignment::new(chrono::Duration::hours(1), Duration::from_secs(30));
+        a.assign("t", 0, t0);
+        a.assign("t", 1, t0);
+        let behind = |_: &str, p: i32| if p == 1 { End::Behind } else { End::Unknown };
+        a.record("t", 0, at(1), t0 + Duration::from_secs(31));
+        assert_eq!(a.review(&behind), Review::default());
+        a.record("t", 0, at(2), t0 + Duration::from_secs(301));
+        assert_eq!(a.review(&behind).idle, [("t".to_owned(), 1, true)]);
     }
 
     #[test]

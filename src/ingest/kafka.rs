@@ -35,7 +35,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::Record;
-use super::align::Alignment;
+use super::align::{Alignment, End};
 use crate::config::KafkaConfig;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
@@ -144,19 +144,26 @@ impl Context {
         self.positions().clone()
     }
 
-    /// Whether everything of `topic`/`partition` the broker had at the last statistics (once a
-    /// second) was taken in: the next offset to read is at its high watermark, or it is empty.
-    fn at_end(&self, topic: &str, partition: i32) -> bool {
+    /// Where `topic`/`partition`'s position is against its end, as the last statistics (once a
+    /// second) said: read to its end (the next offset to read at its high watermark, or it is
+    /// empty), behind it, or not known.
+    fn end(&self, topic: &str, partition: i32) -> End {
         let ends = self.ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(e) = ends.get(&(topic.to_owned(), partition)) else {
-            return false;
+            return End::Unknown;
         };
         if e.high < 0 {
-            return false;
+            return End::Unknown;
+        }
+        if e.high == e.low {
+            return End::Reached;
         }
         // Never read by this process: reading starts at the group's committed offset.
-        let next = self.positions().get(topic, partition).unwrap_or(e.committed);
-        e.high == e.low || next >= e.high
+        match self.positions().get(topic, partition).or((e.committed >= 0).then_some(e.committed)) {
+            Some(next) if next >= e.high => End::Reached,
+            Some(_) => End::Behind,
+            None => End::Unknown,
+        }
     }
 }
 
@@ -531,7 +538,7 @@ fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage)
 /// ahead of the slowest by more than the bound (resuming those back within it).
 fn realign(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage, metrics: Option<&Metrics>) {
     let context = consumer.context();
-    let review = align.review(&|topic, partition| context.at_end(topic, partition));
+    let review = align.review(&|topic, partition| context.end(topic, partition));
     for (topic, partition, idle) in &review.idle {
         tracing::debug!(topic, partition, idle, "Partition idleness changed.");
         stage.idle(topic, *partition, *idle);
