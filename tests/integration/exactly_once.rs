@@ -349,9 +349,9 @@ impl Rng {
 
 /// All of `traffic` produced before any consumer starts; an uninterrupted run (group
 /// `reference`) reads it to the end; then a run (group `faulted`) killed with SIGKILL `kills`
-/// times, each time at a random point 0.3–2 s after it began taking in records (0.3–1 s until
-/// one kill came before the killed process's first commit point; up to three kills more for
-/// that), restarted, and left to finish. The findings of both, from the journal, the API and
+/// times — 0.3–1 s after it began taking in records until one kill came before the killed
+/// process's first commit point (up to three kills more for that), then 0.3–1.2 s after each
+/// process's first commit point — restarted each time, and left to finish. The findings of both, from the journal, the API and
 /// the Kafka sink, are compared.
 fn killed_early_and_often_raises_what_one_run_raises(
     brokers: &str,
@@ -388,8 +388,8 @@ fn killed_early_and_often_raises_what_one_run_raises(
     let mut rng = Rng(u64::from(seed) | 1);
     let faulted = config(dir.path(), brokers, "faulted", traffic);
     let log = dir.path().join("faulted.log");
-    // (ms after the first record, records taken in, committed, before this process's first
-    // commit point) at each kill.
+    // (ms after the first record or the first commit point, records taken in, committed, before
+    // this process's first commit point) at each kill.
     let mut killed: Vec<(u128, u64, i64, bool)> = Vec::new();
     let mut before = 0;
     let mut service: Reaped = start(&faulted, &log);
@@ -408,8 +408,20 @@ fn killed_early_and_often_raises_what_one_run_raises(
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Until one kill came before its process's first commit point: 0.3–1 s after the first
+        // record. Then after the process made progress durable (so the restart resumes mid-stream,
+        // where the topics' positions differ from a start at the beginning): 0.3–1.2 s after its
+        // first commit point.
         let after = if early(&killed) {
-            rng.millis(300, 2000)
+            while committed(brokers, "faulted", traffic) <= before && before < total {
+                assert!(
+                    Instant::now() < deadline,
+                    "no commit after {before}:\n{}",
+                    support::read(&log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            rng.millis(300, 1200)
         } else {
             rng.millis(300, 1000)
         };
@@ -423,7 +435,7 @@ fn killed_early_and_often_raises_what_one_run_raises(
         service = start(&faulted, &log);
     }
     let case = format!(
-        "seed {seed}, kills (ms after the first record, taken in, committed, before its first commit point) \
+        "seed {seed}, kills (ms after the first record or commit, taken in, committed, before its first commit point) \
          {killed:?} of {total}"
     );
     caught_up(brokers, "faulted", traffic, total, &log, &case);
@@ -484,16 +496,17 @@ fn killed_early_and_often_raises_what_one_run_raises(
     );
 }
 
-/// Unequal partition counts: `fhir-audit` in 12 partitions and `gateway-access` in 4, each
-/// partition a fraction of its topic, against `idp-audit` in 2: per fetch (at most 1 MB of a
-/// partition) the topics advance through their 14 days at different speeds. (40 identities, 14
+/// Unequal partition counts: `fhir-audit` in 12 partitions (eight identities of about 3.5 MB:
+/// four stay empty), `gateway-access` in 4, `idp-audit` in 12 (about 450 KB each): per fetch (at
+/// most 1 MB of a partition) the identity provider's topic runs through its 14 days while the
+/// others advance a few days. (40 identities, 14
 /// days: about 39,000 records, 41 MB; a debug build reads them in about 4 s, so kills 0.3–2 s
 /// after the first record fall within the catch-up.)
 fn uneven() -> Traffic {
     Traffic {
         identities: 40,
         days: 14,
-        partitions: [(Stream::FhirAudit, 12), (Stream::Gateway, 4), (Stream::Idp, 2)],
+        partitions: [(Stream::FhirAudit, 12), (Stream::Gateway, 4), (Stream::Idp, 12)],
     }
 }
 
