@@ -59,7 +59,7 @@ fn config(dir: &Path, brokers: &str, group: &str) -> PathBuf {
 }
 
 /// `nhiwatch run` with `config`, its log appended to `log`.
-fn start(config: &Path, log: &Path) -> Reaped {
+pub(crate) fn start(config: &Path, log: &Path) -> Reaped {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -121,41 +121,42 @@ fn taken_in(log: &Path, records: u64) -> u64 {
 
 /// Waits until the process logging to `log` (its latest start) serves `/metrics` with `name` at
 /// least `value`; returns the value.
-fn metric_at_least(log: &Path, name: &str, value: u64) -> u64 {
-    let records = value;
+pub(crate) fn metric_at_least(log: &Path, name: &str, value: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
             Instant::now() < deadline,
-            "no {name} of {records}:\n{}",
+            "no {name} of {value}:\n{}",
             support::read(log)
         );
         std::thread::sleep(Duration::from_millis(20));
-        let text = support::read(log);
-        let Some(start) = text.rfind("No checkpoint yet").max(text.rfind("State restored")) else {
-            continue;
-        };
-        let Some(addr) = text[start..].lines().find_map(|l| {
-            l.split_once("Serving the HTTP API. addr=")
-                .map(|(_, a)| a.trim().to_owned())
-        }) else {
-            continue;
-        };
-        let Ok(mut stream) = std::net::TcpStream::connect(&addr) else {
-            continue;
-        };
-        let _ = std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(&mut stream, &mut body);
-        let taken = body
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if taken >= records {
-            return taken;
+        if let Some(now) = metric(log, name)
+            && now >= value
+        {
+            return now;
         }
     }
+}
+
+/// The value of `name` the process logging to `log` (its latest start) serves on `/metrics`;
+/// none while it serves nothing yet.
+pub(crate) fn metric(log: &Path, name: &str) -> Option<u64> {
+    let text = support::read(log);
+    let start = text.rfind("No checkpoint yet").max(text.rfind("State restored"))?;
+    let addr = text[start..].lines().find_map(|l| {
+        l.split_once("Serving the HTTP API. addr=")
+            .map(|(_, a)| a.trim().to_owned())
+    })?;
+    let mut stream = std::net::TcpStream::connect(&addr).ok()?;
+    let _ = std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut body);
+    Some(
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// Records `group` has committed, summed over the partitions.
@@ -165,13 +166,18 @@ fn committed(brokers: &str, group: &str) -> i64 {
 
 /// Records `group` has committed on `topic`, summed over its partitions.
 pub(crate) fn committed_on(brokers: &str, group: &str, topic: &str) -> i64 {
+    committed_in(brokers, group, topic, PARTITIONS)
+}
+
+/// Records `group` has committed on `topic`, summed over its first `partitions` partitions.
+pub(crate) fn committed_in(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
     match consumer.committed_offsets(tpl, Duration::from_secs(10)) {

@@ -6,6 +6,7 @@ mod connections;
 mod dead_letter;
 mod durability;
 mod e2e;
+mod exactly_once;
 mod findings;
 mod fixtures;
 mod governance;
