@@ -1179,7 +1179,13 @@ mod tests {
                 e
             })
             .collect();
-        let engine = || Engine::new(Detectors::default(), Some(registry.clone()), baseline::Settings::default());
+        let engine = || {
+            Engine::new(
+                Detectors::default(),
+                Some(registry.clone()),
+                baseline::Settings::default(),
+            )
+        };
         let run = |order: &[&Event], partitions: bool| {
             let mut d = Detection::new(engine(), Duration::hours(1), false);
             let all: Vec<(String, i32)> = ["idp", "fhir", "gateway"]
@@ -1192,7 +1198,9 @@ mod tests {
             let mut left: HashMap<(String, i32), usize> = HashMap::new();
             for e in order {
                 let o = e.source.as_ref().expect("placed");
-                *left.entry((o.name.clone(), o.partition.expect("partition"))).or_default() += 1;
+                *left
+                    .entry((o.name.clone(), o.partition.expect("partition")))
+                    .or_default() += 1;
             }
             if partitions {
                 for (t, p) in &all {
@@ -1220,7 +1228,11 @@ mod tests {
         let idp_first: Vec<&Event> = placed
             .iter()
             .filter(|e| e.source.as_ref().is_some_and(|o| o.name == "idp"))
-            .chain(placed.iter().filter(|e| e.source.as_ref().is_some_and(|o| o.name != "idp")))
+            .chain(
+                placed
+                    .iter()
+                    .filter(|e| e.source.as_ref().is_some_and(|o| o.name != "idp")),
+            )
             .collect();
         let (want, _) = run(&in_order, false);
         assert!(want.len() >= 5, "the scenario raises findings: {want:?}");

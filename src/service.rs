@@ -218,10 +218,12 @@ impl Stage for Service {
 
     fn assigned(&mut self, partitions: &[(String, i32)]) {
         self.outputs.assign(&mut self.detection, partitions);
+        self.outputs.metrics.set_held(self.detection.held());
     }
 
     fn idle(&mut self, topic: &str, partition: i32, idle: bool) {
         self.outputs.idle(&mut self.detection, topic, partition, idle);
+        self.outputs.metrics.set_held(self.detection.held());
     }
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {

@@ -159,7 +159,11 @@ impl Context {
             return End::Reached;
         }
         // Never read by this process: reading starts at the group's committed offset.
-        match self.positions().get(topic, partition).or((e.committed >= 0).then_some(e.committed)) {
+        match self
+            .positions()
+            .get(topic, partition)
+            .or((e.committed >= 0).then_some(e.committed))
+        {
             Some(next) if next >= e.high => End::Reached,
             Some(_) => End::Behind,
             None => End::Unknown,

@@ -165,6 +165,27 @@ fn caught_up(brokers: &str, group: &str, traffic: &Traffic, total: i64, log: &Pa
     }
 }
 
+/// Waits until the process logging to `log` (its latest start) has judged what a run reading
+/// the whole stream judges — every partition at its end, so idle and holding nothing back
+/// (`nhiwatch_partitions_idle`) — and released the findings that raised (none held).
+fn settled(log: &Path, traffic: &Traffic, case: &str) {
+    let partitions: i32 = traffic.partitions.iter().map(|(_, n)| n).sum();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let idle = metric(log, "nhiwatch_partitions_idle");
+        let held = metric(log, "nhiwatch_findings_held");
+        if idle == Some(partitions as u64) && held == Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{case}: not settled ({idle:?} of {partitions} partitions idle, {held:?} findings held):\n{}",
+            support::read(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The address the process logging to `log` serves its API on (its latest start).
 fn addr(log: &Path) -> String {
     let text = support::read(log);
@@ -190,11 +211,18 @@ fn row(f: &serde_json::Value) -> Row {
 
 /// Every finding `GET /v1/findings` lists, all pages.
 fn listed(log: &Path) -> BTreeSet<Row> {
-    let addr = addr(log);
     let mut rows = BTreeSet::new();
     let mut cursor = String::new();
     for _ in 0..1000 {
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        // The latest start may not serve yet (the log still names the process before it).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut stream = loop {
+            match std::net::TcpStream::connect(addr(log)) {
+                Ok(stream) => break stream,
+                Err(error) => assert!(Instant::now() < deadline, "connect: {error}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let request = format!(
             "GET /v1/findings?limit=500{cursor} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {READ_TOKEN}\r\n\r\n"
         );
@@ -301,6 +329,42 @@ fn sunk(brokers: &str, topic: &str) -> Delivered {
     }
 }
 
+/// The findings of `nhiwatch detect` over `records` sorted by event time (stable: a record
+/// delivered twice stays twice), with the runs' lateness: what a run judging in event time
+/// raises, whatever order its partitions are fetched in.
+fn in_time_order(dir: &Path, records: &[GenRecord]) -> BTreeSet<Row> {
+    let mut sorted: Vec<&GenRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.time);
+    let input = dir.join("in-time-order.ndjson");
+    let text: String = sorted.iter().map(|r| format!("{}\n", r.line)).collect();
+    std::fs::write(&input, text).expect("input");
+    let config = dir.join("in-time-order.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine]\nlateness_seconds = 172800\n[dead_letter]\npath = \"{}\"\n",
+            dir.join("in-time-order-dead-letter.ndjson").display()
+        ),
+    )
+    .expect("config");
+    let output = dir.join("in-time-order-findings.ndjson");
+    let run = support::nhiwatch()
+        .args(["detect", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .env("NHIWATCH_PSEUDONYM_KEY", crate::durability::KEY)
+        .output()
+        .expect("detect runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    support::lines(&output)
+        .iter()
+        .map(|l| row(&serde_json::from_str(l).expect("a finding")))
+        .collect()
+}
+
 /// Asserts that `got` (a source of the faulted run) is `want` (the same source of the
 /// uninterrupted run) in its last state, and that every id it ever held is one `want` has.
 fn same(source: &str, want: &BTreeSet<Row>, got: &BTreeSet<Row>, ever: &BTreeSet<String>, case: &str) {
@@ -350,7 +414,7 @@ impl Rng {
 /// All of `traffic` produced before any consumer starts; an uninterrupted run (group
 /// `reference`) reads it to the end; then a run (group `faulted`) killed with SIGKILL `kills`
 /// times — 0.3–1 s after it began taking in records until one kill came before the killed
-/// process's first commit point (up to three kills more for that), then 0.3–1.2 s after each
+/// process's first commit point (up to three kills more for that), then 20–250 ms after each
 /// process's first commit point — restarted each time, and left to finish. The findings of both, from the journal, the API and
 /// the Kafka sink, are compared.
 fn killed_early_and_often_raises_what_one_run_raises(
@@ -378,6 +442,7 @@ fn killed_early_and_often_raises_what_one_run_raises(
     let reference_log = dir.path().join("reference.log");
     let reference = start(&config(dir.path(), brokers, "reference", traffic), &reference_log);
     caught_up(brokers, "reference", traffic, total, &reference_log, "reference");
+    settled(&reference_log, traffic, "reference");
     let reference_listed = listed_settled(&reference_log);
     stop(reference, &reference_log);
     let read_by_reference = started.elapsed();
@@ -396,7 +461,7 @@ fn killed_early_and_often_raises_what_one_run_raises(
     // `kills` kills, and more (three at most) until one came before the killed process's first
     // commit point: the phase of the commit timer at the first record is not the test's to set.
     let early = |killed: &[(u128, u64, i64, bool)]| killed.iter().any(|k| k.3);
-    while killed.len() < kills || (!early(&killed) && killed.len() < kills + 3 && before < total) {
+    loop {
         // Once it takes in records (or has nothing left to take in).
         let deadline = Instant::now() + Duration::from_secs(120);
         while metric(&log, "nhiwatch_records_total").unwrap_or(0) == 0 && committed(brokers, "faulted", traffic) < total
@@ -410,7 +475,7 @@ fn killed_early_and_often_raises_what_one_run_raises(
         }
         // Until one kill came before its process's first commit point: 0.3–1 s after the first
         // record. Then after the process made progress durable (so the restart resumes mid-stream,
-        // where the topics' positions differ from a start at the beginning): 0.3–1.2 s after its
+        // where the topics' positions differ from a start at the beginning): 20–250 ms after its
         // first commit point.
         let after = if early(&killed) {
             while committed(brokers, "faulted", traffic) <= before && before < total {
@@ -421,7 +486,9 @@ fn killed_early_and_often_raises_what_one_run_raises(
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            rng.millis(300, 1200)
+            // A process resumed from a checkpoint reads the rest of the stream in about a
+            // second: kill it within that.
+            rng.millis(20, 250)
         } else {
             rng.millis(300, 1000)
         };
@@ -432,22 +499,36 @@ fn killed_early_and_often_raises_what_one_run_raises(
         let now = committed(brokers, "faulted", traffic);
         killed.push((after.as_millis(), taken, now, taken > 0 && now == before));
         before = now;
+        let more = killed.len() < kills || (!early(&killed) && killed.len() < kills + 3 && before < total);
+        if !more {
+            // The last start joins once the killed member's session (6 s) is over: tansu 0.6
+            // may otherwise leave the newcomer with no partitions and never rebalance again
+            // (seen once in five runs; `durability.rs` restarts the same way).
+            std::thread::sleep(Duration::from_secs(7));
+        }
         service = start(&faulted, &log);
+        if !more {
+            break;
+        }
     }
     let case = format!(
         "seed {seed}, kills (ms after the first record or commit, taken in, committed, before its first commit point) \
          {killed:?} of {total}"
     );
     caught_up(brokers, "faulted", traffic, total, &log, &case);
+    settled(&log, traffic, &case);
     let faulted_listed = listed_settled(&log);
     stop(service, &log);
     assert!(
         early(&killed),
         "{case}: a kill came before the killed process's first commit point, after it took in records"
     );
+    // A process that made progress durable, killed before the end: its restart resumes from a
+    // checkpoint mid-stream. (A process resumed so reads the rest in about a second, so the
+    // later kills may come after the end.)
     assert!(
-        killed.iter().filter(|k| k.2 < total).count() >= 3,
-        "{case}: kills came before the end of the stream"
+        killed.iter().any(|k| !k.3 && k.1 > 0 && k.2 < total),
+        "{case}: a kill came after a commit point and before the end of the stream"
     );
     eprintln!(
         "produced in {produced:?}, reference read in {:?}, faulted done in {:?}; {case}",
@@ -460,6 +541,13 @@ fn killed_early_and_often_raises_what_one_run_raises(
     assert!(
         detectors.len() >= 3,
         "the traffic raises findings of several detectors: {detectors:?}"
+    );
+    // The uninterrupted run itself judged in event time, whatever the fetch order: it raises
+    // what `detect` raises over the same records read in time order.
+    assert_eq!(
+        reference_journal.last,
+        in_time_order(dir.path(), &records),
+        "the uninterrupted run raises the findings of its records in event-time order ({case})"
     );
     let reference_sunk = sunk(brokers, "findings-reference");
     assert_eq!(
