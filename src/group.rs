@@ -590,6 +590,49 @@ impl Stage for Member {
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
         self.outputs.durable()?;
         let started = Instant::now();
+        // Held findings go into the changelog even when no record was read since the last
+        // write (the events behind them were released later).
+        let written = self.write_states(offsets, &|_, part, next| {
+            part.saved != Some(next) || part.detection.held() > 0
+        })?;
+        if written.is_empty() {
+            return Ok(());
+        }
+        // Durable now: the findings each state raised go out, and the states are written again
+        // without them, so that a restart or the partition's next owner does not release them
+        // again (only a crash in between does).
+        let mut released = Vec::new();
+        {
+            let mut parts = self.partitions.parts();
+            for (partition, _) in &written {
+                if let Some(part) = parts.get_mut(partition)
+                    && part.detection.held() > 0
+                {
+                    self.outputs.release(&mut part.detection);
+                    released.push(*partition);
+                }
+            }
+        }
+        if !released.is_empty() {
+            self.outputs.durable()?;
+            self.write_states(offsets, &|partition, _, _| released.contains(&partition))?;
+        }
+        let took = started.elapsed();
+        self.outputs.metrics.checkpoint(took);
+        tracing::debug!(partitions = ?written, seconds = took.as_secs_f64(), "Partition states written to the changelog.");
+        Ok(())
+    }
+}
+
+impl Member {
+    /// Writes the state of each owned partition that `which` picks (given the partition, its
+    /// part and next offset) to the changelog and waits for the broker's acknowledgement; returns the
+    /// partitions written with their offsets.
+    fn write_states(
+        &mut self,
+        offsets: &Offsets,
+        which: &dyn Fn(i32, &Part, i64) -> bool,
+    ) -> anyhow::Result<Vec<(i32, i64)>> {
         let changelog = &self.partitions.changelog;
         let before = changelog.failures();
         let mut parts = self.partitions.parts();
@@ -598,7 +641,7 @@ impl Stage for Member {
             let Some(next) = offsets.get(&self.partitions.topic, partition) else {
                 continue;
             };
-            if part.saved == Some(next) && part.detection.held() == 0 {
+            if !which(partition, part, next) {
                 continue;
             }
             let mut own = Offsets::default();
@@ -608,19 +651,14 @@ impl Stage for Member {
             written.push((partition, next));
         }
         if written.is_empty() {
-            return Ok(());
+            return Ok(written);
         }
         changelog.flush(before)?;
         for (partition, next) in &written {
             if let Some(part) = parts.get_mut(partition) {
                 part.saved = Some(*next);
-                // Durable now: the findings its state raised go out.
-                self.outputs.release(&mut part.detection);
             }
         }
-        let took = started.elapsed();
-        self.outputs.metrics.checkpoint(took);
-        tracing::debug!(partitions = ?written, seconds = took.as_secs_f64(), "Partition states written to the changelog.");
-        Ok(())
+        Ok(written)
     }
 }

@@ -228,12 +228,30 @@ impl Stage for Service {
 
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
         self.outputs.durable()?;
-        let out = &self.outputs;
         // Held findings go into the checkpoint even when no record was read since the last
         // one (an idle partition released the events behind them).
-        if let Some(state) = &mut self.state
-            && (self.saved.as_ref() != Some(offsets) || self.detection.held() > 0)
-        {
+        if self.saved.as_ref() != Some(offsets) || self.detection.held() > 0 {
+            self.checkpoint(offsets)?;
+        }
+        if self.detection.held() > 0 {
+            self.outputs.release(&mut self.detection);
+            self.outputs.metrics.set_held(0);
+            // Released: written out, and a checkpoint without them, so that a restart does not
+            // release them again (only a crash in between does; the store and the sinks take
+            // a finding they have once, the journal and the live stream show it twice).
+            self.outputs.durable()?;
+            self.saved = None;
+            self.checkpoint(offsets)?;
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    /// Writes a checkpoint of the detection at `offsets` (nothing without `state.dir`).
+    fn checkpoint(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
+        let out = &self.outputs;
+        if let Some(state) = &mut self.state {
             let started = Instant::now();
             let path = state.save(&self.detection, offsets)?;
             let took = started.elapsed();
@@ -247,8 +265,6 @@ impl Stage for Service {
             );
             self.saved = Some(offsets.clone());
         }
-        self.outputs.release(&mut self.detection);
-        self.outputs.metrics.set_held(0);
         Ok(())
     }
 }

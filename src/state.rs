@@ -32,7 +32,10 @@
 //! empty (`phi_volume` judges such an identity as before profiles until its profile covers a
 //! week), and a build older than them passes over a checkpoint holding them (bytes after the
 //! last identity). Any other change to either layout, or to the structs they encode, is a new
-//! container version.
+//! container version. Issue 24 added two such metadata fields: each tracked Kafka partition's
+//! newest event time (`detection.reorder.sources`) and the findings raised and not yet released
+//! (`detection.held`); both are empty when absent, and a build from before them passes over a
+//! checkpoint holding them (back to an older checkpoint, or none).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

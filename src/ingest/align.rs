@@ -134,11 +134,19 @@ impl Alignment {
     /// than the bound ahead of the slowest partition that is being read and has given an event.
     /// A partition is idle when `end` says it was read to its end; when its end is not known
     /// and it gave no record for `idle_after` while others did; or when records wait in it but
-    /// it gave none for ten times that while others did. A partition paused for running ahead
-    /// is never silent.
-    pub fn review(&mut self, end: &dyn Fn(&str, i32) -> End) -> Review {
+    /// it gave none for ten times that while others did (or while others were paused for
+    /// running ahead). A partition paused for running ahead is never silent.
+    pub fn review(&mut self, now: Instant, end: &dyn Fn(&str, i32) -> End) -> Review {
         let mut review = Review::default();
-        let since = |d: Duration| self.last_any.map(|t| t.checked_sub(d).unwrap_or(t));
+        // Partitions paused for running ahead would deliver if they could: while any is, the
+        // silence of the others counts against the clock.
+        let delivering = if self.parts.values().flat_map(HashMap::values).any(|p| p.ahead) {
+            Some(now)
+        } else {
+            self.last_any
+        };
+        // Shortly after boot an instant may not reach that far back: then no one is silent.
+        let since = |d: Duration| delivering.and_then(|t| t.checked_sub(d));
         let (silent_since, stuck_since) = (since(self.idle_after), since(self.idle_after * 10));
         for (topic, parts) in &mut self.parts {
             for (&partition, part) in parts.iter_mut() {
@@ -220,7 +228,7 @@ mod tests {
         a.record("grants", 0, at(100), t0);
         a.record("grants", 1, at(40), t0);
         a.record("reads", 0, at(10), t0);
-        let review = a.review(&never);
+        let review = a.review(t0, &never);
         // 100 h and 40 h against the slowest at 10 h: only the first is more than 48 h ahead.
         assert_eq!(review.pause, [("grants".to_owned(), 0)]);
         assert!(review.resume.is_empty() && review.idle.is_empty());
@@ -229,10 +237,10 @@ mod tests {
         // The reads reach 60 h: the grants of partition 1, at 40 h, are the slowest now, and
         // 100 h is still more than 48 h ahead of them.
         a.record("reads", 0, at(60), t0);
-        assert_eq!(a.review(&never), Review::default());
+        assert_eq!(a.review(t0, &never), Review::default());
         // They reach 55 h: 100 h is within 48 h of the slowest again.
         a.record("grants", 1, at(55), t0);
-        let review = a.review(&never);
+        let review = a.review(t0, &never);
         assert_eq!(review.resume, [("grants".to_owned(), 0)]);
         assert_eq!(a.counts(), (0, 0));
     }
@@ -248,16 +256,16 @@ mod tests {
         a.record("t", 1, at(50), t0);
         // Partition 0 is at its end: idle, so 50 h is not ahead of anything read.
         let end0 = |_: &str, p: i32| if p == 0 { End::Reached } else { End::Unknown };
-        let review = a.review(&end0);
+        let review = a.review(t0, &end0);
         assert_eq!(review.idle, [("t".to_owned(), 0, true)]);
         assert!(review.pause.is_empty(), "{review:?}");
         // Everyone silent (an outage): no one is idle for it.
-        assert!(a.review(&never).idle.contains(&("t".to_owned(), 0, false)));
+        assert!(a.review(t0, &never).idle.contains(&("t".to_owned(), 0, false)));
         assert_eq!(a.counts().1, 0, "an outage idles no one");
         // Partition 1 delivers for 31 s while 2 stays silent: 2 is idle.
         let now = t0 + Duration::from_secs(31);
         a.record("t", 1, at(51), now);
-        let mut idle = a.review(&never).idle;
+        let mut idle = a.review(now, &never).idle;
         idle.sort();
         assert_eq!(idle, [("t".to_owned(), 0, true), ("t".to_owned(), 2, true)]);
         // A record of an idle partition makes it active again, to be told first.
@@ -275,9 +283,28 @@ mod tests {
         a.assign("t", 1, t0);
         let behind = |_: &str, p: i32| if p == 1 { End::Behind } else { End::Unknown };
         a.record("t", 0, at(1), t0 + Duration::from_secs(31));
-        assert_eq!(a.review(&behind), Review::default());
+        assert_eq!(a.review(t0, &behind), Review::default());
         a.record("t", 0, at(2), t0 + Duration::from_secs(301));
-        assert_eq!(a.review(&behind).idle, [("t".to_owned(), 1, true)]);
+        assert_eq!(a.review(t0, &behind).idle, [("t".to_owned(), 1, true)]);
+    }
+
+    /// Others paused for running ahead deliver nothing, yet would: the silence of one whose
+    /// records never come (a transactional marker at its end, a stuck fetch) counts against
+    /// the clock then, so the paused ones are not held forever.
+    #[test]
+    fn silence_counts_against_the_clock_while_others_are_paused_ahead() {
+        let t0 = Instant::now();
+        let mut a = Alignment::new(chrono::Duration::hours(1), Duration::from_secs(30));
+        a.assign("t", 0, t0);
+        a.assign("t", 1, t0);
+        a.record("t", 0, at(50), t0);
+        a.record("t", 1, at(1), t0);
+        let behind = |_: &str, p: i32| if p == 1 { End::Behind } else { End::Unknown };
+        assert_eq!(a.review(t0, &behind).pause, [("t".to_owned(), 0)]);
+        // Nothing arrives from anyone for five minutes: partition 1 is idle, 0 reads again.
+        let review = a.review(t0 + Duration::from_secs(301), &behind);
+        assert_eq!(review.idle, [("t".to_owned(), 1, true)]);
+        assert_eq!(review.resume, [("t".to_owned(), 0)]);
     }
 
     #[test]

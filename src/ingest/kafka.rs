@@ -144,6 +144,13 @@ impl Context {
         self.positions().clone()
     }
 
+    fn forget_ends(&self, tpl: &TopicPartitionList) {
+        let mut ends = self.ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in tpl.elements() {
+            ends.remove(&(e.topic().to_owned(), e.partition()));
+        }
+    }
+
     /// Where `topic`/`partition`'s position is against its end, as the last statistics (once a
     /// second) said: read to its end (the next offset to read at its high watermark, or it is
     /// empty), behind it, or not known.
@@ -209,6 +216,8 @@ impl ConsumerContext for Context {
         self.reassigned.store(true, Ordering::Release);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Where a partition ends is judged from statistics after its assignment.
+                self.forget_ends(tpl);
                 // A group member restores each partition's state now, before its first record,
                 // and reads on from the offset that state reflects.
                 if let Some(owner) = &self.owner {
@@ -248,6 +257,7 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.forget_ends(tpl);
                 tracing::info!(partitions = tpl.count(), "Partitions revoked.");
                 if let Some(owner) = &self.owner {
                     for e in tpl.elements() {
@@ -421,7 +431,7 @@ pub async fn consume(
             },
             _ = ticker.tick() => {
                 if let Some(align) = &mut align {
-                    reassigned(consumer, align, stage);
+                    reassigned(consumer, align, stage, paused);
                 }
                 let durable = commit_point(consumer, pipeline, stage, CommitMode::Async)?;
                 hold(consumer, !durable, &mut paused, align.as_mut(), options.metrics);
@@ -429,7 +439,7 @@ pub async fn consume(
             }
             _ = review.tick(), if align.is_some() => {
                 if let Some(align) = &mut align {
-                    reassigned(consumer, align, stage);
+                    reassigned(consumer, align, stage, paused);
                     if !paused {
                         realign(consumer, align, stage, options.metrics);
                     }
@@ -441,7 +451,7 @@ pub async fn consume(
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         if let Some(align) = &mut align {
             // A partition newly assigned is known to the stage before its first record.
-            reassigned(consumer, align, stage);
+            reassigned(consumer, align, stage, paused);
             if align.record(topic, partition, None, std::time::Instant::now()) {
                 stage.idle(topic, partition, false);
             }
@@ -497,8 +507,9 @@ pub async fn consume(
         }
     }
     if let Some(m) = options.metrics {
-        // The consumer stops here: its last lag would go stale.
+        // The consumer stops here: its last lag and alignment would go stale.
         m.set_lag(-1);
+        m.set_alignment(0, 0);
     }
     if !commit_point(consumer, pipeline, stage, CommitMode::Sync)? {
         tracing::error!(
@@ -510,7 +521,7 @@ pub async fn consume(
 
 /// After a rebalance (the flag its callback sets), tells `align` and the stage which partitions
 /// are read now.
-fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage) {
+fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage, paused: bool) {
     if !consumer.context().reassigned.swap(false, Ordering::AcqRel) {
         return;
     }
@@ -532,17 +543,34 @@ fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage)
         align.revoke(topic, *partition);
     }
     let at = std::time::Instant::now();
+    let mut new = TopicPartitionList::new();
     for (topic, partition) in &now {
-        align.assign(topic, *partition, at);
+        if align.assign(topic, *partition, at) {
+            new.add_partition(topic, *partition);
+        }
     }
-    stage.assigned(&now);
+    // librdkafka keeps a partition's pause across a revocation: one paused for running ahead
+    // and assigned back is read again (unless everything waits for a commit point).
+    if !paused
+        && new.count() > 0
+        && let Err(error) = consumer.resume(&new)
+    {
+        tracing::warn!(%error, "Could not resume newly assigned partitions.");
+    }
+    // With nothing assigned (between a revocation and the next assignment) nothing is
+    // released and each partition's position is kept for when it comes back.
+    if !now.is_empty() {
+        stage.assigned(&now);
+    }
 }
 
 /// Tells the stage which partitions went idle or active, and pauses the partitions running
 /// ahead of the slowest by more than the bound (resuming those back within it).
 fn realign(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage, metrics: Option<&Metrics>) {
     let context = consumer.context();
-    let review = align.review(&|topic, partition| context.end(topic, partition));
+    let review = align.review(std::time::Instant::now(), &|topic, partition| {
+        context.end(topic, partition)
+    });
     for (topic, partition, idle) in &review.idle {
         tracing::debug!(topic, partition, idle, "Partition idleness changed.");
         stage.idle(topic, *partition, *idle);
