@@ -533,6 +533,46 @@ mod tests {
     use super::*;
     use crate::event::EventKind;
 
+    /// Issue 21, item 5: the lists of detectors outside the code — the finding schema's enum,
+    /// the dashboard's filter, the detectors' README table — name exactly [`DetectorId::ALL`],
+    /// in its order where they are ordered. (`controls.toml` is checked in `controls`, and
+    /// each detector's settings file in `detect`.)
+    #[test]
+    fn every_list_of_detectors_outside_the_code_is_detector_id_all() {
+        let all: Vec<&str> = DetectorId::ALL.iter().map(|d| d.as_str()).collect();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/finding.schema.json")).expect("schema");
+        let in_schema: Vec<&str> = schema["properties"]["detector"]["enum"]
+            .as_array()
+            .expect("the detector enum")
+            .iter()
+            .map(|v| v.as_str().expect("a name"))
+            .collect();
+        assert_eq!(in_schema, all, "schemas/finding.schema.json");
+        let dashboard = include_str!("../http/dashboard.html");
+        let list = dashboard
+            .split_once("const DETECTORS = ")
+            .and_then(|(_, rest)| rest.split_once(';'))
+            .map(|(list, _)| list)
+            .expect("the dashboard's DETECTORS list");
+        let in_dashboard: Vec<String> = serde_json::from_str(list).expect("a JSON array");
+        assert_eq!(in_dashboard, all, "src/http/dashboard.html");
+        let readme = include_str!("../../detectors/README.md");
+        let in_readme: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(id, _)| id))
+            .collect();
+        let mut sorted_readme = in_readme.clone();
+        sorted_readme.sort_unstable();
+        let mut sorted_all = all.clone();
+        sorted_all.sort_unstable();
+        assert_eq!(
+            sorted_readme, sorted_all,
+            "detectors/README.md names each detector once"
+        );
+    }
+
     fn event(id: &str, minute: i64) -> Event {
         let t = DateTime::from_timestamp(1_700_000_000 + minute * 60, 0).expect("valid");
         Event::new(
