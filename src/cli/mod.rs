@@ -1,0 +1,288 @@
+//! The command line, one file per command: `run` (the service, every role), `detect`,
+//! `replay`, `query`, `attest`, `score`, `generate`, `check_config`; `demo` and
+//! `bench` live in [`crate::demo`] and [`crate::bench`]. Here: the parser, the dispatch, and
+//! what several commands share (configuration, dead letter, outputs, the engine, inputs, the
+//! archive's location); `report` is what they print. The only place that wires the stages
+//! together and prints to stdout.
+#![allow(clippy::print_stdout)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::baseline;
+use crate::config::{ConfigError, Settings};
+use crate::detect::Detectors;
+use crate::engine::Engine;
+use crate::event::Event;
+use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
+use crate::ingest::file::LineSource;
+use crate::ingest::kafka;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+
+/// Environment variable holding a `read` API token.
+pub const READ_TOKEN_ENV: &str = "NHIWATCH_READ_TOKEN";
+/// Environment variable holding an `admin` API token.
+pub const ADMIN_TOKEN_ENV: &str = "NHIWATCH_ADMIN_TOKEN";
+
+mod attest;
+mod check_config;
+mod detect;
+mod generate;
+mod query;
+mod replay;
+mod report;
+mod run;
+mod score;
+
+pub use attest::AttestArgs;
+use attest::attest;
+use check_config::check_config;
+pub use detect::DetectArgs;
+use detect::detect;
+pub use generate::GenerateArgs;
+use generate::generate;
+pub use query::QueryArgs;
+use query::{query, query_limits, sandbox};
+pub use replay::ReplayArgs;
+use replay::replay;
+use report::entries_line;
+pub use report::{finding_line, findings_summary, summary};
+use run::run_service;
+pub use run::{Role, RunArgs};
+pub use score::ScoreArgs;
+use score::score;
+
+/// Watches healthcare-interoperability audit logs for non-human identities that behave unlike
+/// themselves.
+#[derive(Debug, Parser)]
+#[command(name = "nhiwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: consume the configured Kafka topics (or the given files) through the
+    /// pipeline.
+    Run(RunArgs),
+    /// Start an embedded Kafka broker on 127.0.0.1, stream generated traffic into it and consume
+    /// it through the same path as `run`.
+    Demo(DemoArgs),
+    /// Run the detectors offline over NDJSON files, in event time, and write findings as NDJSON.
+    Detect(DetectArgs),
+    /// Score findings against labelled anomalies: precision, recall and F1 per detector.
+    Score(ScoreArgs),
+    /// Write labelled synthetic traffic in the real formats, with labels.json and registry.toml.
+    Generate(GenerateArgs),
+    /// Run a read-only SQL query over the archive (tables `events` and `findings`).
+    Query(QueryArgs),
+    /// Re-run the detectors over the archived events of a period; `--compare` checks the
+    /// findings against those archived live.
+    Replay(ReplayArgs),
+    /// Write the attestation report of a period: per registered integration, approved against
+    /// used scopes, resource types, patients per week, last use and findings, for sign-off.
+    Attest(AttestArgs),
+    /// The end-to-end benchmark on a Kafka broker, side by side with kcat: throughput, latency
+    /// at half of peak, state memory; one table, and JSON with `--json`.
+    Bench(crate::bench::BenchArgs),
+    /// Runs one query for `query` and the API, in a process of its own (internal: see
+    /// `replay::sandbox`).
+    #[command(name = "query-worker", hide = true)]
+    QueryWorker,
+    /// Validate a configuration file and report the file, key and problem.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+/// Scenario size, shared by `demo` and `generate`.
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    /// Number of integrations.
+    #[arg(long, default_value_t = 40)]
+    pub identities: usize,
+    /// Days of traffic.
+    #[arg(long, default_value_t = 45)]
+    pub days: u32,
+    /// Random seed (same seed, same output).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// The generator options these arguments select.
+impl ScenarioArgs {
+    pub fn options(&self) -> crate::generate::Options {
+        crate::generate::Options {
+            identities: self.identities,
+            days: self.days,
+            seed: self.seed,
+            ..crate::generate::Options::default()
+        }
+    }
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scenario to stream.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Records per second to produce (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// How many identities to list in the summary.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// Where to serve the HTTP API (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// After the stream is consumed, keep serving the API this many seconds (Ctrl-C stops
+    /// sooner; 0 exits at once).
+    #[arg(long, default_value_t = 300)]
+    pub serve_for: u64,
+    /// A configuration whose `[[sinks]]` also receive the demo's findings (e.g. a test Splunk
+    /// or syslog collector). Findings always go to the `nhiwatch-findings` topic on the
+    /// embedded broker.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => check_config(file),
+        Command::Generate(args) => generate(args),
+        Command::Detect(args) => detect(args),
+        Command::Score(args) => score(args),
+        Command::Run(args) => run_service(args),
+        Command::Demo(args) => crate::demo::run(args),
+        Command::Query(args) => query(args),
+        Command::Replay(args) => replay(args),
+        Command::Attest(args) => attest(args),
+        Command::Bench(args) => crate::bench::run(args),
+        Command::QueryWorker => Ok(crate::replay::sandbox::worker()),
+    }
+}
+
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    Settings::load(config).map_err(|e: ConfigError| anyhow::anyhow!(e))
+}
+
+fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
+    let cfg = &settings.raw.dead_letter;
+    Ok(if cfg.topic.is_empty() {
+        Box::new(
+            FileDeadLetter::open(&cfg.path).with_context(|| format!("opening dead letter {}", cfg.path.display()))?,
+        )
+    } else {
+        Box::new(KafkaDeadLetter::new(
+            &kafka::client_config(&settings.raw.kafka),
+            &cfg.topic,
+        )?)
+    })
+}
+
+/// Where `run` writes a stream: a file appended to (a restarted service goes on where it
+/// stopped; created `0600`, it holds events or findings), stdout for `-`, nowhere for none.
+fn output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
+            crate::private::append(p).with_context(|| format!("opening {}", p.display()))?,
+        )),
+        other => event_sink(other)?,
+    })
+}
+
+/// An NDJSON writer of events or findings (a file created `0600`), or a counter.
+fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        Some(p) => Box::new(std::io::BufWriter::new(
+            crate::private::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::sink()),
+    })
+}
+
+/// The engine the settings describe; `registry` and `detectors` override the configured ones.
+pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Option<&Path>) -> anyhow::Result<Engine> {
+    let cfg = &settings.raw.engine;
+    let registry_path = registry.or((!cfg.registry.as_os_str().is_empty()).then_some(cfg.registry.as_path()));
+    let registry = registry_path.map(Registry::load).transpose()?;
+    let detectors_dir = detectors.or((!cfg.detectors.as_os_str().is_empty()).then_some(cfg.detectors.as_path()));
+    let detectors = match detectors_dir {
+        Some(dir) => Detectors::load(dir)?,
+        None => Detectors::default(),
+    };
+    let learning = baseline::Settings {
+        learning_days: cfg.learning_days,
+        learning_events: cfg.learning_events,
+        retention_days: cfg.retention_days,
+    };
+    let dedupe = crate::engine::Dedupe::new(cfg.dedupe_window_seconds, cfg.dedupe_max_ids);
+    Ok(Engine::new(detectors, registry, learning).with_dedupe(dedupe))
+}
+
+struct Input {
+    source: LineSource<Box<dyn BufRead>>,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+impl Input {
+    /// Reads until an event is queued or the input ends.
+    fn fill(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        let Input { source, queue, done } = self;
+        while queue.is_empty() && !*done {
+            match source.next_record()? {
+                None => *done = true,
+                Some(record) => pipeline.process(record, &mut |e| queue.push_back(e))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    })
+}
+
+/// The archive named by `--archive`, else by `archive.location`.
+fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<String> {
+    flag.map(str::to_owned)
+        .or_else(|| settings.archive_location())
+        .context("no archive: give --archive or set archive.location")
+}
+
+/// The registry named by `--registry`, else by `engine.registry`, loaded; `None` when neither.
+fn registry_of(flag: Option<&std::path::Path>, settings: &Settings) -> Option<anyhow::Result<Registry>> {
+    let path = registry_file(flag, settings)?;
+    Some(Registry::load(&path).map_err(anyhow::Error::from))
+}
+
+/// The registry file: the flag, else `engine.registry` if set.
+fn registry_file(flag: Option<&Path>, settings: &Settings) -> Option<PathBuf> {
+    let cfg = &settings.raw.engine.registry;
+    flag.or((!cfg.as_os_str().is_empty()).then_some(cfg.as_path()))
+        .map(Path::to_path_buf)
+}
