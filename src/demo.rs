@@ -15,7 +15,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::baseline;
-use crate::cli::DemoArgs;
 use crate::config::{KafkaConfig, SinkConfig};
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
@@ -33,6 +32,63 @@ use crate::registry::Registry;
 use crate::sink::Sinks;
 use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Scenario size, shared by `demo` and `generate`.
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    /// Number of integrations.
+    #[arg(long, default_value_t = 40)]
+    pub identities: usize,
+    /// Days of traffic.
+    #[arg(long, default_value_t = 45)]
+    pub days: u32,
+    /// Random seed (same seed, same output).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// The generator options these arguments select.
+impl ScenarioArgs {
+    pub fn options(&self) -> crate::generate::Options {
+        crate::generate::Options {
+            identities: self.identities,
+            days: self.days,
+            seed: self.seed,
+            ..crate::generate::Options::default()
+        }
+    }
+}
+
+/// `demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scenario to stream.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Records per second to produce (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// How many identities to list in the summary.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// Where to serve the HTTP API (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// After the stream is consumed, keep serving the API this many seconds (Ctrl-C stops
+    /// sooner; 0 exits at once).
+    #[arg(long, default_value_t = 300)]
+    pub serve_for: u64,
+    /// A configuration whose `[[sinks]]` also receive the demo's findings (e.g. a test Splunk
+    /// or syslog collector). Findings always go to the `nhiwatch-findings` topic on the
+    /// embedded broker.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
 
 /// The embedded broker's topic of OCSF findings.
 pub const FINDINGS_TOPIC: &str = "nhiwatch-findings";
@@ -138,7 +194,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             metrics.finding(update.finding.detector);
         }
         if update.change != Change::Folded {
-            println!("{}", crate::cli::finding_line(&update));
+            println!("{}", crate::report::finding_line(&update));
         }
     };
     let read_token = random_token();
@@ -189,11 +245,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     detection.finish(&mut print);
     let elapsed = started.elapsed();
     println!();
-    print!("{}", crate::cli::summary(pipeline.stats(), args.top));
+    print!("{}", crate::report::summary(pipeline.stats(), args.top));
     println!();
     // As the analyst sees them: one finding per problem.
     let findings = crate::findings::aggregate(detection.findings());
-    print!("{}", crate::cli::findings_summary(&findings));
+    print!("{}", crate::report::findings_summary(&findings));
     println!(
         "{} events arrived later than the 48-hour reorder bound (processed, counted).",
         detection.late()

@@ -19,6 +19,7 @@
 //!   store ([`findings::store`]); [`sink`]: SIEM encodings (CEF, Splunk HEC) beside OCSF.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //!
+//! [`report`] is what the commands print (a finding's line, run and findings summaries);
 //! [`terminal`] escapes source strings bound for a terminal or a text log; [`private`] creates
 //! the files that hold records, events or findings readable by their owner only.
 //!
@@ -49,6 +50,7 @@ pub mod pipeline;
 pub mod private;
 pub mod registry;
 pub mod replay;
+pub mod report;
 pub mod scope;
 pub mod score;
 pub mod service;

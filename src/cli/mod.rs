@@ -2,7 +2,7 @@
 //! `replay`, `query`, `attest`, `score`, `generate`, `check_config`; `demo` and
 //! `bench` live in [`crate::demo`] and [`crate::bench`]. Here: the parser, the dispatch, and
 //! what several commands share (configuration, dead letter, outputs, the engine, inputs, the
-//! archive's location); `report` is what they print. The only place that wires the stages
+//! archive's location); what they print is in [`crate::report`]. The only place that wires the stages
 //! together and prints to stdout.
 #![allow(clippy::print_stdout)]
 
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::baseline;
 use crate::config::{ConfigError, Settings};
@@ -36,10 +36,12 @@ mod detect;
 mod generate;
 mod query;
 mod replay;
-mod report;
 mod run;
 mod score;
 
+pub use crate::demo::{DemoArgs, ScenarioArgs};
+use crate::report::entries_line;
+pub use crate::report::{finding_line, findings_summary, summary};
 pub use attest::AttestArgs;
 use attest::attest;
 use check_config::check_config;
@@ -51,8 +53,6 @@ pub use query::QueryArgs;
 use query::{query, query_limits, sandbox};
 pub use replay::ReplayArgs;
 use replay::replay;
-use report::entries_line;
-pub use report::{finding_line, findings_summary, summary};
 use run::run_service;
 pub use run::{Role, RunArgs};
 pub use score::ScoreArgs;
@@ -103,61 +103,6 @@ pub enum Command {
         /// The configuration file.
         file: PathBuf,
     },
-}
-
-/// Scenario size, shared by `demo` and `generate`.
-#[derive(Debug, Clone, Args)]
-pub struct ScenarioArgs {
-    /// Number of integrations.
-    #[arg(long, default_value_t = 40)]
-    pub identities: usize,
-    /// Days of traffic.
-    #[arg(long, default_value_t = 45)]
-    pub days: u32,
-    /// Random seed (same seed, same output).
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-}
-
-/// The generator options these arguments select.
-impl ScenarioArgs {
-    pub fn options(&self) -> crate::generate::Options {
-        crate::generate::Options {
-            identities: self.identities,
-            days: self.days,
-            seed: self.seed,
-            ..crate::generate::Options::default()
-        }
-    }
-}
-
-/// `demo` options.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Scenario to stream.
-    #[command(flatten)]
-    pub scenario: ScenarioArgs,
-    /// Records per second to produce (0: as fast as the broker takes them).
-    #[arg(long, default_value_t = 50_000)]
-    pub rate: u64,
-    /// Partitions per topic.
-    #[arg(long, default_value_t = 3)]
-    pub partitions: i32,
-    /// How many identities to list in the summary.
-    #[arg(long, default_value_t = 15)]
-    pub top: usize,
-    /// Where to serve the HTTP API (loopback; port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// After the stream is consumed, keep serving the API this many seconds (Ctrl-C stops
-    /// sooner; 0 exits at once).
-    #[arg(long, default_value_t = 300)]
-    pub serve_for: u64,
-    /// A configuration whose `[[sinks]]` also receive the demo's findings (e.g. a test Splunk
-    /// or syslog collector). Findings always go to the `nhiwatch-findings` topic on the
-    /// embedded broker.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
 }
 
 /// Runs a parsed command line.

@@ -1,4 +1,5 @@
-//! What the commands print: a finding's line, the findings and run summaries.
+//! What the commands print: a finding's line, the findings and run summaries (the command
+//! line's, the demo's and the benchmark's).
 
 use crate::findings::{Change, Finding, Update};
 use crate::pipeline::Stats;
