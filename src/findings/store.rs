@@ -20,7 +20,24 @@ use tokio::sync::broadcast;
 
 use super::ocsf::Activity;
 use super::{Change, DetectorId, Finding, Severity, Status};
-use crate::sink::outbox::Outbox;
+
+/// Where the changes the delivery policy selects go on to the SIEMs: the durable outbox
+/// ([`crate::sink::outbox::Outbox`]) implements it, so the store depends on no sink.
+pub trait Deliver: Send + Sync {
+    /// Queues `finding` as `activity`; an error is logged by the store (the finding stays in the
+    /// journal and the API).
+    fn deliver(&self, activity: Activity, finding: Finding) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Whether a change the engine made is delivered, and as which activity. `reopened` is true
+/// when the change reopened a resolved finding.
+pub fn delivers(change: Change, count: u64, reopened: bool, status: Status) -> Option<Activity> {
+    match change {
+        Change::New | Change::Escalated => Some(Activity::of(change, status)),
+        Change::Folded if reopened || count.is_power_of_two() => Some(Activity::Update),
+        Change::Folded => None,
+    }
+}
 
 /// A recorded status change: who, when, why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -172,7 +189,7 @@ pub struct FindingStore {
     journal: Option<(PathBuf, Mutex<BufWriter<File>>)>,
     capacity: usize,
     tx: broadcast::Sender<StreamItem>,
-    outbox: Option<Arc<Outbox>>,
+    delivery: Option<Arc<dyn Deliver>>,
     /// Per detector, the least event time between two deliveries of updates (its
     /// `suppress_minutes`).
     quiet: HashMap<DetectorId, chrono::Duration>,
@@ -196,7 +213,7 @@ impl FindingStore {
             journal: None,
             capacity: capacity.max(1),
             tx: broadcast::channel(1024).0,
-            outbox: None,
+            delivery: None,
             quiet: HashMap::new(),
             serial: Mutex::new(()),
         }
@@ -285,8 +302,8 @@ impl FindingStore {
 
     /// Hands every change that the delivery policy ([`crate::sink::delivers`]) selects to
     /// `outbox`, after it is journaled. Replaying the journal on open delivers nothing again.
-    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> FindingStore {
-        self.outbox = Some(outbox);
+    pub fn with_outbox(mut self, outbox: Arc<impl Deliver + 'static>) -> FindingStore {
+        self.delivery = Some(outbox);
         self
     }
 
@@ -300,8 +317,8 @@ impl FindingStore {
     }
 
     fn deliver(&self, activity: Option<Activity>, stored: &Stored) {
-        if let (Some(outbox), Some(activity)) = (&self.outbox, activity)
-            && let Err(error) = outbox.append(activity, stored.finding.clone())
+        if let (Some(delivery), Some(activity)) = (&self.delivery, activity)
+            && let Err(error) = delivery.deliver(activity, stored.finding.clone())
         {
             tracing::error!(%error, id = %stored.finding.id, "Could not queue a finding for delivery to the SIEM sinks.");
         }
@@ -328,7 +345,7 @@ impl FindingStore {
     /// resolved is absorbed into it — count, last event, evidence, severity when higher —
     /// however long ago that finding was opened. A resolved finding's own occurrence reopens it;
     /// another occurrence of its key opens a new finding. What the sinks get follows the
-    /// finding's change ([`crate::sink::delivers`] and the quiet period). Returns the finding and
+    /// finding's change ([`delivers`] and the quiet period). Returns the finding and
     /// how it changed.
     pub fn upsert(&self, finding: Finding) -> Result<(Stored, Change), StoreError> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
@@ -471,7 +488,7 @@ impl FindingStore {
         }
     }
 
-    /// Whether the sinks get this change of `stored` ([`crate::sink::delivers`]), held back by
+    /// Whether the sinks get this change of `stored` ([`delivers`]), held back by
     /// the detector's quiet period for updates; records what was delivered.
     fn delivery(&self, stored: &mut Stored, change: Change, reopened: bool) -> Option<Activity> {
         let f = &stored.finding;
@@ -487,7 +504,7 @@ impl FindingStore {
                 let power = 1u64 << (63 - f.count.leading_zeros().min(63));
                 (power > count && f.last_event_time - at >= quiet).then_some(Activity::Update)
             }
-            _ => crate::sink::delivers(change, f.count, reopened, f.status),
+            _ => delivers(change, f.count, reopened, f.status),
         };
         if activity.is_some() {
             stored.delivered = Some((f.count, f.last_event_time));

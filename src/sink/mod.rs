@@ -27,19 +27,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{OutboxConfig, Settings, SinkConfig};
-use crate::findings::ocsf::Activity;
-use crate::findings::{Change, Severity, Status};
+use crate::findings::Severity;
 use outbox::{Delivery, Outbox};
 
-/// Whether a change the engine made is delivered, and as which activity. `reopened` is true
-/// when the change reopened a resolved finding.
-pub fn delivers(change: Change, count: u64, reopened: bool, status: Status) -> Option<Activity> {
-    match change {
-        Change::New | Change::Escalated => Some(Activity::of(change, status)),
-        Change::Folded if reopened || count.is_power_of_two() => Some(Activity::Update),
-        Change::Folded => None,
-    }
-}
+pub use crate::findings::store::delivers;
 
 /// A failed delivery attempt: how many of the batch's first deliveries did get through, and why
 /// the rest did not.
@@ -418,6 +409,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::findings::ocsf::Activity;
+    use crate::findings::{Change, Status};
 
     #[test]
     fn folded_hits_are_delivered_at_powers_of_two() {

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::findings::Finding;
 use crate::findings::ocsf::Activity;
+use crate::findings::store::Deliver;
 
 /// One finding change to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,6 +385,13 @@ fn write_atomically(path: &Path, seq: u64) -> Result<(), OutboxError> {
     writeln!(f, "{seq}").map_err(err(&tmp))?;
     f.sync_data().map_err(err(&tmp))?;
     fs::rename(&tmp, path).map_err(err(path))
+}
+
+/// The store's delivery: a change is appended (on disk when this returns).
+impl Deliver for Outbox {
+    fn deliver(&self, activity: Activity, finding: Finding) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.append(activity, finding).map(|_| ()).map_err(Into::into)
+    }
 }
 
 #[cfg(test)]
