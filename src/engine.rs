@@ -450,17 +450,20 @@ impl Reorder {
 
     /// The Kafka partitions read from now on are `partitions`: one newly among them holds
     /// everything back until it gives an event or is idle (nothing newer than its position can
-    /// be known before); one no longer among them stops holding the others back. A partition
-    /// kept keeps its newest time and idleness, and one restored from a checkpoint its newest
-    /// time.
+    /// be known before); one no longer among them stops holding the others back. Every
+    /// partition listed is taken as being read (the consumer then says again which are idle);
+    /// one kept, or restored from a checkpoint, keeps its newest time.
     pub fn assign(&mut self, partitions: &[(String, i32)], emit: &mut impl FnMut(Event, bool)) {
         for (topic, partition) in partitions {
-            self.sources
+            let clock = self
+                .sources
                 .by_topic
                 .entry(topic.clone())
                 .or_default()
                 .entry(*partition)
                 .or_default();
+            // Read until told idle again (the consumer tells the ones it knows idle).
+            clock.idle = false;
         }
         for (topic, clocks) in &mut self.sources.by_topic {
             clocks.retain(|p, _| partitions.iter().any(|(t, q)| t == topic && q == p));
@@ -1125,6 +1128,11 @@ mod tests {
         // b revoked: it holds no one back.
         r.assign(&parts(&[("a", 0)]), &mut |e, _| out.push(e.event_id));
         assert_eq!(out[5..], ["b6", "a9"]);
+        assert_eq!(r.sources(), (1, 0));
+        // Assigned again (a rejoin): taken as read until the consumer says it is idle again.
+        r.set_idle("a", 0, true, &mut |e, _| out.push(e.event_id));
+        assert_eq!(r.sources(), (1, 1));
+        r.assign(&parts(&[("a", 0)]), &mut |e, _| out.push(e.event_id));
         assert_eq!(r.sources(), (1, 0));
     }
 

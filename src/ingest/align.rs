@@ -190,6 +190,14 @@ impl Alignment {
         review
     }
 
+    /// Whether `topic`/`partition` is idle.
+    pub fn is_idle(&self, topic: &str, partition: i32) -> bool {
+        self.parts
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .is_some_and(|p| p.idle)
+    }
+
     /// Whether `topic`/`partition` is paused for running ahead.
     pub fn is_ahead(&self, topic: &str, partition: i32) -> bool {
         self.parts

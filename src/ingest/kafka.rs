@@ -561,6 +561,13 @@ fn reassigned(consumer: &Consumer, align: &mut Alignment, stage: &mut dyn Stage,
     // released and each partition's position is kept for when it comes back.
     if !now.is_empty() {
         stage.assigned(&now);
+        // The stage takes every partition it is told of as being read: say again which of
+        // those kept are idle.
+        for (topic, partition) in &now {
+            if align.is_idle(topic, *partition) {
+                stage.idle(topic, *partition, true);
+            }
+        }
     }
 }
 
