@@ -190,20 +190,18 @@ impl Alignment {
         review
     }
 
+    fn part(&self, topic: &str, partition: i32) -> Option<&Part> {
+        self.parts.get(topic)?.get(&partition)
+    }
+
     /// Whether `topic`/`partition` is idle.
     pub fn is_idle(&self, topic: &str, partition: i32) -> bool {
-        self.parts
-            .get(topic)
-            .and_then(|p| p.get(&partition))
-            .is_some_and(|p| p.idle)
+        self.part(topic, partition).is_some_and(|p| p.idle)
     }
 
     /// Whether `topic`/`partition` is paused for running ahead.
     pub fn is_ahead(&self, topic: &str, partition: i32) -> bool {
-        self.parts
-            .get(topic)
-            .and_then(|p| p.get(&partition))
-            .is_some_and(|p| p.ahead)
+        self.part(topic, partition).is_some_and(|p| p.ahead)
     }
 
     /// Partitions paused for running ahead, and partitions idle.

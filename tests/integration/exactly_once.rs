@@ -216,25 +216,14 @@ fn listed(log: &Path) -> BTreeSet<Row> {
     for _ in 0..1000 {
         // The latest start may not serve yet (the log still names the process before it).
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut stream = loop {
+        let stream = loop {
             match std::net::TcpStream::connect(addr(log)) {
                 Ok(stream) => break stream,
                 Err(error) => assert!(Instant::now() < deadline, "connect: {error}"),
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let request = format!(
-            "GET /v1/findings?limit=500{cursor} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {READ_TOKEN}\r\n\r\n"
-        );
-        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("request");
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
-        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}\n{body}"
-        );
-        let page: serde_json::Value = serde_json::from_str(body).expect("json");
+        let page = support::get_json(stream, &format!("/v1/findings?limit=500{cursor}"), READ_TOKEN);
         rows.extend(page["items"].as_array().expect("items").iter().map(row));
         match page["next_cursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),

@@ -151,19 +151,8 @@ fn addr(dir: &Path, name: &str) -> String {
 
 /// Each identity in the inventory of instance `name`, with the events its baseline counted.
 fn identities(dir: &Path, name: &str) -> BTreeMap<String, u64> {
-    let mut stream = std::net::TcpStream::connect(addr(dir, name)).expect("connect");
-    let request = format!(
-        "GET /v1/identities?sort=id&limit=1000 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {READ_TOKEN}\r\n\r\n"
-    );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("request");
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    let page: serde_json::Value = serde_json::from_str(body).expect("json");
+    let stream = std::net::TcpStream::connect(addr(dir, name)).expect("connect");
+    let page = support::get_json(stream, "/v1/identities?sort=id&limit=1000", READ_TOKEN);
     let items = page["items"].as_array().expect("items");
     items
         .iter()

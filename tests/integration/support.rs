@@ -247,3 +247,17 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         r.expect("topic created");
     }
 }
+
+/// `GET path` over `stream` (HTTP/1.0, bearer `token`): the JSON body of a 200 answer.
+pub fn get_json(mut stream: std::net::TcpStream, path: &str, token: &str) -> serde_json::Value {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("request");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}\n{body}"
+    );
+    serde_json::from_str(body).expect("json")
+}
