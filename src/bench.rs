@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::kafka::embedded::Embedded;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde::Serialize;
 
@@ -39,13 +39,13 @@ use crate::config::KafkaConfig;
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
 use crate::event::{Event, EventKind, IdentityType, Interaction, Outcome, SourceFormat};
+use crate::ingest::Offsets;
 use crate::ingest::dead_letter::FileDeadLetter;
-use crate::ingest::kafka;
+use crate::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::scope::Scope;
-use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
 /// `bench` options.
@@ -220,10 +220,10 @@ fn common_state(n: usize) -> crate::engine::Detection {
 /// (read to the end, verify, decode). Returns (record bytes, write, restore).
 pub fn partition_move_cost(
     brokers: &str,
-    cluster: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    cluster: Option<&crate::kafka::embedded::Embedded>,
     n: usize,
 ) -> anyhow::Result<(u64, Duration, Duration)> {
-    use crate::ingest::kafka::Owner as _;
+    use crate::kafka::Owner as _;
     let suffix = std::process::id();
     let cfg = crate::config::KafkaConfig {
         brokers: brokers.to_owned(),
@@ -234,8 +234,8 @@ pub fn partition_move_cost(
     };
     match cluster {
         Some(c) => {
-            c.create_topic(&cfg.events_topic, 1, 1)?;
-            c.create_topic(&cfg.changelog_topic, 1, 1)?;
+            c.create_topic(&cfg.events_topic, 1)?;
+            c.create_topic(&cfg.changelog_topic, 1)?;
         }
         None => create_topics(brokers, &[&cfg.events_topic], 1)?,
     }
@@ -243,7 +243,7 @@ pub fn partition_move_cost(
     let changelog = runtime.block_on(crate::group::Changelog::open(&cfg))?;
     let detection = common_state(n);
     let written = Instant::now();
-    let mut offsets = crate::state::Offsets::default();
+    let mut offsets = crate::ingest::Offsets::default();
     offsets.advance(&cfg.events_topic, 0, 1);
     let payload = crate::state::encode(&detection, &offsets)?;
     let before = changelog.failures();
@@ -284,7 +284,7 @@ pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
     let open = || crate::state::StateStore::open(&dir, 2, engine(), chrono::Duration::zero(), false);
     let (mut store, _) = open()?;
     let written = Instant::now();
-    let path = store.save(&detection, &crate::state::Offsets::default())?;
+    let path = store.save(&detection, &crate::ingest::Offsets::default())?;
     let write = written.elapsed();
     let bytes = std::fs::metadata(&path)?.len();
     drop(detection);
@@ -569,11 +569,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
 
     let cluster = match &args.brokers {
         Some(_) => None,
-        None => Some(MockCluster::new(1).context("starting the embedded Kafka broker")?),
+        None => Some(Embedded::start().context("starting the embedded Kafka broker")?),
     };
     let brokers = match (&args.brokers, &cluster) {
         (Some(b), _) => b.clone(),
-        (None, Some(c)) => c.bootstrap_servers(),
+        (None, Some(c)) => c.brokers(),
         (None, None) => unreachable!("a cluster is started when no brokers are given"),
     };
     let partitions = args
@@ -582,8 +582,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let suffix = std::process::id();
     let (topic, paced_topic) = (format!("bench-{suffix}"), format!("bench-paced-{suffix}"));
     if let Some(c) = &cluster {
-        c.create_topic(&topic, partitions, 1)?;
-        c.create_topic(&paced_topic, partitions, 1)?;
+        c.create_topic(&topic, partitions)?;
+        c.create_topic(&paced_topic, partitions)?;
     } else {
         create_topics(&brokers, &[&topic, &paced_topic], partitions)?;
     }
@@ -716,22 +716,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
 
 /// Creates the topics on an external broker (ignoring ones that exist).
 fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    use rdkafka::admin::{NewTopic, TopicReplication};
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
     let runtime = tokio::runtime::Runtime::new()?;
-    let results = runtime.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
-    for r in results {
-        if let Err((topic, code)) = r
-            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
-        {
-            bail!("creating topic {topic}: {code}");
-        }
-    }
+    runtime.block_on(crate::kafka::admin::create_topics(&config, &new))?;
     Ok(())
 }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::kafka::embedded::Embedded;
 use anyhow::Context;
 use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::baseline;
@@ -24,13 +24,13 @@ use crate::findings::{Change, Update};
 use crate::generate::{GenRecord, Stream};
 use crate::http::auth::Auth;
 use crate::http::{AppState, ConnectionLimits};
+use crate::ingest::Offsets;
 use crate::ingest::dead_letter::FileDeadLetter;
-use crate::ingest::kafka;
+use crate::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::sink::Sinks;
-use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 use clap::Args;
 use std::path::PathBuf;
@@ -106,10 +106,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         scenario.labels.len()
     );
 
-    let cluster = MockCluster::new(1).context("starting the embedded Kafka broker")?;
-    let brokers = cluster.bootstrap_servers();
+    let cluster = Embedded::start().context("starting the embedded Kafka broker")?;
+    let brokers = cluster.brokers();
     for stream in [Stream::FhirAudit, Stream::Gateway, Stream::Idp] {
-        cluster.create_topic(stream.topic(), args.partitions, 1)?;
+        cluster.create_topic(stream.topic(), args.partitions)?;
     }
     println!("Embedded Kafka broker on {brokers}; topics fhir-audit, gateway-access, idp-audit.");
     println!("Patient references are pseudonymised under a random key made for this run.");
@@ -152,7 +152,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(path) => crate::config::Settings::load(Some(path))?,
         None => crate::config::Settings::load_with_env(None, &[])?,
     };
-    cluster.create_topic(FINDINGS_TOPIC, 1, 1)?;
+    cluster.create_topic(FINDINGS_TOPIC, 1)?;
     settings.raw.kafka.brokers = brokers.clone();
     settings.raw.kafka.properties.clear();
     let outbox_dir = std::env::temp_dir().join(format!("nhiwatch-demo-outbox-{}", std::process::id()));

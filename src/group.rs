@@ -34,15 +34,13 @@
 //! again carry the same ids.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::baseline::Baselines;
@@ -51,81 +49,15 @@ use crate::config::KafkaConfig;
 use crate::engine::{Detection, Engine};
 use crate::event::Event;
 use crate::findings::Finding;
-use crate::ingest::kafka::{Owner, Stage, client_config, send_waiting};
+use crate::ingest::Offsets;
+use crate::kafka::producer::{Deliveries, acknowledged, producer, producer_config};
+use crate::kafka::{Owner, Stage, admin, client_config, send_waiting};
 use crate::registry::Registry;
 use crate::service::Outputs;
-use crate::state::{self, Offsets};
+use crate::state;
 
-/// How long a commit point waits for the broker to acknowledge what it published.
-const FLUSH: Duration = Duration::from_secs(30);
 /// How long reading a partition's state back from the changelog may take.
 const RESTORE: Duration = Duration::from_secs(60);
-
-/// A producer context that counts failed deliveries and keeps the last reason.
-#[derive(Default)]
-pub struct Deliveries {
-    failed: AtomicU64,
-    reason: Mutex<Option<String>>,
-}
-
-impl Deliveries {
-    /// Deliveries that failed so far.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Acquire)
-    }
-
-    fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .unwrap_or_default()
-    }
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            *self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
-            self.failed.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// An idempotent producer on `cfg`'s brokers whose keyed records are partitioned as the Java
-/// client does (murmur2 of the key, positive, modulo the partition count).
-pub fn producer(cfg: &KafkaConfig) -> Result<BaseProducer<Deliveries>, rdkafka::error::KafkaError> {
-    producer_config(cfg).create_with_context(Deliveries::default())
-}
-
-fn producer_config(cfg: &KafkaConfig) -> rdkafka::ClientConfig {
-    let mut config = client_config(cfg);
-    config
-        .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .set("compression.type", "lz4");
-    config
-}
-
-/// Waits until everything sent is acknowledged; an error if anything failed since `before`
-/// failures were counted.
-fn acknowledged(producer: &BaseProducer<Deliveries>, before: u64, what: &str) -> anyhow::Result<()> {
-    producer
-        .flush(FLUSH)
-        .with_context(|| format!("waiting for the broker to acknowledge the {what}"))?;
-    let failed = producer.context().failed() - before;
-    if failed > 0 {
-        bail!(
-            "{failed} {what} records were not delivered: {}",
-            producer.context().reason()
-        );
-    }
-    Ok(())
-}
 
 /// The `rekey` role's stage: each event published to the events topic, keyed by identity.
 pub struct Rekey {
@@ -223,7 +155,7 @@ impl Changelog {
     /// The changelog of `cfg.events_topic`'s partitions, creating `cfg.changelog_topic`
     /// (compacted, as many partitions) if it is missing.
     pub async fn open(cfg: &KafkaConfig) -> anyhow::Result<Changelog> {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::admin::{NewTopic, TopicReplication};
         let producer: BaseProducer<Deliveries> = producer_config(cfg)
             .set("message.max.bytes", cfg.changelog_max_bytes.to_string())
             .create_with_context(Deliveries::default())?;
@@ -257,7 +189,6 @@ impl Changelog {
             );
         }
         if partitions(&cfg.changelog_topic)? == 0 {
-            let admin: AdminClient<_> = client_config(cfg).create()?;
             let max = cfg.changelog_max_bytes.to_string();
             let topic = NewTopic::new(
                 &cfg.changelog_topic,
@@ -266,21 +197,14 @@ impl Changelog {
             )
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", &max);
-            let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-            let created = admin.create_topics(&[topic], &options).await.with_context(|| {
+            let created = admin::create_topics(&client_config(cfg), &[topic]).await.with_context(|| {
                 format!(
                     "creating the changelog topic {}: create it with cleanup.policy=compact and {events} partitions",
                     cfg.changelog_topic
                 )
             })?;
-            for result in created {
-                match result {
-                    Ok(_) => {
-                        tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted).")
-                    }
-                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => bail!("creating the changelog topic {name}: {code}"),
-                }
+            if !created.is_empty() {
+                tracing::info!(topic = %cfg.changelog_topic, partitions = events, "Changelog topic created (compacted).");
             }
         }
         let have = partitions(&cfg.changelog_topic)?;

@@ -45,6 +45,7 @@ pub mod group;
 pub mod http;
 pub mod ingest;
 pub mod inventory;
+pub mod kafka;
 pub mod normalize;
 pub mod pipeline;
 pub mod private;

@@ -11,8 +11,9 @@ use crate::engine::Detection;
 use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Update};
-use crate::ingest::kafka::Stage;
-use crate::state::{Offsets, StateStore};
+use crate::ingest::Offsets;
+use crate::kafka::Stage;
+use crate::state::StateStore;
 use crate::telemetry::metrics::Metrics;
 
 /// Where findings go: the archive, the findings store (journal, API, SIEM outbox), the metrics

@@ -37,7 +37,6 @@
 //! (`detection.held`); both are empty when absent, and a build from before them passes over a
 //! checkpoint holding them (back to an older checkpoint, or none).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::Duration;
@@ -46,42 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::{self, Baseline, SnapshotError};
 use crate::checkpoint::{Checkpoints, Skipped, WriteError};
 use crate::engine::{Detection, DetectionState, Engine};
-
-/// The next offset to read per topic and partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Offsets(BTreeMap<(String, i32), i64>);
-
-impl Offsets {
-    /// Records that everything before `next` in `topic`/`partition` was taken in.
-    pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
-        match self.0.get_mut(&(topic.to_owned(), partition)) {
-            Some(at) => *at = (*at).max(next),
-            None => {
-                self.0.insert((topic.to_owned(), partition), next);
-            }
-        }
-    }
-
-    /// Forgets `topic`/`partition` (revoked from a group member, or about to be restarted).
-    pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.0.remove(&(topic.to_owned(), partition));
-    }
-
-    /// The next offset of `topic`/`partition`, if it was ever read.
-    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.0.get(&(topic.to_owned(), partition)).copied()
-    }
-
-    /// Every (topic, partition, next offset).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> {
-        self.0.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
-    }
-
-    /// True when nothing was read.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+use crate::ingest::Offsets;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

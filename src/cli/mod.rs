@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::event::Event;
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
 use crate::ingest::file::LineSource;
-use crate::ingest::kafka;
+use crate::kafka;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Table, Value};
 
+pub use crate::kafka::KafkaConfig;
 use crate::normalize::{Pseudonymizer, pseudonym::WeakKey};
 
 /// The checked-in defaults, compiled in so the binary needs no file beside it.
@@ -101,38 +102,6 @@ pub struct RawConfig {
 pub struct IngestConfig {
     /// Largest record accepted, in bytes.
     pub max_record_bytes: usize,
-}
-
-/// `[kafka]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// Consumer group id.
-    pub group_id: String,
-    /// Topics to consume.
-    pub topics: Vec<String>,
-    /// `earliest` or `latest`.
-    pub auto_offset_reset: String,
-    /// Static membership id (`group.instance.id`); empty for dynamic membership.
-    pub instance_id: String,
-    /// Records fetched ahead of processing, bytes.
-    pub fetch_buffer_bytes: u64,
-    /// A partition that gives no record this long while others do stops holding the event-time
-    /// order back, seconds.
-    pub idle_partition_seconds: u64,
-    /// The topic `run --role rekey` publishes normalized events to, keyed by identity, and
-    /// `run --role detect` consumes.
-    pub events_topic: String,
-    /// The compacted topic of each events partition's state (`--role detect`).
-    pub changelog_topic: String,
-    /// Replication factor of the changelog topic when nhiwatch creates it (-1: the broker's).
-    pub changelog_replication: i32,
-    /// Largest changelog record (one partition's state), bytes.
-    pub changelog_max_bytes: u64,
-    /// librdkafka properties passed through.
-    pub properties: BTreeMap<String, String>,
 }
 
 /// `[dead_letter]`

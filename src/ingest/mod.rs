@@ -1,14 +1,14 @@
-//! Raw records in: NDJSON files and stdin ([`file`](mod@file)), Kafka ([`kafka`]); and out, for what cannot
-//! be used, the [`dead_letter`].
+//! Raw records in: NDJSON files and stdin ([`file`](mod@file)), Kafka ([`crate::kafka::consumer`]);
+//! and out, for what cannot be used, the [`dead_letter`].
 //!
-//! A source hands each record to a caller-supplied function with its coordinates; it does not
-//! know what happens next. The Kafka source stores an offset only after that function returned,
-//! so a record is committed only once it is fully processed.
+//! A source yields each record with its coordinates ([`Record`]) and takes acknowledgements
+//! ([`Offsets`]); it does not know what happens next. The Kafka source stores an offset only
+//! after the record was taken in, and commits it only once that is durable.
 
-pub mod align;
 pub mod dead_letter;
 pub mod file;
-pub mod kafka;
+
+use std::collections::BTreeMap;
 
 use crate::event::Origin;
 
@@ -23,4 +23,40 @@ pub struct Record<'a> {
     pub oversized_len: Option<usize>,
     /// Arrival time (Kafka timestamp), if known.
     pub received: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The next offset to read per topic and partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offsets(BTreeMap<(String, i32), i64>);
+
+impl Offsets {
+    /// Records that everything before `next` in `topic`/`partition` was taken in.
+    pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
+        match self.0.get_mut(&(topic.to_owned(), partition)) {
+            Some(at) => *at = (*at).max(next),
+            None => {
+                self.0.insert((topic.to_owned(), partition), next);
+            }
+        }
+    }
+
+    /// Forgets `topic`/`partition` (revoked from a group member, or about to be restarted).
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.0.remove(&(topic.to_owned(), partition));
+    }
+
+    /// The next offset of `topic`/`partition`, if it was ever read.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// Every (topic, partition, next offset).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.0.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
+    /// True when nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }

@@ -24,7 +24,7 @@ impl KafkaSink {
     /// A producer to `topic` on the brokers of `kafka`; a record not acknowledged within
     /// `timeout` fails its attempt.
     pub fn new(kafka: &KafkaConfig, topic: String, timeout: Duration) -> anyhow::Result<KafkaSink> {
-        let producer: FutureProducer = crate::ingest::kafka::client_config(kafka)
+        let producer: FutureProducer = crate::kafka::client_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")

@@ -107,7 +107,7 @@ pub(crate) fn produce(brokers: &str, records: &[GenRecord], batch: usize) {
         let record = BaseRecord::to(TOPIC)
             .key(r.identity.as_bytes())
             .payload(r.line.as_bytes());
-        nhiwatch::ingest::kafka::send_waiting(&producer, record).expect("send");
+        nhiwatch::kafka::send_waiting(&producer, record).expect("send");
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");

@@ -133,7 +133,7 @@ fn produce(brokers: &str, traffic: &Traffic, records: &[GenRecord], batch: usize
             .partition(placed[&(r.stream, r.identity.as_str())])
             .key(r.identity.as_bytes())
             .payload(r.line.as_bytes());
-        nhiwatch::ingest::kafka::send_waiting(&producer, record).expect("send");
+        nhiwatch::kafka::send_waiting(&producer, record).expect("send");
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");

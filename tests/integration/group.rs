@@ -317,7 +317,7 @@ fn a_group_growing_to_three_then_losing_one_on_tansu_finds_what_one_instance_fin
 
 #[test]
 fn rekeyed_events_land_on_the_partition_the_java_client_would_choose() {
-    use nhiwatch::ingest::kafka::Stage as _;
+    use nhiwatch::kafka::Stage as _;
     use rdkafka::Message as _;
     // Kafka's own murmur2 test vectors (`UtilsTest.testMurmur2` of the Java client), whose
     // default partitioner puts a keyed record on `(murmur2(key) & 0x7fffffff) % partitions`.
@@ -416,7 +416,7 @@ fn a_corrupt_an_older_format_and_a_stale_changelog_record_are_passed_over() {
             .partition(1)
             .key(key.as_str())
             .payload(value.as_slice());
-        nhiwatch::ingest::kafka::send_waiting(&producer, record).expect("send");
+        nhiwatch::kafka::send_waiting(&producer, record).expect("send");
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
 

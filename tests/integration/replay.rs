@@ -809,7 +809,7 @@ async fn archive_files_without_source_identity_still_read() {
 fn a_replay_of_the_archive_reproduces_the_live_findings() {
     use nhiwatch::config::KafkaConfig;
     use nhiwatch::ingest::dead_letter::FileDeadLetter;
-    use nhiwatch::ingest::kafka;
+    use nhiwatch::kafka;
     use nhiwatch::pipeline::Pipeline;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
     use std::sync::Arc;

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::Message;
@@ -34,12 +33,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::Record;
 use super::align::{Alignment, End};
-use crate::config::KafkaConfig;
+use super::{KafkaConfig, client_config};
 use crate::event::{Event, Origin};
+use crate::ingest::{Offsets, Record};
 use crate::pipeline::Pipeline;
-use crate::state::Offsets;
 use crate::telemetry::metrics::Metrics;
 
 /// A broker error or a dead letter that could not be written (a stage that cannot be made
@@ -92,16 +90,6 @@ impl<F: FnMut(Event)> Stage for F {
     fn event(&mut self, event: Event) {
         self(event);
     }
-}
-
-/// The client configuration for `cfg`'s brokers with its pass-through properties.
-pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &cfg.brokers);
-    for (key, value) in &cfg.properties {
-        config.set(key, value);
-    }
-    config
 }
 
 /// State kept per partition by a member of a consumer group: restored when a partition is
@@ -335,28 +323,6 @@ pub fn subscribe_to(
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
-}
-
-/// Sends `record`, polling while librdkafka's local queue is full.
-pub fn send_waiting<K, P, C>(
-    producer: &rdkafka::producer::BaseProducer<C>,
-    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
-) -> Result<(), rdkafka::error::KafkaError>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
-{
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                producer.poll(std::time::Duration::from_millis(5));
-                record = back;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 /// How [`consume`] runs.
