@@ -43,8 +43,8 @@ use crate::ingest::Offsets;
 use crate::ingest::dead_letter::FileDeadLetter;
 use crate::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
-use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::runtime::{ArchiveFindings, Judge, Normalize, Outputs, Runtime, Single};
 use crate::scope::Scope;
 use crate::telemetry::metrics::Metrics;
 
@@ -436,7 +436,7 @@ fn pipeline_run(
 ) -> anyhow::Result<(Duration, usize, [f64; 3])> {
     let metrics = Arc::clone(&run.metrics);
     let dead_letter = FileDeadLetter::open(&archive_dir.join("dead-letter.ndjson"))?;
-    let mut pipeline = Pipeline::new(
+    let normalize = Normalize::new(
         Normalizer::new(Pseudonymizer::random(), DEFAULT_MAX_RECORD_BYTES),
         Box::new(dead_letter),
         DEFAULT_MAX_RECORD_BYTES,
@@ -448,7 +448,7 @@ fn pipeline_run(
         baseline::Settings::default(),
     );
     let called = Instant::now();
-    let (mut detection, group) = match &run.restore_from {
+    let (detection, group) = match &run.restore_from {
         Some(dir) => (
             crate::state::StateStore::open(dir, 2, engine, run.lateness, false)?
                 .1
@@ -460,7 +460,7 @@ fn pipeline_run(
             format!("nhiwatch-bench-{topic}"),
         ),
     };
-    let mut archive = crate::archive::Archive::open(
+    let archive = crate::archive::Archive::open(
         archive_dir.join(topic).to_str().context("archive path")?,
         crate::archive::Limits::default(),
     )?;
@@ -478,25 +478,20 @@ fn pipeline_run(
             .collect(),
         ..crate::config::Settings::load(None)?.raw.kafka
     };
+    // The archive takes the canonical identity of each event and every change of a finding,
+    // as `run`'s does.
+    let outputs = Outputs::none().archive(Some(archive), ArchiveFindings::EachChange);
+    let judge = FirstEvent {
+        judge: Single::new(detection),
+        first: None,
+    };
+    let mut pipeline = Runtime::new(normalize, judge, outputs);
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut first: Option<Instant> = None;
-    let mut findings = Vec::new();
-    let mut failed = None;
     runtime.block_on(async {
         let consumer = kafka::subscribe(&cfg, None, Offsets::default())?;
-        let mut sink = |mut event: Event| {
-            first.get_or_insert_with(Instant::now);
-            // As `Outputs::detect`: the archive holds the canonical identity.
-            detection.engine().canonicalize(&mut event);
-            if let Err(e) = archive.append_event(&event) {
-                failed.get_or_insert(e);
-            }
-            detection.push(event, &mut |u| findings.push(u.finding.clone()));
-        };
         let n = kafka::consume(
             &consumer,
             &mut pipeline,
-            &mut sink,
             kafka::Options {
                 limit: Some(limit),
                 progress: Some(&run.progress),
@@ -511,20 +506,42 @@ fn pipeline_run(
         }
         anyhow::Ok(())
     })?;
-    detection.finish(&mut |u| findings.push(u.finding.clone()));
-    for f in &findings {
-        archive.append_finding(f)?;
+    pipeline.finish();
+    let Runtime { judge, mut outputs, .. } = pipeline;
+    if outputs.archive_failed() {
+        bail!("the archive stopped taking rows (see the log)");
     }
-    archive.flush()?;
-    if let Some(e) = failed {
-        return Err(e.into());
+    if let Some(a) = &mut outputs.archive {
+        a.flush()?;
     }
+    let (detection, first) = (judge.judge.detection, judge.first);
     let took = match run.restore_from {
         Some(_) => called.elapsed(),
         None => first.map_or(Duration::ZERO, |t| t.elapsed()),
     };
     let q = metrics.latency_quantiles(&[0.5, 0.99, 0.999]);
     Ok((took, detection.findings().len(), [q[0], q[1], q[2]]))
+}
+
+/// A judge that notes when the first event reached it (the benchmark's clock starts there).
+struct FirstEvent<J> {
+    judge: J,
+    first: Option<Instant>,
+}
+
+impl<J: Judge> Judge for FirstEvent<J> {
+    fn event(&mut self, partition: Option<i32>, event: Event, out: &mut Outputs) {
+        self.first.get_or_insert_with(Instant::now);
+        self.judge.event(partition, event, out);
+    }
+
+    fn durable(&mut self, offsets: &Offsets, out: &mut Outputs) -> anyhow::Result<()> {
+        self.judge.durable(offsets, out)
+    }
+
+    fn finish(&mut self, out: &mut Outputs) {
+        self.judge.finish(out);
+    }
 }
 
 /// Runs the benchmark.

@@ -15,12 +15,10 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::baseline;
-use crate::config::{KafkaConfig, SinkConfig};
+use crate::config::KafkaConfig;
 use crate::detect::Detectors;
 use crate::engine::{Detection, Engine};
-use crate::event::Event;
 use crate::findings::store::FindingStore;
-use crate::findings::{Change, Update};
 use crate::generate::{GenRecord, Stream};
 use crate::http::auth::Auth;
 use crate::http::{AppState, ConnectionLimits};
@@ -28,9 +26,11 @@ use crate::ingest::Offsets;
 use crate::ingest::dead_letter::FileDeadLetter;
 use crate::kafka;
 use crate::normalize::{DEFAULT_MAX_RECORD_BYTES, Normalizer, Pseudonymizer};
-use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::runtime::{Announce, Normalize, Outputs, Runtime, Single};
 use crate::sink::Sinks;
+use crate::sink::kafka::KafkaSinkConfig;
+use crate::sink::{SinkConfig, Target};
 use crate::telemetry::metrics::Metrics;
 use clap::Args;
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::env::temp_dir().join(format!("nhiwatch-demo-dead-letter-{}.ndjson", std::process::id()));
     let dead_letter = FileDeadLetter::open(&dead_letter_path)?;
     let metrics = Arc::new(Metrics::default());
-    let mut pipeline = Pipeline::new(
+    let normalize = Normalize::new(
         Normalizer::new(Pseudonymizer::random(), DEFAULT_MAX_RECORD_BYTES),
         Box::new(dead_letter),
         DEFAULT_MAX_RECORD_BYTES,
@@ -145,7 +145,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(Detectors::default(), Some(registry), baseline::Settings::default());
     // Generated days stream by in seconds and nine partitions are fetched unevenly, so events
     // may arrive days of event time apart: the demo's lateness bound is wider than a live one's.
-    let mut detection = Detection::new(engine, chrono::Duration::hours(48), true);
+    let detection = Detection::new(engine, chrono::Duration::hours(48), true);
     // Findings go to SIEM sinks through the outbox, as in `run`: always the embedded broker's
     // `nhiwatch-findings` topic, plus any sinks of `--config`.
     let mut settings = match &args.config {
@@ -157,46 +157,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     settings.raw.kafka.properties.clear();
     let outbox_dir = std::env::temp_dir().join(format!("nhiwatch-demo-outbox-{}", std::process::id()));
     settings.raw.outbox.dir = outbox_dir.clone();
-    settings.raw.sinks.insert(
-        0,
-        SinkConfig {
-            name: "demo-topic".into(),
-            kind: "kafka".into(),
-            topic: Some(FINDINGS_TOPIC.into()),
-            ..SinkConfig::default()
-        },
-    );
+    let topic = KafkaSinkConfig {
+        topic: FINDINGS_TOPIC.into(),
+        ..KafkaSinkConfig::default()
+    };
+    settings
+        .sinks
+        .insert(0, SinkConfig::new("demo-topic", Target::Kafka(topic)));
     let runtime = tokio::runtime::Runtime::new()?;
     let sinks = {
         let _guard = runtime.enter();
-        Sinks::start(&settings)?
+        Sinks::start(settings.sink_setup())?
     };
-    metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
+    metrics.register(sinks.exposition());
     let store = Arc::new(
         FindingStore::in_memory(100_000)
             .with_quiet(detection.engine().detectors().quiet_periods())
             .with_outbox(Arc::clone(&sinks.outbox)),
     );
-    let mut print = |update: &Update| {
-        // As the analyst sees it: aggregated into the open finding of its detector × identity ×
-        // cause.
-        let update = match store.upsert(update.finding.clone()) {
-            Ok((stored, change)) => Update {
-                change,
-                finding: stored.finding,
-            },
-            Err(error) => {
-                tracing::error!(%error, "Failed to store a finding.");
-                update.clone()
-            }
-        };
-        if update.change == Change::New {
-            metrics.finding(update.finding.detector);
-        }
-        if update.change != Change::Folded {
-            println!("{}", crate::report::finding_line(&update));
-        }
-    };
     let read_token = random_token();
     let admin_token = random_token();
     let ready = Arc::new(AtomicBool::new(false));
@@ -219,15 +197,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("HTTP API on http://{addr}/ — read token {read_token}, admin token {admin_token} (this run only).");
     println!("  curl -H 'Authorization: Bearer {read_token}' http://{addr}/v1/findings");
     println!("Findings as they are raised (event time, severity, detector, title):");
+    // As the analyst sees them: each aggregated into the open finding of its detector ×
+    // identity × cause, printed when new or changed.
+    let outputs = Outputs::none()
+        .store(Arc::clone(&store))
+        .metrics(Arc::clone(&metrics))
+        .announce(Announce::Print(crate::report::finding_line));
+    let mut demo = Runtime::new(normalize, Single::new(detection), outputs);
     let consumed = runtime.block_on(async {
         let consumer = kafka::subscribe(&cfg, Some(Arc::clone(&metrics)), Offsets::default())?;
         ready.store(true, Ordering::Release);
-        let mut sink = |event: Event| detection.push(event, &mut print);
         let deadline = tokio::time::sleep(Duration::from_secs(600));
         let n = kafka::consume(
             &consumer,
-            &mut pipeline,
-            &mut sink,
+            &mut demo,
             kafka::Options {
                 limit: Some(total),
                 progress: Some(&progress),
@@ -242,7 +225,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let produced = producer
         .join()
         .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
-    detection.finish(&mut print);
+    demo.finish();
+    let Runtime {
+        normalize: pipeline,
+        judge: Single { detection, .. },
+        ..
+    } = demo;
     let elapsed = started.elapsed();
     println!();
     print!("{}", crate::report::summary(pipeline.stats(), args.top));
@@ -269,18 +257,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sinks.outbox.head(),
         if drained { "" } else { "; some still pending" }
     );
-    for (cfg, st) in settings.raw.sinks.iter().zip(&sinks.stats) {
-        let target = cfg
-            .topic
-            .as_deref()
-            .or(cfg.url.as_deref())
-            .or(cfg.address.as_deref())
-            .unwrap_or("");
+    for (cfg, st) in settings.sinks.iter().zip(&sinks.stats) {
         println!(
             "  {:<12} {:<10} {:<28} delivered {:>5}  failed attempts {:>3}  filtered {:>3}",
             st.name,
-            cfg.kind,
-            target,
+            cfg.target.kind(),
+            cfg.target.destination(),
             st.delivered.load(Ordering::Relaxed),
             st.failed.load(Ordering::Relaxed),
             st.filtered.load(Ordering::Relaxed)

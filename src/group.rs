@@ -51,9 +51,9 @@ use crate::event::Event;
 use crate::findings::Finding;
 use crate::ingest::Offsets;
 use crate::kafka::producer::{Deliveries, acknowledged, producer, producer_config};
-use crate::kafka::{Owner, Stage, admin, client_config, send_waiting};
+use crate::kafka::{Owner, admin, client_config, send_waiting};
 use crate::registry::Registry;
-use crate::service::Outputs;
+use crate::runtime::{Judge, Outputs};
 use crate::state;
 
 /// How long reading a partition's state back from the changelog may take.
@@ -93,8 +93,8 @@ pub fn key<'a>(event: &'a Event, registry: Option<&'a Registry>) -> &'a str {
         .map_or(event.identity.as_str(), |e| e.id.as_str())
 }
 
-impl Stage for Rekey {
-    fn event(&mut self, event: Event) {
+impl Judge for Rekey {
+    fn event(&mut self, _partition: Option<i32>, event: Event, _: &mut Outputs) {
         if self.broken.is_some() {
             return;
         }
@@ -111,7 +111,7 @@ impl Stage for Rekey {
         }
     }
 
-    fn durable(&mut self, _: &Offsets) -> anyhow::Result<()> {
+    fn durable(&mut self, _: &Offsets, _: &mut Outputs) -> anyhow::Result<()> {
         if let Some(why) = &self.broken {
             bail!("{why}; restart nhiwatch to publish again from the last commit point");
         }
@@ -482,23 +482,18 @@ impl Owner for Partitions {
     }
 }
 
-/// The `detect` role's stage: each event to the detection of its partition; at a commit point
+/// The `detect` role's judge: each event to the detection of its partition; at a commit point
 /// the outputs made durable, then each partition's state written to the changelog.
 pub struct Member {
     /// The owned partitions.
     pub partitions: Arc<Partitions>,
-    /// Where events and findings go.
-    pub outputs: Outputs,
     /// Events of a partition this member does not own (should stay 0).
     pub unowned: u64,
 }
 
-impl Stage for Member {
-    fn event(&mut self, event: Event) {
-        self.event_from(-1, event);
-    }
-
-    fn event_from(&mut self, partition: i32, event: Event) {
+impl Judge for Member {
+    fn event(&mut self, partition: Option<i32>, event: Event, out: &mut Outputs) {
+        let partition = partition.unwrap_or(-1);
         let mut parts = self.partitions.parts();
         let Some(part) = parts.get_mut(&partition) else {
             self.unowned += 1;
@@ -508,11 +503,11 @@ impl Stage for Member {
             );
             return;
         };
-        self.outputs.detect(&mut part.detection, event);
+        out.detect(&mut part.detection, event);
     }
 
-    fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
-        self.outputs.durable()?;
+    fn durable(&mut self, offsets: &Offsets, out: &mut Outputs) -> anyhow::Result<()> {
+        out.durable()?;
         let started = Instant::now();
         // Held findings go into the changelog even when no record was read since the last
         // write (the events behind them were released later).
@@ -532,17 +527,19 @@ impl Stage for Member {
                 if let Some(part) = parts.get_mut(partition)
                     && part.detection.held() > 0
                 {
-                    self.outputs.release(&mut part.detection);
+                    out.release(&mut part.detection);
                     released.push(*partition);
                 }
             }
         }
         if !released.is_empty() {
-            self.outputs.durable()?;
+            out.durable()?;
             self.write_states(offsets, &|partition, _, _| released.contains(&partition))?;
         }
         let took = started.elapsed();
-        self.outputs.metrics.checkpoint(took);
+        if let Some(m) = &out.metrics {
+            m.checkpoint(took);
+        }
         tracing::debug!(partitions = ?written, seconds = took.as_secs_f64(), "Partition states written to the changelog.");
         Ok(())
     }

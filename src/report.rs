@@ -2,7 +2,7 @@
 //! line's, the demo's and the benchmark's).
 
 use crate::findings::{Change, Finding, Update};
-use crate::pipeline::Stats;
+use crate::runtime::Stats;
 use std::collections::BTreeMap;
 
 /// One finding update as a terminal line (its title escaped: it names the identity).

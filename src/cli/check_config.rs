@@ -18,14 +18,14 @@ pub(crate) fn check_config(file: PathBuf) -> anyhow::Result<ExitCode> {
             if settings.pseudonymizer().is_none() {
                 println!("note: no pseudonymisation key is set; `run` needs NHIWATCH_PSEUDONYM_KEY");
             }
-            for sink in &settings.raw.sinks {
-                for var in [&sink.token_env, &sink.secret_env].into_iter().flatten() {
-                    if std::env::var_os(var).is_none() {
-                        println!(
-                            "note: sink `{}` reads its secret from {var}, which is not set here",
-                            sink.name
-                        );
-                    }
+            for sink in &settings.sinks {
+                if let Some(var) = sink.target.secret_env()
+                    && std::env::var_os(var).is_none()
+                {
+                    println!(
+                        "note: sink `{}` reads its secret from {var}, which is not set here",
+                        sink.name
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

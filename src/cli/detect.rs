@@ -1,12 +1,9 @@
 //! `detect`: offline detection in event time.
 
 use crate::engine::Detection;
-use crate::ingest::file::LineSource;
 use crate::normalize::{Normalizer, Pseudonymizer};
-use crate::pipeline::Pipeline;
-use anyhow::Context;
+use crate::runtime::{ArchiveFindings, Normalize, Outputs, Runtime, Single};
 use clap::Args;
-use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,47 +48,37 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     };
     let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
-    let mut detection = Detection::new(engine, lateness, false);
+    let detection = Detection::new(engine, lateness, false);
     let max = settings.raw.ingest.max_record_bytes;
-    let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
     let archive_location = args.archive.clone().or_else(|| settings.archive_location());
-    let mut archive = archive_location
+    let archive = archive_location
         .as_deref()
         .map(|l| crate::archive::Archive::open(l, settings.archive_limits()))
         .transpose()?;
-    let mut inputs = Vec::new();
-    for path in &args.inputs {
-        inputs.push(Input {
-            source: LineSource::new(open_input(path)?, &path.display().to_string(), max),
-            queue: VecDeque::new(),
-            done: false,
-        });
+    let archived = archive.is_some();
+    // A batch: the archive takes each finding once, in its final state.
+    let outputs = Outputs::none().archive(archive, ArchiveFindings::Final);
+    let mut runtime = Runtime::new(normalize, Single::new(detection), outputs);
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|path| Ok((path.display().to_string(), open_input(path)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    runtime.merged(inputs, max)?;
+    runtime.finish();
+    let Runtime {
+        normalize: pipeline,
+        judge: Single { detection, .. },
+        mut outputs,
+    } = runtime;
+    if outputs.archive_failed() {
+        anyhow::bail!("the archive stopped taking rows (the error is logged above)");
     }
-    for input in &mut inputs {
-        input.fill(&mut pipeline)?;
-    }
-    // Each file is (nearly) in event-time order; merging them by their next event keeps the
-    // stream in order without reading any file whole. The reorder buffer absorbs the rest.
-    while let Some(i) = (0..inputs.len())
-        .filter(|&i| !inputs[i].queue.is_empty())
-        .min_by_key(|&i| inputs[i].queue.front().map(|e| e.time))
-    {
-        if let Some(mut event) = inputs[i].queue.pop_front() {
-            detection.engine().canonicalize(&mut event);
-            if let Some(a) = archive.as_mut() {
-                a.append_event(&event)?;
-            }
-            detection.push(event, &mut |_| {});
-        }
-        inputs[i].fill(&mut pipeline)?;
-    }
-    detection.finish(&mut |_| {});
-    pipeline.flush().context("flushing the dead letter")?;
-    if let Some(mut a) = archive {
-        for f in detection.findings() {
-            a.append_finding(f)?;
-        }
+    if let Some(a) = &mut outputs.archive {
         a.flush()?;
+    }
+    if archived {
         eprintln!("archived to {}", archive_location.unwrap_or_default());
     }
     // The archive keeps what the engine raised (a replay reproduces it); the output is what an

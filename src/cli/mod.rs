@@ -6,7 +6,6 @@
 //! together and prints to stdout.
 #![allow(clippy::print_stdout)]
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,11 +17,8 @@ use crate::baseline;
 use crate::config::{ConfigError, Settings};
 use crate::detect::Detectors;
 use crate::engine::Engine;
-use crate::event::Event;
 use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
-use crate::ingest::file::LineSource;
 use crate::kafka;
-use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
 /// Environment variable holding a `read` API token.
@@ -179,26 +175,6 @@ pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Opt
     };
     let dedupe = crate::engine::Dedupe::new(cfg.dedupe_window_seconds, cfg.dedupe_max_ids);
     Ok(Engine::new(detectors, registry, learning).with_dedupe(dedupe))
-}
-
-struct Input {
-    source: LineSource<Box<dyn BufRead>>,
-    queue: VecDeque<Event>,
-    done: bool,
-}
-
-impl Input {
-    /// Reads until an event is queued or the input ends.
-    fn fill(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
-        let Input { source, queue, done } = self;
-        while queue.is_empty() && !*done {
-            match source.next_record()? {
-                None => *done = true,
-                Some(record) => pipeline.process(record, &mut |e| queue.push_back(e))?,
-            }
-        }
-        Ok(())
-    }
 }
 
 fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {

@@ -2,7 +2,8 @@
 
 use crate::engine::Detection;
 use crate::findings::Finding;
-use crate::service::write_line;
+use crate::runtime::outputs::write_line;
+use crate::runtime::{Judge as _, Outputs, Single};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::collections::BTreeMap;
@@ -51,7 +52,10 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
-    let mut detection = Detection::new(engine, lateness, false);
+    // The archive's events are normalized already: they go to the judge as they are, and what
+    // it raises stays in it (written below).
+    let mut judge = Single::new(Detection::new(engine, lateness, false));
+    let mut outputs = Outputs::none();
     let limits = crate::replay::Limits {
         max_rows: 1 << 40,
         ..query_limits(&settings)
@@ -66,8 +70,8 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let sql = crate::replay::Sql::open(&location, limits).await?;
         let n = sql
             .events_in(args.from, args.to, |day, events| {
-                for e in events {
-                    detection.push(e, &mut |_| {});
+                for event in events {
+                    judge.event(None, event, &mut outputs);
                 }
                 bar.inc(1);
                 bar.set_message(day.to_owned());
@@ -82,7 +86,8 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok((n, archived))
     })?;
     bar.finish_and_clear();
-    detection.finish(&mut |_| {});
+    judge.finish(&mut outputs);
+    let detection = judge.detection;
     let findings = detection.findings();
     let mut out = event_sink(Some(&args.output))?;
     let mut write_error = None;

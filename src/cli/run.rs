@@ -6,12 +6,9 @@ use crate::findings::store::FindingStore;
 use crate::http::auth::Auth;
 use crate::http::{AppState, ConnectionLimits};
 use crate::ingest::Offsets;
-use crate::ingest::file;
 use crate::kafka;
-use crate::kafka::Stage as _;
 use crate::normalize::{Normalizer, Pseudonymizer};
-use crate::pipeline::Pipeline;
-use crate::service::{Outputs, Service};
+use crate::runtime::{Announce, ArchiveFindings, Normalize, Outputs, Runtime, Single};
 use crate::sink::Sinks;
 use crate::state::{Restored, StateStore};
 use crate::telemetry::metrics::Metrics;
@@ -71,7 +68,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let max = settings.raw.ingest.max_record_bytes;
     let metrics = Arc::new(Metrics::default());
-    let mut pipeline = Pipeline::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
+    let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
         .with_metrics(Arc::clone(&metrics));
     let engine = build_engine(&settings, None, None)?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
@@ -84,11 +81,11 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                 role.unwrap_or_default()
             );
         }
-        return run_role(args, &settings, pipeline, engine, lateness, metrics);
+        return run_role(args, &settings, normalize, engine, lateness, metrics);
     }
     let state_cfg = &settings.raw.state;
     // Checkpoints belong to the Kafka service: a file run is a batch, read whole each time.
-    let (state, detection, resume, saved) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
+    let (single, resume) = if from_kafka && !state_cfg.dir.as_os_str().is_empty() {
         let (store, restored) = StateStore::open(&state_cfg.dir, state_cfg.keep, engine, lateness, true)
             .with_context(|| format!("opening the checkpoints (state.dir in {})", settings.origin))?;
         report_restore(&restored);
@@ -99,7 +96,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_max_waiting(settings.raw.engine.max_waiting_events)
             .with_history(settings.raw.http.max_findings)
             .holding();
-        (Some(store), detection, restored.offsets, saved)
+        (Single::new(detection).checkpointed(store, saved), restored.offsets)
     } else {
         if from_kafka {
             tracing::warn!(
@@ -109,36 +106,25 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         let detection = Detection::new(engine, lateness, true)
             .with_max_waiting(settings.raw.engine.max_waiting_events)
             .with_history(settings.raw.http.max_findings);
-        (None, detection, Offsets::default(), None)
+        (Single::new(detection), Offsets::default())
     };
     let runtime = tokio::runtime::Runtime::new()?;
     // A file run is a batch: Ctrl-C keeps its default there.
     let stop = from_kafka.then(|| StopSignals::take(&runtime)).transpose()?;
-    let quiet = detection.engine().detectors().quiet_periods();
+    let quiet = single.detection.engine().detectors().quiet_periods();
     let (store, sinks) = findings_store(&settings, quiet, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     serve_http(
         &settings,
         &runtime,
-        detection.engine(),
+        single.detection.engine(),
         None,
         Arc::clone(&store),
         &metrics,
         &ready,
     )?;
-    let outputs = Outputs::new(
-        open_archive(&settings)?,
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-        output(args.findings_out.as_ref())?,
-        args.events_out.as_ref().map(|p| output(Some(p))).transpose()?,
-    );
-    let mut service = Service {
-        detection,
-        outputs,
-        state,
-        saved,
-    };
+    let outputs = service_outputs(&settings, &args, &store, &metrics)?;
+    let mut service = Runtime::new(normalize, single, outputs);
     if let Some(stop) = stop {
         runtime.block_on(async {
             let consumer = kafka::subscribe(&settings.raw.kafka, Some(Arc::clone(&metrics)), resume)?;
@@ -150,53 +136,53 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                 bound: lateness.max(chrono::Duration::minutes(1)),
                 idle_after: std::time::Duration::from_secs(settings.raw.kafka.idle_partition_seconds),
             };
-            consume_until_stopped(
-                &consumer,
-                &mut pipeline,
-                &mut service,
-                &metrics,
-                interval,
-                Some(align),
-                stop,
-            )
-            .await
+            consume_until_stopped(&consumer, &mut service, &metrics, interval, Some(align), stop).await
         })?;
     } else {
-        for input in &args.inputs {
-            let name = input.display().to_string();
-            let reader = open_input(input)?;
-            file::read_lines(reader, &name, max, |record| {
-                pipeline.process(record, &mut |event| service.event(event))
-            })
-            .with_context(|| format!("reading {name}"))?;
-        }
-        pipeline.flush().context("flushing the dead letter")?;
+        let inputs = args
+            .inputs
+            .iter()
+            .map(|input| Ok((input.display().to_string(), open_input(input)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        service.files(inputs, max)?;
     }
-    // With checkpoints, the events still waiting for order are in the last one and are judged
-    // after the restart, as if there had been none; without, they are judged now.
-    let Service {
-        mut detection,
-        mut outputs,
-        state,
-        ..
+    service.finish();
+    let Runtime {
+        normalize,
+        judge,
+        outputs,
     } = service;
-    if state.is_none() {
-        detection.finish(&mut |update| outputs.report(update));
-    }
     close_outputs(outputs, sinks, &runtime)?;
-    eprint!("{}", summary(pipeline.stats(), 10));
+    eprint!("{}", summary(normalize.stats(), 10));
     eprint!(
         "{}",
-        findings_summary(&crate::findings::aggregate(detection.findings()))
+        findings_summary(&crate::findings::aggregate(judge.detection.findings()))
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The outputs of a service: archive (each change), findings store, metrics, the log, and the
+/// NDJSON streams asked for.
+fn service_outputs(
+    settings: &Settings,
+    args: &RunArgs,
+    store: &Arc<FindingStore>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Outputs> {
+    Ok(Outputs::none()
+        .archive(open_archive(settings)?, ArchiveFindings::EachChange)
+        .store(Arc::clone(store))
+        .metrics(Arc::clone(metrics))
+        .announce(Announce::Log)
+        .findings_out(output(args.findings_out.as_ref())?)
+        .events_out(args.events_out.as_ref().map(|p| output(Some(p))).transpose()?))
 }
 
 /// `run --role rekey` or `--role detect`: one part of a group deployment (see [`crate::group`]).
 pub(crate) fn run_role(
     args: RunArgs,
     settings: &Settings,
-    pipeline: Pipeline,
+    normalize: Normalize,
     engine: Engine,
     lateness: chrono::Duration,
     metrics: Arc<Metrics>,
@@ -207,7 +193,6 @@ pub(crate) fn run_role(
     let ready = Arc::new(AtomicBool::new(false));
     let interval = std::time::Duration::from_secs(settings.raw.state.interval_seconds);
     let registry = engine.registry().cloned();
-    let mut pipeline = pipeline;
     if args.role == Role::Rekey {
         // Health, readiness and metrics; no findings are made here.
         serve_http(
@@ -219,7 +204,8 @@ pub(crate) fn run_role(
             &metrics,
             &ready,
         )?;
-        let mut rekey = crate::group::Rekey::new(kafka, registry)?;
+        let rekey = crate::group::Rekey::new(kafka, registry)?;
+        let mut rekey = Runtime::new(normalize, rekey, Outputs::none());
         let group = format!("{}-rekey", kafka.group_id);
         runtime.block_on(async {
             let consumer = kafka::subscribe_to(
@@ -238,22 +224,13 @@ pub(crate) fn run_role(
                 bound: lateness.max(chrono::Duration::minutes(1)),
                 idle_after: std::time::Duration::from_secs(kafka.idle_partition_seconds),
             };
-            consume_until_stopped(
-                &consumer,
-                &mut pipeline,
-                &mut rekey,
-                &metrics,
-                interval,
-                Some(align),
-                stop,
-            )
-            .await
+            consume_until_stopped(&consumer, &mut rekey, &metrics, interval, Some(align), stop).await
         })?;
-        eprint!("{}", summary(pipeline.stats(), 10));
-        eprintln!("published {} events to {}", rekey.published, kafka.events_topic);
+        eprint!("{}", summary(rekey.normalize.stats(), 10));
+        eprintln!("published {} events to {}", rekey.judge.published, kafka.events_topic);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut pipeline = pipeline.normalized();
+    let normalize = normalize.normalized();
     let changelog = runtime
         .block_on(crate::group::Changelog::open(kafka))
         .with_context(|| format!("opening the changelog (kafka.changelog_topic in {})", settings.origin))?;
@@ -276,18 +253,12 @@ pub(crate) fn run_role(
         &metrics,
         &ready,
     )?;
-    let outputs = Outputs::new(
-        open_archive(settings)?,
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-        output(args.findings_out.as_ref())?,
-        args.events_out.as_ref().map(|p| output(Some(p))).transpose()?,
-    );
-    let mut member = crate::group::Member {
+    let outputs = service_outputs(settings, &args, &store, &metrics)?;
+    let member = crate::group::Member {
         partitions: Arc::clone(&partitions),
-        outputs,
         unowned: 0,
     };
+    let mut member = Runtime::new(normalize, member, outputs);
     runtime.block_on(async {
         let owner: Arc<dyn kafka::Owner> = partitions.clone();
         let topics = [kafka.events_topic.clone()];
@@ -295,17 +266,18 @@ pub(crate) fn run_role(
         tracing::info!(topic = %kafka.events_topic, changelog = %kafka.changelog_topic, group = %kafka.group_id, "Detecting as a group member.");
         ready.store(true, Ordering::Release);
         // Each events partition has its own state and order: none waits for another.
-        consume_until_stopped(&consumer, &mut pipeline, &mut member, &metrics, interval, None, stop).await
+        consume_until_stopped(&consumer, &mut member, &metrics, interval, None, stop).await
     })?;
-    if member.unowned > 0 {
+    member.finish();
+    if member.judge.unowned > 0 {
         tracing::warn!(
-            events = member.unowned,
+            events = member.judge.unowned,
             "Events of partitions this member did not own were passed over."
         );
     }
     let findings = crate::findings::aggregate(&partitions.findings());
     close_outputs(member.outputs, sinks, &runtime)?;
-    eprint!("{}", summary(pipeline.stats(), 10));
+    eprint!("{}", summary(member.normalize.stats(), 10));
     eprint!("{}", findings_summary(&findings));
     Ok(ExitCode::SUCCESS)
 }
@@ -330,12 +302,12 @@ pub(crate) fn findings_store(
         })?
     };
     // SIEM sinks, each delivering from the durable outbox (none configured: no outbox).
-    let sinks = if settings.raw.sinks.is_empty() {
+    let sinks = if settings.sinks.is_empty() {
         None
     } else {
         let _guard = runtime.enter();
-        let sinks = Sinks::start(settings)?;
-        metrics.set_sinks(Arc::clone(&sinks.outbox), sinks.stats.clone());
+        let sinks = Sinks::start(settings.sink_setup())?;
+        metrics.register(sinks.exposition());
         tracing::info!(
             sinks = sinks.stats.len(),
             "Delivering findings to the configured sinks."
@@ -426,7 +398,9 @@ pub(crate) fn close_outputs(
     if let Some(e) = outputs.write_error.take() {
         return Err(e).context("writing events or findings");
     }
-    outputs.findings_out.flush()?;
+    if let Some(out) = &mut outputs.findings_out {
+        out.flush()?;
+    }
     if let Some(out) = &mut outputs.events_out {
         out.flush()?;
     }
@@ -454,7 +428,6 @@ impl StopSignals {
 /// Consumes through `stage` until SIGINT or SIGTERM, with a commit point every `interval`.
 pub(crate) async fn consume_until_stopped(
     consumer: &kafka::Consumer,
-    pipeline: &mut Pipeline,
     stage: &mut dyn kafka::Stage,
     metrics: &Metrics,
     interval: std::time::Duration,
@@ -474,7 +447,7 @@ pub(crate) async fn consume_until_stopped(
         align,
         ..kafka::Options::default()
     };
-    kafka::consume(consumer, pipeline, stage, options, shutdown).await?;
+    kafka::consume(consumer, stage, options, shutdown).await?;
     Ok(())
 }
 

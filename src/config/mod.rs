@@ -5,7 +5,6 @@
 //! raw structs with `deny_unknown_fields`, then validated into [`Settings`]. Every error names the
 //! file (or variable), the key and what is wrong, and is reported before anything starts.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -13,6 +12,8 @@ use toml::{Table, Value};
 
 pub use crate::kafka::KafkaConfig;
 use crate::normalize::{Pseudonymizer, pseudonym::WeakKey};
+pub use crate::sink::outbox::OutboxConfig;
+pub use crate::sink::{SINK_KINDS, Setup, SinkConfig};
 
 /// The checked-in defaults, compiled in so the binary needs no file beside it.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -88,8 +89,9 @@ pub struct RawConfig {
     pub state: StateConfig,
     /// The durable outbox in front of the SIEM sinks.
     pub outbox: OutboxConfig,
-    /// Where findings are delivered (`[[sinks]]`).
-    pub sinks: Vec<SinkConfig>,
+    /// Where findings are delivered (`[[sinks]]`), as written; typed and checked in
+    /// [`Settings::sinks`].
+    pub sinks: Vec<Table>,
     /// The Parquet archive.
     pub archive: ArchiveConfig,
     /// Logging.
@@ -244,140 +246,6 @@ pub struct StateConfig {
     pub keep: usize,
 }
 
-/// `[outbox]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxConfig {
-    /// Directory of the outbox segments and sink cursors.
-    pub dir: PathBuf,
-    /// Retained bytes before the oldest undelivered segment is dropped (and counted).
-    pub max_bytes: u64,
-    /// Segment size.
-    pub segment_bytes: u64,
-    /// First retry delay after a failed delivery.
-    pub retry_initial_ms: u64,
-    /// Longest retry delay.
-    pub retry_max_seconds: u64,
-}
-
-/// `[[sinks]]`: one delivery target. Which keys apply depends on `kind`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Name: metrics label and cursor file (`[a-z0-9_-]`, unique).
-    pub name: String,
-    /// `kafka`, `splunk_hec`, `syslog` or `webhook`.
-    pub kind: String,
-    /// Deliver findings of at least this severity.
-    #[serde(default)]
-    pub min_severity: Option<String>,
-    /// Deliveries per request or produce batch.
-    #[serde(default)]
-    pub batch: Option<usize>,
-    /// Seconds one delivery attempt may take.
-    #[serde(default)]
-    pub timeout_seconds: Option<u64>,
-    /// `splunk_hec`, `webhook`: the endpoint URL.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `splunk_hec`: environment variable holding the HEC token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// `splunk_hec`: index (the token's default when unset).
-    #[serde(default)]
-    pub index: Option<String>,
-    /// `splunk_hec`: sourcetype.
-    #[serde(default)]
-    pub sourcetype: Option<String>,
-    /// `splunk_hec`: gzip request bodies.
-    #[serde(default)]
-    pub gzip: Option<bool>,
-    /// `webhook`: environment variable holding the HMAC-SHA-256 signing secret.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// `splunk_hec`, `webhook`, `syslog` over TLS: PEM file of CA certificates to trust (in
-    /// addition to the system's).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// `syslog`: collector `host:port`.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// `syslog`: `tcp` (RFC 6587 octet counting), `tls` (RFC 5425) or `udp` (RFC 5426).
-    #[serde(default)]
-    pub transport: Option<String>,
-    /// `syslog`: facility name (`auth`, `authpriv`, `local0`… `local7`).
-    #[serde(default)]
-    pub facility: Option<String>,
-    /// `syslog`, `splunk_hec`: host name to report (this machine's by default).
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// `kafka`: topic.
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// `kafka`: bootstrap servers (`[kafka] brokers` by default).
-    #[serde(default)]
-    pub brokers: Option<String>,
-    /// `kafka`: librdkafka properties (`[kafka.properties]` by default).
-    #[serde(default)]
-    pub properties: Option<BTreeMap<String, String>>,
-}
-
-impl std::fmt::Debug for SinkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Secrets are never in the file, only the names of the variables holding them; the
-        // Kafka properties may hold a password, so only their keys are shown.
-        f.debug_struct("SinkConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("url", &self.url)
-            .field("address", &self.address)
-            .field("topic", &self.topic)
-            .field(
-                "properties",
-                &self.properties.as_ref().map(|p| p.keys().collect::<Vec<_>>()),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-/// Sink kinds and the keys each accepts besides the common ones.
-pub const SINK_KINDS: [(&str, &[&str]); 4] = [
-    ("kafka", &["topic", "brokers", "properties"]),
-    (
-        "splunk_hec",
-        &["url", "token_env", "index", "sourcetype", "gzip", "ca_file", "hostname"],
-    ),
-    ("syslog", &["address", "transport", "facility", "ca_file", "hostname"]),
-    ("webhook", &["url", "secret_env", "ca_file"]),
-];
-
-impl SinkConfig {
-    /// The kind-specific keys that are set.
-    fn set_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut set = |name: &'static str, is: bool| {
-            if is {
-                keys.push(name);
-            }
-        };
-        set("url", self.url.is_some());
-        set("token_env", self.token_env.is_some());
-        set("index", self.index.is_some());
-        set("sourcetype", self.sourcetype.is_some());
-        set("gzip", self.gzip.is_some());
-        set("secret_env", self.secret_env.is_some());
-        set("ca_file", self.ca_file.is_some());
-        set("address", self.address.is_some());
-        set("transport", self.transport.is_some());
-        set("facility", self.facility.is_some());
-        set("hostname", self.hostname.is_some());
-        set("topic", self.topic.is_some());
-        set("brokers", self.brokers.is_some());
-        set("properties", self.properties.is_some());
-        keys
-    }
-}
-
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +261,8 @@ pub struct LogConfig {
 pub struct Settings {
     /// The raw values, all validated.
     pub raw: RawConfig,
+    /// The SIEM sinks, typed (`[[sinks]]`).
+    pub sinks: Vec<SinkConfig>,
     /// Where the configuration came from (for messages).
     pub origin: String,
 }
@@ -445,9 +315,24 @@ impl Settings {
                 key: e.path().to_string(),
                 message: e.inner().to_string(),
             })?;
-        let settings = Settings { raw, origin };
+        let mut settings = Settings {
+            raw,
+            origin,
+            sinks: Vec::new(),
+        };
         settings.validate()?;
+        settings.sinks = settings.typed_sinks()?;
         Ok(settings)
+    }
+
+    /// What [`crate::sink::Sinks::start`] needs: the outbox, the sinks, the Kafka defaults.
+    pub fn sink_setup(&self) -> Setup<'_> {
+        Setup {
+            outbox: &self.raw.outbox,
+            sinks: &self.sinks,
+            kafka: &self.raw.kafka,
+            origin: &self.origin,
+        }
     }
 
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -496,7 +381,7 @@ impl Settings {
             return Err(self.invalid("http.listen", "must be an address and port, e.g. 127.0.0.1:8080"));
         }
         self.validate_connections()?;
-        self.validate_sinks()?;
+        self.validate_outbox()?;
         if raw.state.interval_seconds == 0 || raw.state.interval_seconds > 86_400 {
             return Err(self.invalid("state.interval_seconds", "must be between 1 and 86400"));
         }
@@ -596,7 +481,7 @@ impl Settings {
         Ok(())
     }
 
-    fn validate_sinks(&self) -> Result<(), ConfigError> {
+    fn validate_outbox(&self) -> Result<(), ConfigError> {
         let outbox = &self.raw.outbox;
         if outbox.segment_bytes == 0 || outbox.segment_bytes.saturating_mul(4) > outbox.max_bytes {
             return Err(self.invalid(
@@ -610,81 +495,24 @@ impl Settings {
                 "must be greater than 0 and at most outbox.retry_max_seconds",
             ));
         }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, sink) in self.raw.sinks.iter().enumerate() {
-            let key = |k: &str| format!("sinks[{i}].{k}");
-            let valid_name = !sink.name.is_empty()
-                && sink.name.len() <= 64
-                && sink
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-            if !valid_name {
-                return Err(self.invalid(&key("name"), "must be 1-64 characters of a-z, 0-9, _ and -"));
-            }
-            if !names.insert(sink.name.as_str()) {
-                return Err(self.invalid(&key("name"), format!("`{}` names two sinks", sink.name)));
-            }
-            let Some((_, allowed)) = SINK_KINDS.iter().find(|(k, _)| *k == sink.kind) else {
-                let kinds: Vec<&str> = SINK_KINDS.iter().map(|(k, _)| *k).collect();
-                return Err(self.invalid(&key("kind"), format!("must be one of {}", kinds.join(", "))));
-            };
-            if let Some(k) = sink.set_keys().into_iter().find(|k| !allowed.contains(k)) {
-                return Err(self.invalid(&key(k), format!("does not apply to kind \"{}\"", sink.kind)));
-            }
-            if let Some(sev) = &sink.min_severity
-                && sev.parse::<crate::findings::Severity>().is_err()
-            {
-                return Err(self.invalid(&key("min_severity"), "must be one of info, low, medium, high, critical"));
-            }
-            if sink.batch == Some(0) || sink.batch.is_some_and(|b| b > 10_000) {
-                return Err(self.invalid(&key("batch"), "must be between 1 and 10000"));
-            }
-            if sink.timeout_seconds == Some(0) {
-                return Err(self.invalid(&key("timeout_seconds"), "must be greater than 0"));
-            }
-            let required = |name: &str, value: bool| {
-                if value {
-                    Ok(())
-                } else {
-                    Err(self.invalid(&key(name), format!("is required for kind \"{}\"", sink.kind)))
-                }
-            };
-            match sink.kind.as_str() {
-                "kafka" => required("topic", sink.topic.as_ref().is_some_and(|t| !t.is_empty()))?,
-                "splunk_hec" | "webhook" => {
-                    let url = sink.url.as_deref().unwrap_or_default();
-                    required("url", !url.is_empty())?;
-                    if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(self.invalid(&key("url"), "must be an http:// or https:// URL"));
-                    }
-                    if sink.kind == "splunk_hec" {
-                        required("token_env", sink.token_env.as_ref().is_some_and(|t| !t.is_empty()))?;
-                    } else {
-                        required("secret_env", sink.secret_env.as_ref().is_some_and(|t| !t.is_empty()))?;
-                    }
-                }
-                _ => {
-                    let address = sink.address.as_deref().unwrap_or_default();
-                    required("address", !address.is_empty())?;
-                    if address.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
-                        return Err(self.invalid(&key("address"), "must be host:port"));
-                    }
-                    if !matches!(sink.transport.as_deref().unwrap_or("tcp"), "tcp" | "tls" | "udp") {
-                        return Err(self.invalid(&key("transport"), "must be \"tcp\", \"tls\" or \"udp\""));
-                    }
-                    if let Some(f) = &sink.facility
-                        && crate::sink::syslog::facility(f).is_none()
-                    {
-                        return Err(self.invalid(
-                            &key("facility"),
-                            "must be a syslog facility name: kern, user, … auth, authpriv, local0 … local7",
-                        ));
-                    }
-                }
-            }
-        }
         Ok(())
+    }
+
+    /// `[[sinks]]`, each parsed by its kind ([`SinkConfig::parse`]), names unique.
+    fn typed_sinks(&self) -> Result<Vec<SinkConfig>, ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut sinks = Vec::new();
+        for (i, table) in self.raw.sinks.iter().enumerate() {
+            let sink = SinkConfig::parse(table).map_err(|(key, why)| {
+                let key = key.map_or_else(|| format!("sinks[{i}]"), |k| format!("sinks[{i}].{k}"));
+                self.invalid(&key, why)
+            })?;
+            if !names.insert(sink.name.clone()) {
+                return Err(self.invalid(&format!("sinks[{i}].name"), format!("`{}` names two sinks", sink.name)));
+            }
+            sinks.push(sink);
+        }
+        Ok(sinks)
     }
 
     /// The archive location, if one is configured.

@@ -35,9 +35,8 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::align::{Alignment, End};
 use super::{KafkaConfig, client_config};
-use crate::event::{Event, Origin};
+use crate::event::Origin;
 use crate::ingest::{Offsets, Record};
-use crate::pipeline::Pipeline;
 use crate::telemetry::metrics::Metrics;
 
 /// A broker error or a dead letter that could not be written (a stage that cannot be made
@@ -52,16 +51,13 @@ pub enum KafkaIngestError {
     DeadLetter(#[from] std::io::Error),
 }
 
-/// Where consumed events go.
+/// What takes the consumed records in (the runtime: normalize, detect, outputs; see
+/// [`crate::runtime`]). The consumer knows nothing of what it does with them.
 pub trait Stage {
-    /// Takes one event.
-    fn event(&mut self, event: Event);
-
-    /// Takes one event read from `partition` (a group member keeps state per partition).
-    fn event_from(&mut self, partition: i32, event: Event) {
-        let _ = partition;
-        self.event(event);
-    }
+    /// Takes one record in; returns the newest event time of what it made of it (the
+    /// partitions are read in step by it). An error (the dead letter could not be written)
+    /// stops consumption: the record is not acknowledged.
+    fn record(&mut self, record: Record<'_>) -> std::io::Result<Option<chrono::DateTime<chrono::Utc>>>;
 
     /// The partitions read from now on (told before the first record of a new one): a stage
     /// that orders events across partitions waits for the slowest of them.
@@ -75,20 +71,18 @@ pub trait Stage {
         let _ = (topic, partition, idle);
     }
 
+    /// Makes the dead letter durable, first at every commit point; an error stops consumption
+    /// (what it refused would be lost).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Makes everything taken so far durable; `offsets` are the positions it reflects, committed
     /// to Kafka once this returns `Ok`. On `Err` nothing is committed (the commit point is
     /// retried at the next interval, and the error is logged).
     fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
         let _ = offsets;
         Ok(())
-    }
-}
-
-/// A closure is a stage with nothing to make durable (the demo, the benchmark, tests); a stage
-/// that keeps state implements [`Stage::durable`] itself.
-impl<F: FnMut(Event)> Stage for F {
-    fn event(&mut self, event: Event) {
-        self(event);
     }
 }
 
@@ -367,7 +361,6 @@ impl Default for Options<'_> {
 /// point every `options.commit_every` and one at the end; returns the count of records processed.
 pub async fn consume(
     consumer: &Consumer,
-    pipeline: &mut Pipeline,
     stage: &mut dyn Stage,
     options: Options<'_>,
     shutdown: impl Future<Output = ()>,
@@ -399,7 +392,7 @@ pub async fn consume(
                 if let Some(align) = &mut align {
                     reassigned(consumer, align, stage, paused);
                 }
-                let durable = commit_point(consumer, pipeline, stage, CommitMode::Async)?;
+                let durable = commit_point(consumer, stage, CommitMode::Async)?;
                 hold(consumer, !durable, &mut paused, align.as_mut(), options.metrics);
                 continue;
             }
@@ -442,19 +435,12 @@ pub async fn consume(
             .to_millis()
             .and_then(chrono::DateTime::from_timestamp_millis);
         let bytes = message.payload().unwrap_or_default();
-        let mut newest = None;
-        pipeline.process(
-            Record {
-                bytes,
-                origin: &origin,
-                oversized_len: None,
-                received,
-            },
-            &mut |event| {
-                newest = newest.max(Some(event.time));
-                stage.event_from(partition, event);
-            },
-        )?;
+        let newest = stage.record(Record {
+            bytes,
+            origin: &origin,
+            oversized_len: None,
+            received,
+        })?;
         if let Some(align) = &mut align
             && newest.is_some()
         {
@@ -477,7 +463,7 @@ pub async fn consume(
         m.set_lag(-1);
         m.set_alignment(0, 0);
     }
-    if !commit_point(consumer, pipeline, stage, CommitMode::Sync)? {
+    if !commit_point(consumer, stage, CommitMode::Sync)? {
         tracing::error!(
             "Stopped with work not durable: the records since the last commit point are read again at the next start."
         );
@@ -620,13 +606,8 @@ fn hold(consumer: &Consumer, stop: bool, paused: &mut bool, align: Option<&mut A
 /// partitions still assigned; `false` when the stage could not be made durable. That is logged
 /// and nothing is committed: the records since the last commit point are replayed after a
 /// restart.
-fn commit_point(
-    consumer: &Consumer,
-    pipeline: &mut Pipeline,
-    stage: &mut dyn Stage,
-    mode: CommitMode,
-) -> Result<bool, KafkaIngestError> {
-    pipeline.flush()?;
+fn commit_point(consumer: &Consumer, stage: &mut dyn Stage, mode: CommitMode) -> Result<bool, KafkaIngestError> {
+    stage.flush()?;
     let offsets = consumer.context().offsets();
     tracing::debug!(
         partitions = offsets.iter().count(),

@@ -9,6 +9,7 @@
 //! fails the attempt and is retried; the reason recorded is the status, never the body.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -44,6 +45,87 @@ fn failure(url: &str, e: &reqwest::Error) -> String {
         source = s.source();
     }
     reason
+}
+
+/// `kind = "splunk_hec"`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HecConfig {
+    /// The HEC endpoint URL (required).
+    #[serde(default)]
+    pub url: String,
+    /// The environment variable holding the HEC token (required).
+    #[serde(default)]
+    pub token_env: String,
+    /// Index (the token's default when unset).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// Sourcetype.
+    #[serde(default)]
+    pub sourcetype: Option<String>,
+    /// Gzip request bodies (default true).
+    #[serde(default)]
+    pub gzip: Option<bool>,
+    /// PEM file of CA certificates to trust (in addition to the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Host name to report (this machine's by default).
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+impl HecConfig {
+    /// Its keys.
+    pub const KEYS: &[&str] = &["url", "token_env", "index", "sourcetype", "gzip", "ca_file", "hostname"];
+
+    /// The key that is wrong and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        url(&self.url, "splunk_hec")?;
+        if self.token_env.is_empty() {
+            return Err(("token_env", super::required("splunk_hec")));
+        }
+        Ok(())
+    }
+}
+
+/// `kind = "webhook"`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint URL (required).
+    #[serde(default)]
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA-256 signing secret (required).
+    #[serde(default)]
+    pub secret_env: String,
+    /// PEM file of CA certificates to trust (in addition to the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    /// Its keys.
+    pub const KEYS: &[&str] = &["url", "secret_env", "ca_file"];
+
+    /// The key that is wrong and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        url(&self.url, "webhook")?;
+        if self.secret_env.is_empty() {
+            return Err(("secret_env", super::required("webhook")));
+        }
+        Ok(())
+    }
+}
+
+/// A sink's `url`: required, `http://` or `https://`.
+fn url(url: &str, kind: &str) -> Result<(), (&'static str, String)> {
+    if url.is_empty() {
+        return Err(("url", super::required(kind)));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(("url", "must be an http:// or https:// URL".into()));
+    }
+    Ok(())
 }
 
 /// The Splunk HEC sink.

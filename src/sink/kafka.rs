@@ -4,6 +4,7 @@
 //! so librdkafka's own retries neither duplicate nor reorder; a batch that still fails is
 //! retried by the sink worker from the first record not acknowledged.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -11,8 +12,50 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::SendError;
 use super::outbox::Delivery;
-use crate::config::KafkaConfig;
 use crate::findings::ocsf;
+use crate::kafka::KafkaConfig;
+
+/// `kind = "kafka"`.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Topic (required).
+    #[serde(default)]
+    pub topic: String,
+    /// Bootstrap servers (`[kafka] brokers` by default).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// librdkafka properties (`[kafka.properties]` by default).
+    #[serde(default)]
+    pub properties: Option<BTreeMap<String, String>>,
+}
+
+impl KafkaSinkConfig {
+    /// Its keys.
+    pub const KEYS: &[&str] = &["topic", "brokers", "properties"];
+
+    /// The key that is wrong and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.topic.is_empty() {
+            return Err(("topic", super::required("kafka")));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The properties may hold a password: only their keys are shown.
+        f.debug_struct("KafkaSinkConfig")
+            .field("topic", &self.topic)
+            .field("brokers", &self.brokers)
+            .field(
+                "properties",
+                &self.properties.as_ref().map(|p| p.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
 
 /// A producer for one topic.
 pub struct KafkaSink {

@@ -14,6 +14,7 @@ pub mod cef;
 pub mod hec;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod syslog;
 
@@ -26,8 +27,9 @@ use rand::Rng as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{OutboxConfig, Settings, SinkConfig};
 use crate::findings::Severity;
+use crate::kafka::KafkaConfig;
+use outbox::OutboxConfig;
 use outbox::{Delivery, Outbox};
 
 pub use crate::findings::store::delivers;
@@ -81,6 +83,16 @@ pub struct Sinks {
     stop: watch::Sender<bool>,
 }
 
+impl Sinks {
+    /// Their metric families, to register with [`crate::telemetry::metrics::Metrics::register`].
+    pub fn exposition(&self) -> Arc<metrics::SinkMetrics> {
+        Arc::new(metrics::SinkMetrics {
+            outbox: Arc::clone(&self.outbox),
+            stats: self.stats.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for Sinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sinks").field("sinks", &self.stats.len()).finish()
@@ -105,12 +117,192 @@ impl Transport {
     }
 }
 
+/// `[[sinks]]`: one delivery target, typed by its `kind`.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Name: metrics label and cursor file (`[a-z0-9_-]`, unique).
+    pub name: String,
+    /// Deliver findings of at least this severity.
+    pub min_severity: Severity,
+    /// Deliveries per request or produce batch.
+    pub batch: Option<usize>,
+    /// Seconds one delivery attempt may take.
+    pub timeout_seconds: Option<u64>,
+    /// Where and how.
+    pub target: Target,
+}
+
+/// A sink's kind and the settings of that kind, each in its sink's file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// OCSF JSON records on a Kafka topic.
+    Kafka(kafka::KafkaSinkConfig),
+    /// Splunk's HTTP Event Collector.
+    SplunkHec(http::HecConfig),
+    /// RFC 5424 syslog with CEF.
+    Syslog(syslog::SyslogConfig),
+    /// OCSF JSON POSTed, HMAC-signed.
+    Webhook(http::WebhookConfig),
+}
+
+/// Each kind with the keys that apply to it (beside `name`, `kind`, `min_severity`, `batch` and
+/// `timeout_seconds`).
+pub const SINK_KINDS: [(&str, &[&str]); 4] = [
+    ("kafka", kafka::KafkaSinkConfig::KEYS),
+    ("splunk_hec", http::HecConfig::KEYS),
+    ("syslog", syslog::SyslogConfig::KEYS),
+    ("webhook", http::WebhookConfig::KEYS),
+];
+
+/// The keys every kind has.
+const COMMON: [&str; 5] = ["name", "kind", "min_severity", "batch", "timeout_seconds"];
+
+fn required(kind: &str) -> String {
+    format!("is required for kind \"{kind}\"")
+}
+
+impl Target {
+    /// Its `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Kafka(_) => "kafka",
+            Target::SplunkHec(_) => "splunk_hec",
+            Target::Syslog(_) => "syslog",
+            Target::Webhook(_) => "webhook",
+        }
+    }
+
+    /// Where it delivers: topic, URL or address.
+    pub fn destination(&self) -> &str {
+        match self {
+            Target::Kafka(c) => &c.topic,
+            Target::SplunkHec(c) => &c.url,
+            Target::Syslog(c) => &c.address,
+            Target::Webhook(c) => &c.url,
+        }
+    }
+
+    /// The environment variable holding its secret, if it has one.
+    pub fn secret_env(&self) -> Option<&str> {
+        match self {
+            Target::SplunkHec(c) => Some(&c.token_env),
+            Target::Webhook(c) => Some(&c.secret_env),
+            Target::Kafka(_) | Target::Syslog(_) => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            Target::Kafka(c) => c.validate(),
+            Target::SplunkHec(c) => c.validate(),
+            Target::Syslog(c) => c.validate(),
+            Target::Webhook(c) => c.validate(),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// A sink of `target` named `name`, with the defaults.
+    pub fn new(name: &str, target: Target) -> SinkConfig {
+        SinkConfig {
+            name: name.to_owned(),
+            min_severity: Severity::Info,
+            batch: None,
+            timeout_seconds: None,
+            target,
+        }
+    }
+
+    /// One `[[sinks]]` table, checked. An error names the key under the table (`None`: the
+    /// table as a whole) and says why.
+    pub fn parse(table: &toml::Table) -> Result<SinkConfig, (Option<String>, String)> {
+        let text = |key: &str| table.get(key).and_then(toml::Value::as_str);
+        let name = text("name").unwrap_or_default();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let at = |key: &str, why: String| (Some(key.to_owned()), why);
+        if !valid_name {
+            return Err(at("name", "must be 1-64 characters of a-z, 0-9, _ and -".into()));
+        }
+        let kind = text("kind").unwrap_or_default();
+        let Some((_, allowed)) = SINK_KINDS.iter().find(|(k, _)| *k == kind) else {
+            let kinds: Vec<&str> = SINK_KINDS.iter().map(|(k, _)| *k).collect();
+            return Err(at("kind", format!("must be one of {}", kinds.join(", "))));
+        };
+        // A key of another kind is named as such; one of no kind is left to the typed parse
+        // below, which says it is unknown and lists the keys there are.
+        if let Some(key) = table.keys().find(|k| {
+            !COMMON.contains(&k.as_str())
+                && !allowed.contains(&k.as_str())
+                && SINK_KINDS.iter().any(|(_, keys)| keys.contains(&k.as_str()))
+        }) {
+            return Err(at(key, format!("does not apply to kind \"{kind}\"")));
+        }
+        let min_severity = match table.get("min_severity") {
+            None => Severity::Info,
+            Some(v) => v.as_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                at(
+                    "min_severity",
+                    "must be one of info, low, medium, high, critical".into(),
+                )
+            })?,
+        };
+        let number = |key: &str| -> Result<Option<u64>, (Option<String>, String)> {
+            table
+                .get(key)
+                .map(|v| {
+                    v.as_integer()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| at(key, "must be a whole number".into()))
+                })
+                .transpose()
+        };
+        let batch = number("batch")?;
+        if batch == Some(0) || batch.is_some_and(|b| b > 10_000) {
+            return Err(at("batch", "must be between 1 and 10000".into()));
+        }
+        let timeout_seconds = number("timeout_seconds")?;
+        if timeout_seconds == Some(0) {
+            return Err(at("timeout_seconds", "must be greater than 0".into()));
+        }
+        let mut rest = table.clone();
+        for key in ["name", "min_severity", "batch", "timeout_seconds"] {
+            rest.remove(key);
+        }
+        let target: Target = toml::Value::Table(rest).try_into().map_err(|e| (None, e.to_string()))?;
+        target.validate().map_err(|(key, why)| at(key, why))?;
+        Ok(SinkConfig {
+            name: name.to_owned(),
+            min_severity,
+            batch: batch.map(|b| b as usize),
+            timeout_seconds,
+            target,
+        })
+    }
+}
+
+/// What the sinks are started from (see `Settings::sink_setup`).
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// `[outbox]`.
+    pub outbox: &'a OutboxConfig,
+    /// `[[sinks]]`, typed.
+    pub sinks: &'a [SinkConfig],
+    /// `[kafka]`: the brokers and properties of a Kafka sink that names none.
+    pub kafka: &'a KafkaConfig,
+    /// Where the configuration came from (for messages).
+    pub origin: &'a str,
+}
+
 /// Looks up an environment variable.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The value of the environment variable a sink names for a secret.
-fn secret(cfg: &SinkConfig, key: &str, var: Option<&String>, env: Env<'_>) -> anyhow::Result<String> {
-    let var = var.map(String::as_str).unwrap_or_default();
+fn secret(cfg: &SinkConfig, key: &str, var: &str, env: Env<'_>) -> anyhow::Result<String> {
     env(var)
         .filter(|v| !v.is_empty())
         .with_context(|| format!("sink `{}` ({key}): environment variable {var} is not set", cfg.name))
@@ -125,66 +317,55 @@ fn hostname() -> String {
         .unwrap_or_else(|| "nhiwatch".into())
 }
 
-fn read_ca(cfg: &SinkConfig) -> anyhow::Result<Option<Vec<u8>>> {
-    cfg.ca_file
-        .as_ref()
-        .map(|p| std::fs::read(p).with_context(|| format!("sink `{}`: reading ca_file {}", cfg.name, p.display())))
+fn read_ca(cfg: &SinkConfig, file: Option<&std::path::PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    file.map(|p| std::fs::read(p).with_context(|| format!("sink `{}`: reading ca_file {}", cfg.name, p.display())))
         .transpose()
 }
 
-fn build(cfg: &SinkConfig, settings: &Settings, env: Env<'_>) -> anyhow::Result<Transport> {
+fn build(cfg: &SinkConfig, defaults: &KafkaConfig, env: Env<'_>) -> anyhow::Result<Transport> {
     let timeout = Duration::from_secs(cfg.timeout_seconds.unwrap_or(10));
-    Ok(match cfg.kind.as_str() {
-        "kafka" => {
-            let mut kafka = settings.raw.kafka.clone();
-            if let Some(b) = &cfg.brokers {
+    Ok(match &cfg.target {
+        Target::Kafka(k) => {
+            let mut kafka = defaults.clone();
+            if let Some(b) = &k.brokers {
                 kafka.brokers = b.clone();
             }
-            if let Some(p) = &cfg.properties {
+            if let Some(p) = &k.properties {
                 kafka.properties = p.clone();
             }
-            Transport::Kafka(kafka::KafkaSink::new(
-                &kafka,
-                cfg.topic.clone().unwrap_or_default(),
-                timeout,
-            )?)
+            Transport::Kafka(kafka::KafkaSink::new(&kafka, k.topic.clone(), timeout)?)
         }
-        "splunk_hec" => {
-            let token = secret(cfg, "token_env", cfg.token_env.as_ref(), env)?;
+        Target::SplunkHec(h) => {
+            let token = secret(cfg, "token_env", &h.token_env, env)?;
             let target = hec::HecTarget {
-                host: cfg.hostname.clone().unwrap_or_else(hostname),
-                index: cfg.index.clone(),
-                sourcetype: cfg
+                host: h.hostname.clone().unwrap_or_else(hostname),
+                index: h.index.clone(),
+                sourcetype: h
                     .sourcetype
                     .clone()
                     .unwrap_or_else(|| hec::HecTarget::default().sourcetype),
                 ..hec::HecTarget::default()
             };
             Transport::Hec(http::HecSink::new(
-                http::client(read_ca(cfg)?.as_deref(), timeout)?,
-                cfg.url.clone().unwrap_or_default(),
+                http::client(read_ca(cfg, h.ca_file.as_ref())?.as_deref(), timeout)?,
+                h.url.clone(),
                 &token,
                 target,
-                cfg.gzip.unwrap_or(true),
+                h.gzip.unwrap_or(true),
             ))
         }
-        "webhook" => {
-            let secret = secret(cfg, "secret_env", cfg.secret_env.as_ref(), env)?;
+        Target::Webhook(w) => {
+            let secret = secret(cfg, "secret_env", &w.secret_env, env)?;
             Transport::Webhook(http::WebhookSink::new(
-                http::client(read_ca(cfg)?.as_deref(), timeout)?,
-                cfg.url.clone().unwrap_or_default(),
+                http::client(read_ca(cfg, w.ca_file.as_ref())?.as_deref(), timeout)?,
+                w.url.clone(),
                 secret.into_bytes(),
             ))
         }
-        _ => {
-            let transport = match cfg.transport.as_deref().unwrap_or("tcp") {
-                "udp" => syslog::Transport::Udp,
-                "tls" => syslog::Transport::Tls,
-                _ => syslog::Transport::Tcp,
-            };
-            let tls = if transport == syslog::Transport::Tls {
+        Target::Syslog(l) => {
+            let tls = if l.transport == syslog::Transport::Tls {
                 let mut b = native_tls::TlsConnector::builder();
-                if let Some(pem) = read_ca(cfg)? {
+                if let Some(pem) = read_ca(cfg, l.ca_file.as_ref())? {
                     b.add_root_certificate(
                         native_tls::Certificate::from_pem(&pem)
                             .with_context(|| format!("sink `{}`: ca_file is not a PEM certificate", cfg.name))?,
@@ -195,11 +376,11 @@ fn build(cfg: &SinkConfig, settings: &Settings, env: Env<'_>) -> anyhow::Result<
                 None
             };
             Transport::Syslog(syslog::SyslogSink::new(
-                cfg.address.clone().unwrap_or_default(),
-                transport,
+                l.address.clone(),
+                l.transport,
                 tls,
-                syslog::facility(cfg.facility.as_deref().unwrap_or("auth")).unwrap_or(4),
-                cfg.hostname.clone().unwrap_or_else(hostname),
+                syslog::facility(l.facility.as_deref().unwrap_or("auth")).unwrap_or(4),
+                l.hostname.clone().unwrap_or_else(hostname),
                 timeout,
             ))
         }
@@ -210,13 +391,13 @@ impl Sinks {
     /// Opens the outbox and starts one worker per configured sink on the current runtime.
     /// Fails, before anything is sent, when a sink cannot be built (a missing secret, an
     /// unreadable CA file).
-    pub fn start(settings: &Settings) -> anyhow::Result<Sinks> {
-        Sinks::start_with_env(settings, &|var| std::env::var(var).ok())
+    pub fn start(setup: Setup<'_>) -> anyhow::Result<Sinks> {
+        Sinks::start_with_env(setup, &|var| std::env::var(var).ok())
     }
 
     /// As [`Sinks::start`], with secrets looked up in `env`.
-    pub fn start_with_env(settings: &Settings, env: Env<'_>) -> anyhow::Result<Sinks> {
-        let cfg = &settings.raw.outbox;
+    pub fn start_with_env(setup: Setup<'_>, env: Env<'_>) -> anyhow::Result<Sinks> {
+        let cfg = setup.outbox;
         let outbox = Arc::new(
             Outbox::open(
                 &cfg.dir,
@@ -225,11 +406,11 @@ impl Sinks {
                     segment_bytes: cfg.segment_bytes,
                 },
             )
-            .with_context(|| format!("opening the outbox (outbox.dir in {})", settings.origin))?,
+            .with_context(|| format!("opening the outbox (outbox.dir in {})", setup.origin))?,
         );
         let mut transports = Vec::new();
-        for sink in &settings.raw.sinks {
-            transports.push((sink.clone(), build(sink, settings, env)?));
+        for sink in setup.sinks {
+            transports.push((sink.clone(), build(sink, setup.kafka, env)?));
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut stats = Vec::new();
@@ -246,12 +427,8 @@ impl Sinks {
                 outbox: Arc::clone(&outbox),
                 stats: s,
                 transport,
-                min_severity: sink
-                    .min_severity
-                    .as_deref()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(Severity::Info),
-                batch: if sink.kind == "webhook" {
+                min_severity: sink.min_severity,
+                batch: if matches!(sink.target, Target::Webhook(_)) {
                     1
                 } else {
                     sink.batch.unwrap_or(100)
@@ -424,6 +601,61 @@ mod tests {
             Some(Activity::Update)
         );
         assert_eq!(delivers(Change::Folded, 3, true, Status::New), Some(Activity::Update));
+    }
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("toml")
+    }
+
+    /// The keys `[[sinks]]` documents per kind are the fields of that kind's struct: serde lists
+    /// the fields it knows when refusing an unknown one.
+    #[test]
+    fn each_kinds_keys_are_its_structs_fields() {
+        for (kind, keys) in SINK_KINDS {
+            let (key, why) =
+                SinkConfig::parse(&table(&format!("name = \"a\"\nkind = \"{kind}\"\nnot_a_key = 1\n"))).unwrap_err();
+            assert_eq!(key, None);
+            let listed = why.split_once("expected").map(|(_, l)| l).unwrap_or_default();
+            let mut fields: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+            fields.sort_unstable();
+            let mut keys = keys.to_vec();
+            keys.sort_unstable();
+            assert_eq!(fields, keys, "{kind}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_sink_is_typed_by_its_kind() {
+        let sink = SinkConfig::parse(&table(
+            "name = \"siem\"\nkind = \"syslog\"\naddress = \"collector:6514\"\ntransport = \"tls\"\nmin_severity = \"high\"\nbatch = 5\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (sink.name.as_str(), sink.min_severity, sink.batch),
+            ("siem", Severity::High, Some(5))
+        );
+        let Target::Syslog(syslog) = &sink.target else {
+            panic!("{sink:?}");
+        };
+        assert_eq!(syslog.transport, syslog::Transport::Tls);
+        assert_eq!(
+            (sink.target.kind(), sink.target.destination()),
+            ("syslog", "collector:6514")
+        );
+        let (key, why) = SinkConfig::parse(&table(
+            "name = \"siem\"\nkind = \"syslog\"\naddress = \"collector:6514\"\ntransport = \"sctp\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(key, None);
+        assert!(why.contains("transport must be \"tcp\", \"tls\" or \"udp\""), "{why}");
+        let (key, _) =
+            SinkConfig::parse(&table("name = \"w\"\nkind = \"webhook\"\nurl = \"https://x\"\n")).unwrap_err();
+        assert_eq!(key.as_deref(), Some("secret_env"));
+        let hec = SinkConfig::parse(&table(
+            "name = \"s\"\nkind = \"splunk_hec\"\nurl = \"https://x\"\ntoken_env = \"T\"\n",
+        ))
+        .expect("valid");
+        assert_eq!(hec.target.secret_env(), Some("T"));
     }
 
     #[test]

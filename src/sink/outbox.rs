@@ -34,6 +34,22 @@ use crate::findings::Finding;
 use crate::findings::ocsf::Activity;
 use crate::findings::store::Deliver;
 
+/// `[outbox]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Directory of the outbox segments and sink cursors.
+    pub dir: PathBuf,
+    /// Retained bytes before the oldest undelivered segment is dropped (and counted).
+    pub max_bytes: u64,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// First retry delay after a failed delivery.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_seconds: u64,
+}
+
 /// One finding change to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

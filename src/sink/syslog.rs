@@ -74,15 +74,78 @@ fn frames(batch: &[&Delivery], facility: u8, hostname: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `kind = "syslog"`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// The collector's `host:port` (required).
+    #[serde(default)]
+    pub address: String,
+    /// `tcp` (RFC 6587 octet counting, the default), `tls` (RFC 5425) or `udp` (RFC 5426).
+    #[serde(default)]
+    pub transport: Transport,
+    /// Facility name (`auth` by default; `authpriv`, `local0`… `local7`).
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// PEM file of CA certificates to trust over TLS (in addition to the system's).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Host name to report (this machine's by default).
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+impl SyslogConfig {
+    /// Its keys.
+    pub const KEYS: &[&str] = &["address", "transport", "facility", "ca_file", "hostname"];
+
+    /// The key that is wrong and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.address.is_empty() {
+            return Err(("address", super::required("syslog")));
+        }
+        if self
+            .address
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            return Err(("address", "must be host:port".into()));
+        }
+        if let Some(f) = &self.facility
+            && facility(f).is_none()
+        {
+            return Err((
+                "facility",
+                "must be a syslog facility name: kern, user, … auth, authpriv, local0 … local7".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Transport of the syslog sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
     /// TCP, octet counting.
+    #[default]
     Tcp,
     /// TLS, octet counting.
     Tls,
     /// UDP.
     Udp,
+}
+
+impl<'de> serde::Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match <String as serde::Deserialize>::deserialize(d)?.as_str() {
+            "tcp" => Ok(Transport::Tcp),
+            "tls" => Ok(Transport::Tls),
+            "udp" => Ok(Transport::Udp),
+            _ => Err(serde::de::Error::custom(
+                "transport must be \"tcp\", \"tls\" or \"udp\"",
+            )),
+        }
+    }
 }
 
 enum Conn {

@@ -14,8 +14,6 @@ use hdrhistogram::Histogram;
 use crate::event::SourceFormat;
 use crate::findings::DetectorId;
 use crate::normalize::ParseError;
-use crate::sink::SinkStats;
-use crate::sink::outbox::Outbox;
 
 /// The process's metrics.
 pub struct Metrics {
@@ -38,7 +36,7 @@ pub struct Metrics {
     held: AtomicU64,
     released: AtomicU64,
     latency: Mutex<Histogram<u64>>,
-    sinks: Mutex<Option<SinkSet>>,
+    parts: Mutex<Vec<Arc<dyn Exposition>>>,
     http_open: AtomicI64,
     http_refused: Vec<AtomicU64>,
     http_evicted: AtomicU64,
@@ -49,8 +47,13 @@ pub struct Metrics {
 /// the idle ones closed for new ones not yet gone).
 pub const HTTP_REFUSALS: [&str; 2] = ["per_ip", "capacity"];
 
-/// The outbox and the sinks reading it.
-type SinkSet = (Arc<Outbox>, Vec<Arc<SinkStats>>);
+/// A component that renders its own metric families at each scrape (the SIEM sinks: their
+/// counters and the outbox's depth, read when asked). Metrics import no component; components
+/// register here ([`Metrics::register`]).
+pub trait Exposition: Send + Sync {
+    /// Appends its families in the Prometheus text format.
+    fn render(&self, out: &mut String);
+}
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,7 +87,7 @@ impl Default for Metrics {
             released: AtomicU64::new(0),
             // 1 µs to 1 hour, three significant digits.
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
-            sinks: Mutex::new(None),
+            parts: Mutex::new(Vec::new()),
             http_open: AtomicI64::new(0),
             http_refused: counters(HTTP_REFUSALS.len()),
             http_evicted: AtomicU64::new(0),
@@ -229,77 +232,9 @@ impl Metrics {
         qs.iter().map(|&q| h.value_at_quantile(q) as f64 / 1000.0).collect()
     }
 
-    /// Reports the SIEM sinks and their outbox.
-    pub fn set_sinks(&self, outbox: Arc<Outbox>, stats: Vec<Arc<SinkStats>>) {
-        *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = Some((outbox, stats));
-    }
-
-    fn render_sinks(&self, s: &mut String) {
-        let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((outbox, stats)) = sinks.as_ref() else {
-            return;
-        };
-        let head = outbox.head();
-        let now = chrono::Utc::now();
-        type Read = fn(&SinkStats, u64, Option<f64>) -> String;
-        let families: [(&str, &str, &str, Read); 7] = [
-            (
-                "nhiwatch_sink_delivered_total",
-                "counter",
-                "Finding deliveries the receiver accepted, per sink.",
-                |st, _, _| st.delivered.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "nhiwatch_sink_retried_total",
-                "counter",
-                "Delivery attempts retried after a failure, per sink.",
-                |st, _, _| st.retried.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "nhiwatch_sink_failed_total",
-                "counter",
-                "Failed delivery attempts, per sink.",
-                |st, _, _| st.failed.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "nhiwatch_sink_dropped_total",
-                "counter",
-                "Deliveries dropped unsent because the outbox was full, per sink.",
-                |st, _, _| st.dropped.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "nhiwatch_sink_filtered_total",
-                "counter",
-                "Deliveries skipped by the sink's min_severity.",
-                |st, _, _| st.filtered.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "nhiwatch_sink_queue_depth",
-                "gauge",
-                "Deliveries waiting in the outbox, per sink.",
-                |st, head, _| head.saturating_sub(st.cursor.load(Ordering::Relaxed)).to_string(),
-            ),
-            (
-                "nhiwatch_sink_oldest_pending_seconds",
-                "gauge",
-                "Age of the oldest delivery waiting, per sink (0 when none).",
-                |_, _, age| age.unwrap_or(0.0).to_string(),
-            ),
-        ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for st in stats {
-                let age = outbox
-                    .queued_at(st.cursor.load(Ordering::Relaxed))
-                    .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0);
-                let _ = writeln!(s, "{name}{{sink=\"{}\"}} {}", st.name, read(st, head, age));
-            }
-        }
-        let _ = writeln!(
-            s,
-            "# HELP nhiwatch_outbox_bytes Bytes retained in the delivery outbox.\n# TYPE nhiwatch_outbox_bytes gauge\nnhiwatch_outbox_bytes {}",
-            outbox.retained_bytes()
-        );
+    /// Renders `part`'s own families at every scrape, after the counters here.
+    pub fn register(&self, part: Arc<dyn Exposition>) {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner()).push(part);
     }
 
     /// Findings counted for `detector`.
@@ -475,7 +410,9 @@ impl Metrics {
         let _ = writeln!(s, "nhiwatch_processing_latency_seconds_sum {sum}");
         let _ = writeln!(s, "nhiwatch_processing_latency_seconds_count {}", h.len());
         drop(h);
-        self.render_sinks(&mut s);
+        for part in self.parts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            part.render(&mut s);
+        }
         s
     }
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use nhiwatch::ingest::dead_letter::{DeadLetter, FileDeadLetter, Letter};
 use nhiwatch::ingest::file::read_lines;
-use nhiwatch::pipeline::{Pipeline, Stats};
+use nhiwatch::runtime::{Normalize, Stats};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -55,7 +55,7 @@ fn bad_records_are_dead_lettered_with_reasons_and_good_ones_pass() {
     drop(file);
 
     let dead_path = dir.path().join("dead.ndjson");
-    let mut pipeline = Pipeline::new(
+    let mut pipeline = Normalize::new(
         normalizer(),
         Box::new(FileDeadLetter::open(&dead_path).expect("open")),
         16_384,
@@ -150,7 +150,7 @@ fn assert_accounted(stats: &Stats) {
 
 /// Runs `lines` through a pipeline writing its dead letter to `dead`; the events and the letters.
 fn through_pipeline(lines: &[String], dead: &std::path::Path) -> (Vec<nhiwatch::event::Event>, Vec<Value>, Stats) {
-    let mut pipeline = Pipeline::new(
+    let mut pipeline = Normalize::new(
         normalizer(),
         Box::new(FileDeadLetter::open(dead).expect("open")),
         nhiwatch::normalize::DEFAULT_MAX_RECORD_BYTES,
@@ -386,7 +386,7 @@ proptest! {
     #[test]
     fn every_entry_is_an_event_a_dead_letter_or_skipped(lines in prop::collection::vec(line_strategy(), 0..24)) {
         let kept = Kept::default();
-        let mut pipeline = Pipeline::new(normalizer(), Box::new(kept.clone()), 1 << 20);
+        let mut pipeline = Normalize::new(normalizer(), Box::new(kept.clone()), 1 << 20);
         let (mut entries, mut accepted, mut dead, mut skipped) = (0u64, 0u64, 0u64, 0u64);
         let mut text = String::new();
         for (n, line) in lines.iter().enumerate() {

@@ -317,7 +317,7 @@ fn a_group_growing_to_three_then_losing_one_on_tansu_finds_what_one_instance_fin
 
 #[test]
 fn rekeyed_events_land_on_the_partition_the_java_client_would_choose() {
-    use nhiwatch::kafka::Stage as _;
+    use nhiwatch::runtime::{Judge as _, Outputs};
     use rdkafka::Message as _;
     // Kafka's own murmur2 test vectors (`UtilsTest.testMurmur2` of the Java client), whose
     // default partitioner puts a keyed record on `(murmur2(key) & 0x7fffffff) % partitions`.
@@ -346,9 +346,11 @@ fn rekeyed_events_land_on_the_partition_the_java_client_would_choose() {
     for (key, _) in vectors {
         let mut event = template.clone();
         event.identity = key.to_owned();
-        rekey.event(event);
+        rekey.event(None, event, &mut Outputs::none());
     }
-    rekey.durable(&Default::default()).expect("acknowledged");
+    rekey
+        .durable(&Default::default(), &mut Outputs::none())
+        .expect("acknowledged");
     assert_eq!(rekey.published, vectors.len() as u64);
 
     let consumer: BaseConsumer = ClientConfig::new()

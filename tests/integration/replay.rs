@@ -616,8 +616,8 @@ async fn the_http_api_answers_queries_and_saved_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identity() {
     use nhiwatch::event::{EventKind, IdentityType, Interaction, Outcome, SourceFormat};
+    use nhiwatch::runtime::{ArchiveFindings, Outputs};
     use nhiwatch::scope::Scope;
-    use nhiwatch::service::Outputs;
     use std::sync::Arc;
 
     let registry = Registry::parse(
@@ -636,13 +636,11 @@ async fn an_integration_seen_under_its_id_and_an_alias_is_archived_as_one_identi
         },
     )
     .expect("archive");
-    let mut outputs = Outputs::new(
-        Some(archive),
-        Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10)),
-        Arc::new(nhiwatch::telemetry::metrics::Metrics::default()),
-        Box::new(std::io::sink()),
-        None,
-    );
+    let mut outputs = Outputs::none()
+        .archive(Some(archive), ArchiveFindings::EachChange)
+        .store(Arc::new(nhiwatch::findings::store::FindingStore::in_memory(10)))
+        .metrics(Arc::new(nhiwatch::telemetry::metrics::Metrics::default()))
+        .findings_out(Box::new(std::io::sink()));
     let engine = Engine::new(
         Detectors::default(),
         Some(registry.clone()),
@@ -810,7 +808,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
     use nhiwatch::config::KafkaConfig;
     use nhiwatch::ingest::dead_letter::FileDeadLetter;
     use nhiwatch::kafka;
-    use nhiwatch::pipeline::Pipeline;
+    use nhiwatch::runtime::{ArchiveFindings, Normalize, Outputs, Runtime, Single};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -859,7 +857,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
     };
     let archive_dir = dir.path().join("archive");
     let location = archive_dir.to_str().expect("utf-8").to_owned();
-    let mut archive = Archive::open(
+    let archive = Archive::open(
         &location,
         ArchiveLimits {
             max_rows: 10_000,
@@ -872,8 +870,8 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         Some(registry.clone()),
         baseline::Settings::default(),
     );
-    let mut live = Detection::new(engine, chrono::Duration::minutes(5), true);
-    let mut pipeline = Pipeline::new(
+    let live = Detection::new(engine, chrono::Duration::minutes(5), true);
+    let normalize = Normalize::new(
         normalizer(),
         Box::new(FileDeadLetter::open(&dir.path().join("dead.ndjson")).expect("dead letter")),
         nhiwatch::normalize::DEFAULT_MAX_RECORD_BYTES,
@@ -887,26 +885,17 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         properties: Default::default(),
         ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
     };
+    // The live path as `run` assembles it: archived under the canonical identity, each
+    // change of a finding archived as it happens.
+    let outputs = Outputs::none().archive(Some(archive), ArchiveFindings::EachChange);
+    let mut pipeline = Runtime::new(normalize, Single::new(live), outputs);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let archive_cell = std::cell::RefCell::new(&mut archive);
     let n = runtime
         .block_on(async {
             let consumer = kafka::subscribe(&cfg, None, Default::default()).expect("consumer");
-            let mut sink = |mut event: Event| {
-                // As `Outputs::detect`: archived under its canonical identity.
-                live.engine().canonicalize(&mut event);
-                archive_cell.borrow_mut().append_event(&event).expect("archive event");
-                live.push(event, &mut |u| {
-                    archive_cell
-                        .borrow_mut()
-                        .append_finding(&u.finding)
-                        .expect("archive finding");
-                });
-            };
             kafka::consume(
                 &consumer,
                 &mut pipeline,
-                &mut sink,
                 kafka::Options {
                     limit: Some(total),
                     progress: Some(&consumed),
@@ -919,13 +908,16 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         .expect("consumed");
     producer.join().expect("producer");
     assert_eq!(n, total);
-    live.finish(&mut |u| {
-        archive_cell
-            .borrow_mut()
-            .append_finding(&u.finding)
-            .expect("archive finding");
-    });
-    archive.flush().expect("flush");
+    pipeline.finish();
+    assert!(!pipeline.outputs.archive_failed());
+    pipeline
+        .outputs
+        .archive
+        .as_mut()
+        .expect("archive")
+        .flush()
+        .expect("flush");
+    let live = pipeline.judge.detection;
     assert_eq!(live.late(), 0);
     let live_findings = live.findings().to_vec();
     assert!(live_findings.len() >= 10, "{} findings", live_findings.len());
@@ -947,7 +939,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         .expect("replay")
     });
     replayed.finish(&mut |_| {});
-    assert_eq!(events, pipeline.stats().events);
+    assert_eq!(events, pipeline.normalize.stats().events);
     let strip = |fs: &[nhiwatch::findings::Finding]| -> Vec<nhiwatch::findings::Finding> {
         let mut v: Vec<_> = fs
             .iter()

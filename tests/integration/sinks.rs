@@ -211,7 +211,7 @@ async fn hec_and_webhook_survive_errors_and_refused_connections_without_loss_or_
              [[sinks]]\nname = \"soar\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"TEST_HOOK_SECRET\"\ntimeout_seconds = 2\n"
         ),
     );
-    let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
+    let sinks = Sinks::start_with_env(settings.sink_setup(), &env).expect("sinks start");
     let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
     let upsert = |n: u32| {
         store.upsert(finding(n, "lab-feed")).expect("upsert");
@@ -308,7 +308,7 @@ fn produce_to_kafka(brokers: &str, topic: &str, dir: &Path) -> Vec<Finding> {
         .map(|n| finding(n, if n % 2 == 0 { "ehr-a" } else { "lab-b" }))
         .collect();
     runtime.block_on(async {
-        let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
+        let sinks = Sinks::start_with_env(settings.sink_setup(), &env).expect("sinks start");
         let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
         for f in &findings {
             store.upsert(f.clone()).expect("upsert");
@@ -463,7 +463,7 @@ async fn syslog_cef_reaches_rsyslog_over_tcp_and_udp_parsed_and_escaped() {
              [[sinks]]\nname = \"collector-udp\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{udp}\"\ntransport = \"udp\"\nhostname = \"nhiwatch-test\"\n"
         ),
     );
-    let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
+    let sinks = Sinks::start_with_env(settings.sink_setup(), &env).expect("sinks start");
     let store = FindingStore::in_memory(100).with_outbox(Arc::clone(&sinks.outbox));
     for n in 1..=3 {
         store.upsert(finding(n, "lab|feed")).expect("upsert");
@@ -739,7 +739,7 @@ async fn syslog_over_tls_trusts_the_configured_ca_only() {
         dir.path(),
         &format!("{}{}", sink("trusted", Some(&ca)), sink("untrusted", None)),
     );
-    let sinks = Sinks::start_with_env(&settings, &env).expect("sinks start");
+    let sinks = Sinks::start_with_env(settings.sink_setup(), &env).expect("sinks start");
     let store = FindingStore::in_memory(10).with_outbox(Arc::clone(&sinks.outbox));
     store.upsert(finding(1, "lab-feed")).expect("upsert");
     let trusted = &sinks.stats[0];

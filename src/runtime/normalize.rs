@@ -1,5 +1,5 @@
-//! The one path from raw record to event that `run`, `demo` and the tests share: normalize,
-//! count, dead-letter what fails, hand events to the caller's sink.
+//! Records to events: each record normalized on its own (no state but the counts and the dead
+//! letter), its refused entries dead-lettered with their reasons, its events handed on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -48,7 +48,7 @@ impl Stats {
 }
 
 /// Normalizes records, dead-letters failures, counts both.
-pub struct Pipeline {
+pub struct Normalize {
     normalizer: Normalizer,
     dead_letter: Box<dyn DeadLetter>,
     stats: Stats,
@@ -59,10 +59,10 @@ pub struct Pipeline {
     normalized: bool,
 }
 
-impl Pipeline {
+impl Normalize {
     /// A pipeline writing rejections to `dead_letter`.
-    pub fn new(normalizer: Normalizer, dead_letter: Box<dyn DeadLetter>, max_record_bytes: usize) -> Pipeline {
-        Pipeline {
+    pub fn new(normalizer: Normalizer, dead_letter: Box<dyn DeadLetter>, max_record_bytes: usize) -> Normalize {
+        Normalize {
             normalizer,
             dead_letter,
             stats: Stats::default(),
@@ -75,13 +75,13 @@ impl Pipeline {
 
     /// A pipeline whose records are events nhiwatch already normalized (JSON of
     /// [`Event`], as `run --role rekey` publishes them); one that is not goes to the dead letter.
-    pub fn normalized(mut self) -> Pipeline {
+    pub fn normalized(mut self) -> Normalize {
         self.normalized = true;
         self
     }
 
     /// Also counts into `metrics` (for `/metrics`).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Pipeline {
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Normalize {
         self.metrics = Some(metrics);
         self
     }

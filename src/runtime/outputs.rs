@@ -1,8 +1,11 @@
-//! What `run` does with each event, and what it makes durable at a commit point.
+//! The one path after the engine: what happens to each event and to each finding the
+//! detection raises, in this order — the archive (events, and the engine's occurrences), the
+//! findings store (aggregated into the finding the analyst sees; journal, API, live stream and
+//! the SIEM outbox behind it), the metrics, the announcement (a log line in `run`, a printed
+//! line in `demo`), the NDJSON streams. Every command fills the parts it has.
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -11,22 +14,40 @@ use crate::engine::Detection;
 use crate::event::Event;
 use crate::findings::store::FindingStore;
 use crate::findings::{Change, Update};
-use crate::ingest::Offsets;
-use crate::kafka::Stage;
-use crate::state::StateStore;
 use crate::telemetry::metrics::Metrics;
 
-/// Where findings go: the archive, the findings store (journal, API, SIEM outbox), the metrics
-/// and an optional NDJSON stream.
+/// How a new or changed finding is announced (a folded repeat is not).
+#[derive(Debug, Clone, Copy)]
+pub enum Announce {
+    /// Not at all (`detect`, `replay`, `bench`: they report at the end).
+    Quiet,
+    /// A warning in the service's log (`run`).
+    Log,
+    /// A line on stdout, as this renders it (`demo`: [`crate::report::finding_line`]).
+    Print(fn(&Update) -> String),
+}
+
+/// When the archive takes findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFindings {
+    /// Each occurrence as the engine raises or updates it (a service: nothing waits in memory).
+    EachChange,
+    /// Each occurrence in its final state, once, when the detection finishes (a batch).
+    Final,
+}
+
+/// Where events and findings go; each part is optional ([`Outputs::none`] has none).
 pub struct Outputs {
     /// The archive, if configured.
     pub archive: Option<Archive>,
+    archive_findings: ArchiveFindings,
     /// The findings store.
-    pub store: Arc<FindingStore>,
+    pub store: Option<Arc<FindingStore>>,
     /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Each new or updated finding as an NDJSON line.
-    pub findings_out: Box<dyn Write>,
+    pub metrics: Option<Arc<Metrics>>,
+    announce: Announce,
+    /// Each new or updated finding as an NDJSON line, if asked for.
+    pub findings_out: Option<Box<dyn Write>>,
     /// Normalized events as NDJSON lines, if asked for.
     pub events_out: Option<Box<dyn Write>>,
     /// The first write error of either stream (reported at the end).
@@ -35,23 +56,61 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Outputs writing to these.
-    pub fn new(
-        archive: Option<Archive>,
-        store: Arc<FindingStore>,
-        metrics: Arc<Metrics>,
-        findings_out: Box<dyn Write>,
-        events_out: Option<Box<dyn Write>>,
-    ) -> Outputs {
+    /// Nowhere: what the detection raises stays in it (`replay`, the tests).
+    pub fn none() -> Outputs {
         Outputs {
-            archive,
-            store,
-            metrics,
-            findings_out,
-            events_out,
+            archive: None,
+            archive_findings: ArchiveFindings::EachChange,
+            store: None,
+            metrics: None,
+            announce: Announce::Quiet,
+            findings_out: None,
+            events_out: None,
             write_error: None,
             archive_failed: false,
         }
+    }
+
+    /// Also into `archive`, findings as `findings` says.
+    pub fn archive(mut self, archive: Option<Archive>, findings: ArchiveFindings) -> Outputs {
+        self.archive = archive;
+        self.archive_findings = findings;
+        self
+    }
+
+    /// Also into the findings `store`.
+    pub fn store(mut self, store: Arc<FindingStore>) -> Outputs {
+        self.store = Some(store);
+        self
+    }
+
+    /// Also counted in `metrics`.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Outputs {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// New and changed findings announced so.
+    pub fn announce(mut self, announce: Announce) -> Outputs {
+        self.announce = announce;
+        self
+    }
+
+    /// Each finding change as an NDJSON line to `out`.
+    pub fn findings_out(mut self, out: Box<dyn Write>) -> Outputs {
+        self.findings_out = Some(out);
+        self
+    }
+
+    /// Each event as an NDJSON line to `out`, if given.
+    pub fn events_out(mut self, out: Option<Box<dyn Write>>) -> Outputs {
+        self.events_out = out;
+        self
+    }
+
+    /// The archive stopped taking rows (logged once when it happened).
+    pub fn archive_failed(&self) -> bool {
+        self.archive_failed
     }
 
     // The writer thread logs a refused write and keeps the file; what arrives here is a writer
@@ -70,32 +129,65 @@ impl Outputs {
     /// analyst sees it.
     pub fn report(&mut self, update: &Update) {
         let occurrence = &update.finding;
-        if let Some(a) = &mut self.archive {
+        if let Some(a) = &mut self.archive
+            && self.archive_findings == ArchiveFindings::EachChange
+        {
             let result = a.append_finding(occurrence);
             self.archived(result);
         }
-        let (finding, change) = match self.store.upsert(occurrence.clone()) {
-            Ok((stored, change)) => (stored.finding, change),
-            Err(error) => {
-                tracing::error!(%error, id = %occurrence.id, "Failed to journal a finding.");
-                (occurrence.clone(), update.change)
-            }
+        let stored = match &self.store {
+            Some(store) => match store.upsert(occurrence.clone()) {
+                Ok((stored, change)) => Some(Update {
+                    change,
+                    finding: stored.finding,
+                }),
+                Err(error) => {
+                    tracing::error!(%error, id = %occurrence.id, "Failed to journal a finding.");
+                    None
+                }
+            },
+            None => None,
         };
-        if change == Change::New {
-            self.metrics.finding(finding.detector);
+        let update = stored.as_ref().unwrap_or(update);
+        let finding = &update.finding;
+        if update.change == Change::New
+            && let Some(m) = &self.metrics
+        {
+            m.finding(finding.detector);
         }
-        if change != Change::Folded {
-            tracing::warn!(
-                id = %finding.id, detector = %finding.detector, severity = %finding.severity,
-                identity = %finding.identity.id, count = finding.count, "{}.", finding.title
-            );
+        if update.change != Change::Folded {
+            match self.announce {
+                Announce::Quiet => {}
+                Announce::Log => tracing::warn!(
+                    id = %finding.id, detector = %finding.detector, severity = %finding.severity,
+                    identity = %finding.identity.id, count = finding.count, "{}.", finding.title
+                ),
+                // The demo's reader watches findings arrive on stdout.
+                #[allow(clippy::print_stdout)]
+                Announce::Print(line) => println!("{}", line(update)),
+            }
         }
-        write_line(&mut self.findings_out, &finding, &mut self.write_error);
+        if let Some(out) = &mut self.findings_out {
+            write_line(out, finding, &mut self.write_error);
+        }
+    }
+
+    /// Archives each finding of a finished batch in its final state (with
+    /// [`ArchiveFindings::Final`]; nothing otherwise).
+    pub fn finished(&mut self, detection: &Detection) {
+        if let Some(a) = &mut self.archive
+            && self.archive_findings == ArchiveFindings::Final
+        {
+            let result = detection.findings().iter().try_for_each(|f| a.append_finding(f));
+            self.archived(result);
+        }
     }
 
     /// Makes the findings and events streams and the archive durable.
     pub fn durable(&mut self) -> anyhow::Result<()> {
-        self.findings_out.flush().context("flushing the findings stream")?;
+        if let Some(findings) = &mut self.findings_out {
+            findings.flush().context("flushing the findings stream")?;
+        }
         if let Some(events) = &mut self.events_out {
             events.flush().context("flushing the events stream")?;
         }
@@ -118,7 +210,9 @@ impl Outputs {
         let id = (tracing::enabled!(tracing::Level::DEBUG)).then(|| event.event_id.clone());
         self.counted(detection, |d, mut report| d.push(event, &mut report));
         if detection.late() > late {
-            self.metrics.late_event();
+            if let Some(m) = &self.metrics {
+                m.late_event();
+            }
             tracing::debug!(
                 event_id = id.as_deref().unwrap_or_default(),
                 "An event arrived later than engine.lateness_seconds: judged at once."
@@ -145,7 +239,9 @@ impl Outputs {
         let held = detection.held();
         if held > 0 {
             detection.release(&mut |update| self.report(update));
-            self.metrics.released(held);
+            if let Some(m) = &self.metrics {
+                m.released(held);
+            }
         }
     }
 
@@ -156,19 +252,21 @@ impl Outputs {
         let duplicates = detection.engine().stats().duplicates;
         let forgotten = detection.engine().dedupe().forgotten();
         step(detection, &mut |update| self.report(update));
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
         for _ in early..detection.released_early() {
-            self.metrics.released_early();
+            metrics.released_early();
         }
         let engine = detection.engine();
         if engine.stats().duplicates != duplicates {
             for ((format, now), before) in engine.stats().duplicates_by_format().zip(duplicates) {
                 if now > before {
-                    self.metrics.duplicate_events(format, now - before);
+                    metrics.duplicate_events(format, now - before);
                 }
             }
         }
-        self.metrics
-            .dedupe_forgotten(engine.dedupe().forgotten().saturating_sub(forgotten));
+        metrics.dedupe_forgotten(engine.dedupe().forgotten().saturating_sub(forgotten));
     }
 
     /// Archives and writes one event before it goes to detection.
@@ -191,81 +289,5 @@ pub fn write_line(out: &mut dyn Write, value: &impl serde::Serialize, error: &mu
             .and_then(|()| out.write_all(b"\n"))
     {
         *error = Some(e);
-    }
-}
-
-/// The running service's stage: events to the outputs and detection; at a commit point the
-/// streams, the archive and a checkpoint of the detection made durable, in that order, and then
-/// the findings held since the last one released (when the detection holds them, see
-/// [`Detection::holding`]: with checkpoints, no finding leaves before the state that raised it
-/// is in one).
-pub struct Service {
-    /// Detection over everything taken in.
-    pub detection: Detection,
-    /// Where events and findings go.
-    pub outputs: Outputs,
-    /// The checkpoint directory, if configured.
-    pub state: Option<StateStore>,
-    /// The offsets of the last checkpoint written: nothing was taken in since when they are
-    /// the same, and the checkpoint on disk still holds the state.
-    pub saved: Option<Offsets>,
-}
-
-impl Stage for Service {
-    fn event(&mut self, event: Event) {
-        self.outputs.detect(&mut self.detection, event);
-        self.outputs.metrics.set_held(self.detection.held());
-    }
-
-    fn assigned(&mut self, partitions: &[(String, i32)]) {
-        self.outputs.assign(&mut self.detection, partitions);
-        self.outputs.metrics.set_held(self.detection.held());
-    }
-
-    fn idle(&mut self, topic: &str, partition: i32, idle: bool) {
-        self.outputs.idle(&mut self.detection, topic, partition, idle);
-        self.outputs.metrics.set_held(self.detection.held());
-    }
-
-    fn durable(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
-        self.outputs.durable()?;
-        // Held findings go into the checkpoint even when no record was read since the last
-        // one (an idle partition released the events behind them).
-        if self.saved.as_ref() != Some(offsets) || self.detection.held() > 0 {
-            self.checkpoint(offsets)?;
-        }
-        if self.detection.held() > 0 {
-            self.outputs.release(&mut self.detection);
-            self.outputs.metrics.set_held(0);
-            // Released: written out, and a checkpoint without them, so that a restart does not
-            // release them again (only a crash in between does; the store and the sinks take
-            // a finding they have once, the journal and the live stream show it twice).
-            self.outputs.durable()?;
-            self.saved = None;
-            self.checkpoint(offsets)?;
-        }
-        Ok(())
-    }
-}
-
-impl Service {
-    /// Writes a checkpoint of the detection at `offsets` (nothing without `state.dir`).
-    fn checkpoint(&mut self, offsets: &Offsets) -> anyhow::Result<()> {
-        let out = &self.outputs;
-        if let Some(state) = &mut self.state {
-            let started = Instant::now();
-            let path = state.save(&self.detection, offsets)?;
-            let took = started.elapsed();
-            out.metrics.checkpoint(took);
-            tracing::debug!(
-                file = %path.display(),
-                identities = self.detection.engine().baseline().len(),
-                waiting = self.detection.waiting(),
-                seconds = took.as_secs_f64(),
-                "Checkpoint written."
-            );
-            self.saved = Some(offsets.clone());
-        }
-        Ok(())
     }
 }
