@@ -1,24 +1,20 @@
 //! Detectors: pure functions of (identity state, registry entry, event) to hits; a detector that
 //! correlates two events also reads the identity's open findings.
 //!
-//! Adding a detector is adding a file: a type implementing [`Detector`] with its own `Config`
-//! (declared with `detector_config!`, which adds the settings every detector has), a
-//! `detectors/<id>.toml` with its documented defaults, and one arm in [`Detectors::build`],
-//! whose exhaustive match over [`DetectorId`] makes a detector that is declared but not wired
-//! fail to compile. Detectors do no I/O and read no clock: event time is the only time.
-
-mod access_after_offboarding;
-mod auth_failure_burst;
-mod break_glass;
-mod credential_added;
-mod dormant_wakeup;
-mod new_network;
-mod off_hours;
-mod permission_granted;
-mod phi_volume;
-mod scope_drift;
-mod stale_credential;
-mod unregistered_identity;
+//! Detectors do no I/O and read no clock: event time is the only time.
+//!
+//! # Adding a detector
+//!
+//! 1. `src/detect/<id>.rs`: a type implementing [`Detector`] with its own `Config` (declared
+//!    with `detector_config!`, which adds the settings every detector has).
+//! 2. One line in `detectors!` below (module and type), and its id in [`DetectorId`]
+//!    (`src/findings/mod.rs`, the wire name every finding carries).
+//! 3. `detectors/<id>.toml` with its documented defaults, and its row in `detectors/README.md`.
+//! 4. Its OWASP NHI / CSF 2.0 controls in `controls.toml`, and the id in the finding schema's
+//!    enum (`schemas/finding.schema.json`) and the dashboard's filter (`src/http/dashboard.html`).
+//!
+//! Tests fail until each is done: every configured id has exactly one declared detector and a
+//! defaults file; the schema, dashboard, README and controls name exactly [`DetectorId::ALL`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,18 +27,43 @@ use crate::event::Event;
 use crate::findings::{Confidence, DetectorId, Finding, Folder, Hit, Severity};
 use crate::registry::Integration;
 
-pub use access_after_offboarding::AccessAfterOffboarding;
-pub use auth_failure_burst::AuthFailureBurst;
-pub use break_glass::BreakGlass;
-pub use credential_added::CredentialAdded;
-pub use dormant_wakeup::DormantWakeup;
-pub use new_network::NewNetwork;
-pub use off_hours::OffHours;
-pub use permission_granted::PermissionGranted;
-pub use phi_volume::PhiVolume;
-pub use scope_drift::ScopeDrift;
-pub use stale_credential::StaleCredential;
-pub use unregistered_identity::UnregisteredIdentity;
+/// Every detector, declared once, in [`DetectorId::ALL`]'s order: its module and type. The list
+/// gives the modules, their re-exports and [`Detectors::build`]'s list; each type's
+/// [`Detector::ID`] ties it to its id (a test checks that every configured id has exactly one).
+macro_rules! detectors {
+    ($($module:ident :: $ty:ident),* $(,)?) => {
+        $(
+            mod $module;
+            pub use $module::$ty;
+        )*
+
+        /// Each declared detector, built from `source` (the TOML text of its file, or `None`
+        /// for its defaults), with the source it was built from.
+        fn build_each(
+            source: &mut dyn FnMut(DetectorId) -> Result<Option<(PathBuf, String)>, ConfigError>,
+        ) -> Result<Vec<(DetectorId, Option<(PathBuf, String)>, Box<dyn DynDetector>)>, ConfigError> {
+            Ok(vec![$({
+                let src = source(<$ty as Detector>::ID)?;
+                (<$ty as Detector>::ID, src.clone(), make::<$ty>(src)?)
+            }),*])
+        }
+    };
+}
+
+detectors! {
+    dormant_wakeup::DormantWakeup,
+    scope_drift::ScopeDrift,
+    phi_volume::PhiVolume,
+    unregistered_identity::UnregisteredIdentity,
+    access_after_offboarding::AccessAfterOffboarding,
+    new_network::NewNetwork,
+    auth_failure_burst::AuthFailureBurst,
+    break_glass::BreakGlass,
+    credential_added::CredentialAdded,
+    off_hours::OffHours,
+    stale_credential::StaleCredential,
+    permission_granted::PermissionGranted,
+}
 
 /// What a detector sees for one event.
 pub struct Cx<'a> {
@@ -218,6 +239,31 @@ macro_rules! detector_config {
 }
 pub(crate) use detector_config;
 
+/// One detector of type `D` from its settings (`None`: its defaults), checked.
+fn make<D: Detector>(source: Option<(PathBuf, String)>) -> Result<Box<dyn DynDetector>, ConfigError> {
+    let (config, file) = match source {
+        None => (
+            D::Config::default(),
+            PathBuf::from(format!("{} (defaults)", D::ID.as_str())),
+        ),
+        Some((file, text)) => match toml::from_str(&text) {
+            Ok(config) => (config, file),
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| format!("line {}: ", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                    .unwrap_or_default();
+                return Err(ConfigError {
+                    file,
+                    why: format!("{line}{}", e.message()),
+                });
+            }
+        },
+    };
+    D::validate(&config).map_err(|why| ConfigError { file, why })?;
+    Ok(Box::new(D::new(config)))
+}
+
 /// The configured set of detectors.
 pub struct Detectors {
     list: Vec<Box<dyn DynDetector>>,
@@ -282,48 +328,10 @@ impl Detectors {
     pub fn build(
         mut source: impl FnMut(DetectorId) -> Result<Option<(PathBuf, String)>, ConfigError>,
     ) -> Result<Detectors, ConfigError> {
-        fn make<D: Detector>(source: Option<(PathBuf, String)>) -> Result<Box<dyn DynDetector>, ConfigError> {
-            let (config, file) = match source {
-                None => (
-                    D::Config::default(),
-                    PathBuf::from(format!("{} (defaults)", D::ID.as_str())),
-                ),
-                Some((file, text)) => match toml::from_str(&text) {
-                    Ok(config) => (config, file),
-                    Err(e) => {
-                        let line = e
-                            .span()
-                            .map(|s| format!("line {}: ", text[..s.start.min(text.len())].matches('\n').count() + 1))
-                            .unwrap_or_default();
-                        return Err(ConfigError {
-                            file,
-                            why: format!("{line}{}", e.message()),
-                        });
-                    }
-                },
-            };
-            D::validate(&config).map_err(|why| ConfigError { file, why })?;
-            Ok(Box::new(D::new(config)))
-        }
         let mut list = Vec::new();
         let mut sources = Vec::new();
-        for id in configured_ids() {
-            let src = source(id)?;
-            sources.push((id, src.clone()));
-            let detector = match id {
-                DetectorId::DormantWakeup => make::<DormantWakeup>(src)?,
-                DetectorId::ScopeDrift => make::<ScopeDrift>(src)?,
-                DetectorId::PhiVolume => make::<PhiVolume>(src)?,
-                DetectorId::UnregisteredIdentity => make::<UnregisteredIdentity>(src)?,
-                DetectorId::AccessAfterOffboarding => make::<AccessAfterOffboarding>(src)?,
-                DetectorId::NewNetwork | DetectorId::CredentialSharing => make::<NewNetwork>(src)?,
-                DetectorId::AuthFailureBurst => make::<AuthFailureBurst>(src)?,
-                DetectorId::BreakGlass => make::<BreakGlass>(src)?,
-                DetectorId::CredentialAdded => make::<CredentialAdded>(src)?,
-                DetectorId::OffHours => make::<OffHours>(src)?,
-                DetectorId::StaleCredential => make::<StaleCredential>(src)?,
-                DetectorId::PermissionGranted => make::<PermissionGranted>(src)?,
-            };
+        for (id, src, detector) in build_each(&mut source)? {
+            sources.push((id, src));
             list.push(detector);
         }
         Ok(Detectors { list, sources })
@@ -419,6 +427,14 @@ mod tests {
         assert_eq!(human_duration(3600), "1 hour");
         assert_eq!(human_duration(3 * 86_400 + 4 * 3600), "3 days 4 hours");
         assert_eq!(human_duration(41 * 86_400 + 3600), "41 days");
+    }
+
+    /// Every id configured by a file of its own has exactly one declared detector, in
+    /// [`DetectorId::ALL`]'s order (the order hits of one event are reported in).
+    #[test]
+    fn every_configured_id_has_one_declared_detector() {
+        let declared: Vec<DetectorId> = Detectors::default().iter().map(|d| d.id()).collect();
+        assert_eq!(declared, configured_ids().collect::<Vec<_>>());
     }
 
     #[test]
