@@ -12,6 +12,7 @@ mod fixtures;
 mod governance;
 mod group;
 mod http;
+mod layout;
 mod ocsf;
 mod replay;
 #[path = "../scenarios/mod.rs"]
