@@ -245,7 +245,7 @@ pub fn partition_move_cost(
     let written = Instant::now();
     let mut offsets = crate::ingest::Offsets::default();
     offsets.advance(&cfg.events_topic, 0, 1);
-    let payload = crate::state::encode(&detection, &offsets)?;
+    let payload = crate::engine::state::encode(&detection, &offsets)?;
     let before = changelog.failures();
     changelog.write(0, 1, &payload)?;
     changelog.flush(before)?;
@@ -272,7 +272,11 @@ pub fn partition_move_cost(
         start == Some(1) && held == n,
         "restored {held} identities of {n}, from {start:?}"
     );
-    Ok((crate::checkpoint::seal(1, &payload).len() as u64, write, restore))
+    Ok((
+        crate::engine::checkpoint::seal(1, &payload).len() as u64,
+        write,
+        restore,
+    ))
 }
 
 /// What a checkpoint of `n` identities of the common case costs: its size in bytes, the time to
@@ -281,7 +285,7 @@ pub fn checkpoint_cost(n: usize) -> anyhow::Result<(u64, Duration, Duration)> {
     let engine = || Engine::new(Detectors::default(), None, baseline::Settings::default());
     let detection = common_state(n);
     let dir = std::env::temp_dir().join(format!("nhiwatch-bench-checkpoint-{}", std::process::id()));
-    let open = || crate::state::StateStore::open(&dir, 2, engine(), chrono::Duration::zero(), false);
+    let open = || crate::engine::state::StateStore::open(&dir, 2, engine(), chrono::Duration::zero(), false);
     let (mut store, _) = open()?;
     let written = Instant::now();
     let path = store.save(&detection, &crate::ingest::Offsets::default())?;
@@ -450,7 +454,7 @@ fn pipeline_run(
     let called = Instant::now();
     let (detection, group) = match &run.restore_from {
         Some(dir) => (
-            crate::state::StateStore::open(dir, 2, engine, run.lateness, false)?
+            crate::engine::state::StateStore::open(dir, 2, engine, run.lateness, false)?
                 .1
                 .detection,
             format!("nhiwatch-bench-{topic}-restarted"),
@@ -646,7 +650,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let recovery_dir = work.join("recovery-state");
     {
         let engine = Engine::new(Detectors::default(), None, baseline::Settings::default());
-        let (mut store, _) = crate::state::StateStore::open(&recovery_dir, 2, engine, chrono::Duration::zero(), false)?;
+        let (mut store, _) =
+            crate::engine::state::StateStore::open(&recovery_dir, 2, engine, chrono::Duration::zero(), false)?;
         store.save(&common_state(args.state_identities), &Offsets::default())?;
     }
     let restarted = Run {

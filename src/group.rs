@@ -21,8 +21,8 @@
 //!
 //! # Changelog record
 //!
-//! The value is a [`crate::checkpoint`] container (magic, format version, SHA-256) whose sequence
-//! is the next input offset the state reflects and whose payload is a [`crate::state`] payload
+//! The value is a [`crate::engine::checkpoint`] container (magic, format version, SHA-256) whose sequence
+//! is the next input offset the state reflects and whose payload is a [`crate::engine::state`] payload
 //! of that one partition. The topic is created compacted if missing (`cleanup.policy=compact`),
 //! so it keeps about one record per partition. A reader takes, of the records under the
 //! partition's key, the one reflecting the highest offset that verifies and decodes: a torn or
@@ -44,8 +44,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::baseline::Baselines;
-use crate::checkpoint;
 use crate::config::KafkaConfig;
+use crate::engine::checkpoint;
+use crate::engine::state;
 use crate::engine::{Detection, Engine};
 use crate::event::Event;
 use crate::findings::Finding;
@@ -54,7 +55,6 @@ use crate::kafka::producer::{Deliveries, acknowledged, producer, producer_config
 use crate::kafka::{Owner, admin, client_config, send_waiting};
 use crate::registry::Registry;
 use crate::runtime::{Judge, Outputs};
-use crate::state;
 
 /// How long reading a partition's state back from the changelog may take.
 const RESTORE: Duration = Duration::from_secs(60);
@@ -138,7 +138,7 @@ pub struct Changelog {
 pub struct Stored {
     /// The next input offset the state reflects.
     pub next: i64,
-    /// The [`crate::state`] payload.
+    /// The [`crate::engine::state`] payload.
     pub payload: Vec<u8>,
 }
 

@@ -16,8 +16,8 @@
 //!   [`runtime::Outputs`].
 //! - [`engine`]: events in event-time order ([`engine::Reorder`]), repeats of a record dropped
 //!   ([`engine::Dedupe`]) → per-identity state ([`baseline`]) → [`detect`]ors → [`findings`],
-//!   folded and explained. [`state`] writes the detection into [`checkpoint`] files; [`group`]
-//!   splits it across a consumer group (rekey and detect roles, the changelog).
+//!   folded and explained; [`engine::state`] writes the detection into [`engine::checkpoint`]
+//!   files. [`group`] splits it across a consumer group (rekey and detect roles, the changelog).
 //! - [`archive`]: events and findings as Parquet; [`replay`]: SQL over it and detection again;
 //!   [`attest`]: the access attestation a compliance officer signs; [`inventory`]: the registry
 //!   against what was seen.
@@ -43,7 +43,6 @@ pub mod archive;
 pub mod attest;
 pub mod baseline;
 pub mod bench;
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -66,6 +65,5 @@ pub mod runtime;
 pub mod scope;
 pub mod score;
 pub mod sink;
-pub mod state;
 pub mod telemetry;
 pub mod terminal;

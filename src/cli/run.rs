@@ -1,6 +1,7 @@
 //! `run`: the service — all roles — over Kafka, or over files and stdin.
 
 use crate::config::Settings;
+use crate::engine::state::{Restored, StateStore};
 use crate::engine::{Detection, Engine};
 use crate::findings::store::FindingStore;
 use crate::http::auth::Auth;
@@ -10,7 +11,6 @@ use crate::kafka;
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::runtime::{Announce, ArchiveFindings, Normalize, Outputs, Runtime, Single};
 use crate::sink::Sinks;
-use crate::state::{Restored, StateStore};
 use crate::telemetry::metrics::Metrics;
 use anyhow::{Context, bail};
 use clap::Args;

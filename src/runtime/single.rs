@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use super::{Judge, Outputs};
 use crate::engine::Detection;
+use crate::engine::state::StateStore;
 use crate::event::Event;
 use crate::ingest::Offsets;
-use crate::state::StateStore;
 
 /// One detection; at a commit point the outputs and a checkpoint of the detection made
 /// durable, in that order, and then the findings held since the last one released (when the

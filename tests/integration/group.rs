@@ -408,9 +408,9 @@ fn a_corrupt_an_older_format_and_a_stale_changelog_record_are_passed_over() {
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .create()
         .expect("producer");
-    let mut corrupt = nhiwatch::checkpoint::seal(30, b"state at 30");
+    let mut corrupt = nhiwatch::engine::checkpoint::seal(30, b"state at 30");
     corrupt[40] ^= 0x10;
-    let mut older = nhiwatch::checkpoint::seal(40, b"state at 40");
+    let mut older = nhiwatch::engine::checkpoint::seal(40, b"state at 40");
     older[8..10].copy_from_slice(&0u16.to_le_bytes());
     let key = format!("{EVENTS}/1");
     for value in [&corrupt, &older] {

@@ -8,7 +8,7 @@
 //! then are the offsets committed to Kafka. On start the newest good checkpoint is restored and
 //! consumption resumes at its offsets, whatever the group's committed offsets say.
 //!
-//! # Payload (inside the [`crate::checkpoint`] container, format version 1)
+//! # Payload (inside the [`crate::engine::checkpoint`] container, format version 1)
 //!
 //! | bytes | field |
 //! |---|---|
@@ -43,7 +43,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{self, Baseline, SnapshotError};
-use crate::checkpoint::{Checkpoints, Skipped, WriteError};
+use crate::engine::checkpoint::{Checkpoints, Skipped, WriteError};
 use crate::engine::{Detection, DetectionState, Engine};
 use crate::ingest::Offsets;
 

@@ -6,8 +6,14 @@
 //! findings. [`Reorder`] puts events that arrive slightly out of order back in event-time order
 //! before they reach the engine, and the engine drops a repeat of a record it already judged
 //! ([`Dedupe`]) before anything counts it. The engine does no I/O: callers hand results on.
+//!
+//! What it keeps is made durable beside it: [`state`] is a checkpoint's payload (baselines,
+//! open findings, events waiting for order, clocks) and its store, [`checkpoint`] the container
+//! format that seals it.
 
+pub mod checkpoint;
 mod dedupe;
+pub mod state;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -822,7 +828,7 @@ impl Detection {
     }
 }
 
-/// What [`Detection::state`] keeps (a checkpoint's JSON part; see [`crate::state`]).
+/// What [`Detection::state`] keeps (a checkpoint's JSON part; see [`crate::engine::state`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectionState {
