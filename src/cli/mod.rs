@@ -17,8 +17,8 @@ use crate::baseline;
 use crate::config::{ConfigError, Settings};
 use crate::detect::Detectors;
 use crate::engine::Engine;
-use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter, KafkaDeadLetter};
-use crate::kafka;
+use crate::ingest::dead_letter::{DeadLetter, FileDeadLetter};
+use crate::kafka::dead_letter::KafkaDeadLetter;
 use crate::registry::Registry;
 
 /// Environment variable holding a `read` API token.
@@ -129,10 +129,7 @@ fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
             FileDeadLetter::open(&cfg.path).with_context(|| format!("opening dead letter {}", cfg.path.display()))?,
         )
     } else {
-        Box::new(KafkaDeadLetter::new(
-            &kafka::client_config(&settings.raw.kafka),
-            &cfg.topic,
-        )?)
+        Box::new(KafkaDeadLetter::new(&settings.raw.kafka, &cfg.topic)?)
     })
 }
 

@@ -4,7 +4,8 @@
 //! File form: one JSON object per line, `{"time","reason","error","source","raw"}` (`raw_base64`
 //! instead of `raw` when the bytes are not UTF-8; `raw_truncated` and `length` for oversized
 //! records; `element` and the element's own text as `raw` for one refused element of a page or
-//! `Bundle`). Kafka form: the raw bytes as the message value, the rest as headers.
+//! `Bundle`). Kafka form ([`crate::kafka::dead_letter`]): the raw bytes as the message value,
+//! the rest as headers.
 //!
 //! The file holds raw records, patient data among them: it is created readable by its owner only
 //! ([`crate::private`]).
@@ -12,11 +13,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde::Serialize;
 
 use crate::event::Origin;
@@ -57,6 +55,13 @@ pub struct Letter<'a> {
     pub raw_truncated: bool,
     #[serde(skip)]
     bytes: &'a [u8],
+}
+
+impl<'a> Letter<'a> {
+    /// The bytes as received (a prefix of an oversized record).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
 }
 
 impl<'a> Letter<'a> {
@@ -124,78 +129,5 @@ impl DeadLetter for FileDeadLetter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()
-    }
-}
-
-/// Dead letters to a Kafka topic: raw bytes as value, reason, error and source as headers.
-pub struct KafkaDeadLetter {
-    producer: BaseProducer,
-    topic: String,
-}
-
-impl KafkaDeadLetter {
-    /// A producer for `topic` with the given client configuration.
-    pub fn new(config: &rdkafka::ClientConfig, topic: &str) -> Result<KafkaDeadLetter, rdkafka::error::KafkaError> {
-        let mut config = config.clone();
-        config.set("enable.idempotence", "true");
-        Ok(KafkaDeadLetter {
-            producer: config.create()?,
-            topic: topic.to_owned(),
-        })
-    }
-}
-
-impl DeadLetter for KafkaDeadLetter {
-    fn send(&mut self, letter: &Letter<'_>) -> std::io::Result<()> {
-        let source = letter.source.to_string();
-        let length = letter.length.map(|l| l.to_string());
-        let element = letter.element.map(|i| i.to_string());
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "nhiwatch.reason",
-                value: Some(letter.reason),
-            })
-            .insert(Header {
-                key: "nhiwatch.error",
-                value: Some(letter.error.as_str()),
-            })
-            .insert(Header {
-                key: "nhiwatch.source",
-                value: Some(source.as_str()),
-            });
-        if let Some(length) = &length {
-            headers = headers.insert(Header {
-                key: "nhiwatch.length",
-                value: Some(length.as_str()),
-            });
-        }
-        if let Some(element) = &element {
-            headers = headers.insert(Header {
-                key: "nhiwatch.element",
-                value: Some(element.as_str()),
-            });
-        }
-        let mut record = BaseRecord::<(), [u8]>::to(&self.topic)
-            .payload(letter.bytes)
-            .headers(headers);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    self.producer.poll(Duration::from_millis(50));
-                    record = r;
-                }
-                Err((e, _)) => return Err(std::io::Error::other(e)),
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.producer
-            .flush(Duration::from_secs(30))
-            .map_err(std::io::Error::other)
     }
 }

@@ -1,11 +1,13 @@
 //! Kafka's one home: the client configuration (`[kafka]`), the consumer every source and group
 //! role reads with ([`consumer`], in step across partitions by [`align`]), the producers of the
-//! group roles, sinks and dead letter ([`producer`]), topic creation ([`admin`]) and the
-//! embedded broker of `demo`, `bench` and the tests ([`embedded`]).
+//! group roles ([`producer`]), the dead letter's Kafka form ([`dead_letter`]), topic creation
+//! ([`admin`]) and the embedded broker of `demo`, `bench` and the tests ([`embedded`]). The
+//! Kafka sink builds its producer from [`client_config`] too.
 
 pub mod admin;
 pub mod align;
 pub mod consumer;
+pub mod dead_letter;
 pub mod embedded;
 pub mod producer;
 

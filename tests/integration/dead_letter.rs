@@ -439,3 +439,60 @@ proptest! {
         prop_assert!(letters.iter().all(|(reason, _)| nhiwatch::normalize::ParseError::REASONS.contains(reason)));
     }
 }
+
+/// The dead letter's Kafka form (`dead_letter.topic`): the raw bytes as the value, the reason,
+/// the parser's message, the coordinates and the element as headers, on the embedded broker.
+#[test]
+fn a_dead_letter_topic_keeps_the_raw_bytes_and_says_why_in_headers() {
+    use nhiwatch::event::Origin;
+    use nhiwatch::kafka::dead_letter::KafkaDeadLetter;
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Headers as _;
+
+    let broker = nhiwatch::kafka::embedded::Embedded::start().expect("broker");
+    broker.create_topic("dead", 1).expect("topic");
+    let cfg = nhiwatch::config::KafkaConfig {
+        brokers: broker.brokers(),
+        ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
+    };
+    let mut dead = KafkaDeadLetter::new(&cfg, "dead").expect("producer");
+    let origin = Origin {
+        name: "fhir-audit".into(),
+        partition: Some(2),
+        offset: 41,
+    };
+    let raw = b"{\"resourceType\":\"Bundle\",\"entry\":[oops";
+    dead.send(&Letter::new("malformed_json", "expected value at line 1".into(), &origin, raw, None).element(3))
+        .expect("sent");
+    dead.flush().expect("acknowledged");
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["dead"]).expect("subscribe");
+    let message = (0..100)
+        .find_map(|_| consumer.poll(std::time::Duration::from_millis(200)))
+        .expect("a dead letter within 20 s")
+        .expect("no error");
+    assert_eq!(message.payload(), Some(&raw[..]));
+    let headers: BTreeMap<String, String> = message
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(headers["nhiwatch.reason"], "malformed_json");
+    assert_eq!(headers["nhiwatch.error"], "expected value at line 1");
+    assert_eq!(headers["nhiwatch.element"], "3");
+    assert!(headers["nhiwatch.source"].contains("fhir-audit"), "{headers:?}");
+    assert!(!headers.contains_key("nhiwatch.length"), "{headers:?}");
+}
