@@ -472,7 +472,7 @@ fn pipeline_run(
         brokers: brokers.to_owned(),
         group_id: group,
         topics: vec![topic.to_owned()],
-        auto_offset_reset: "earliest".into(),
+        auto_offset_reset: crate::kafka::OffsetReset::Earliest,
         instance_id: String::new(),
         // librdkafka's mock broker answers a fetch that finds no data only after the whole
         // `fetch.wait.max.ms` (default 500), where Kafka answers as soon as data arrives: left

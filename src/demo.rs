@@ -136,7 +136,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         brokers: brokers.clone(),
         group_id: "nhiwatch-demo".into(),
         topics: vec!["fhir-audit".into(), "gateway-access".into(), "idp-audit".into()],
-        auto_offset_reset: "earliest".into(),
+        auto_offset_reset: crate::kafka::OffsetReset::Earliest,
         instance_id: String::new(),
         properties: Default::default(),
         ..crate::config::Settings::load(None)?.raw.kafka

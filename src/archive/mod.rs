@@ -37,6 +37,26 @@ use crate::event::Event;
 use crate::findings::Finding;
 use schema::EventRows;
 
+/// `[archive]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Directory or object-store URL; empty for no archive.
+    pub location: String,
+    /// Rows buffered before a flush.
+    pub max_rows: usize,
+    /// Seconds the oldest buffered row may wait before a flush.
+    pub max_age_seconds: u64,
+    /// Longest time a query may run.
+    pub query_timeout_seconds: u64,
+    /// Memory a query may use, in bytes: the whole query process's (see `replay::sandbox`).
+    pub query_memory_bytes: usize,
+    /// Most rows a query returns.
+    pub max_result_rows: usize,
+    /// Queries that may run at once; the API answers 429 beyond.
+    pub query_concurrency: usize,
+}
+
 /// What went wrong writing the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

@@ -58,7 +58,10 @@ pub enum Role {
 
 pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = load(args.config.as_deref())?;
-    crate::telemetry::init(&settings.raw.log.filter, settings.raw.log.format == "json");
+    crate::telemetry::init(
+        &settings.raw.log.filter,
+        settings.raw.log.format == crate::telemetry::LogFormat::Json,
+    );
     let pseudonymizer = match settings.pseudonymizer() {
         Some(p) => p?,
         None => bail!(

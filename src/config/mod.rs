@@ -10,10 +10,18 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Table, Value};
 
+pub use crate::archive::ArchiveConfig;
+pub use crate::engine::EngineConfig;
+pub use crate::engine::state::StateConfig;
+pub use crate::http::{HttpConfig, TokenConfig};
+pub use crate::ingest::IngestConfig;
+pub use crate::ingest::dead_letter::DeadLetterConfig;
 pub use crate::kafka::KafkaConfig;
+pub use crate::normalize::pseudonym::PseudonymConfig;
 use crate::normalize::{Pseudonymizer, pseudonym::WeakKey};
 pub use crate::sink::outbox::OutboxConfig;
 pub use crate::sink::{SINK_KINDS, Setup, SinkConfig};
+pub use crate::telemetry::LogConfig;
 
 /// The checked-in defaults, compiled in so the binary needs no file beside it.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -96,164 +104,6 @@ pub struct RawConfig {
     pub archive: ArchiveConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-/// `[ingest]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// Largest record accepted, in bytes.
-    pub max_record_bytes: usize,
-}
-
-/// `[dead_letter]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterConfig {
-    /// NDJSON file.
-    pub path: PathBuf,
-    /// Kafka topic, or empty.
-    pub topic: String,
-}
-
-/// `[pseudonymisation]`
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PseudonymConfig {
-    /// The HMAC key; empty when unset.
-    pub key: String,
-}
-
-impl std::fmt::Debug for PseudonymConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.key.is_empty() { "<unset>" } else { "<redacted>" };
-        f.debug_struct("PseudonymConfig").field("key", &state).finish()
-    }
-}
-
-/// `[engine]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Identity registry file; empty for none.
-    pub registry: PathBuf,
-    /// Directory of `<detector>.toml` files; empty for the built-in defaults.
-    pub detectors: PathBuf,
-    /// Days of event time an identity is observed before baseline detectors judge it.
-    pub learning_days: u32,
-    /// Events an identity must have shown before baseline detectors judge it.
-    pub learning_events: u32,
-    /// Identities unseen this many days are forgotten.
-    pub retention_days: u32,
-    /// How far out of event-time order an event may arrive and still be put in order.
-    pub lateness_seconds: u32,
-    /// Most events waiting for order.
-    pub max_waiting_events: usize,
-    /// Seconds of event time a source record id is remembered, to drop a repeat of the record;
-    /// 0 keeps none.
-    pub dedupe_window_seconds: u32,
-    /// Most record ids remembered (the oldest is forgotten past it); 0 keeps none.
-    pub dedupe_max_ids: usize,
-}
-
-/// `[http]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Listen address; empty to serve no HTTP.
-    pub listen: String,
-    /// API tokens, by the SHA-256 of their secret.
-    pub tokens: Vec<TokenConfig>,
-    /// Serve `/metrics` without a token.
-    pub metrics_open: bool,
-    /// `/readyz` answers ready when the consumer is at most this many records behind.
-    pub ready_max_lag: i64,
-    /// Page size when a request gives none.
-    pub default_page: usize,
-    /// Largest page a request may ask for.
-    pub max_page: usize,
-    /// Requests taking longer are answered 408.
-    pub request_timeout_seconds: u64,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Most connections open at once; past it the one idle longest is closed to admit a new one.
-    pub max_connections: usize,
-    /// Most connections one client address (an IPv6 /64) may hold before presenting a valid
-    /// token; 0 for no cap.
-    pub max_unauthenticated_per_ip: usize,
-    /// A new connection is closed when its first request head (request line and headers) has
-    /// not wholly arrived this long after it was accepted.
-    pub header_read_timeout_seconds: u64,
-    /// A kept-alive connection is closed when its next request head has not wholly arrived this
-    /// long after the previous response was sent.
-    pub idle_timeout_seconds: u64,
-    /// Append-only journal of findings and status changes; empty to keep them in memory only.
-    pub findings_journal: PathBuf,
-    /// Findings kept in memory (past it resolved ones go first, then the oldest by creation).
-    pub max_findings: usize,
-}
-
-/// `[[http.tokens]]`
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Who holds it (recorded with status changes; never the secret).
-    pub name: String,
-    /// `read` or `admin`.
-    pub role: String,
-    /// Lowercase hex SHA-256 of the token.
-    pub sha256: String,
-}
-
-impl std::fmt::Debug for TokenConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenConfig")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .finish()
-    }
-}
-
-/// `[archive]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveConfig {
-    /// Directory or object-store URL; empty for no archive.
-    pub location: String,
-    /// Rows buffered before a flush.
-    pub max_rows: usize,
-    /// Seconds the oldest buffered row may wait before a flush.
-    pub max_age_seconds: u64,
-    /// Longest time a query may run.
-    pub query_timeout_seconds: u64,
-    /// Memory a query may use, in bytes: the whole query process's (see `replay::sandbox`).
-    pub query_memory_bytes: usize,
-    /// Most rows a query returns.
-    pub max_result_rows: usize,
-    /// Queries that may run at once; the API answers 429 beyond.
-    pub query_concurrency: usize,
-}
-
-/// `[state]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateConfig {
-    /// Checkpoint directory; empty for no checkpoints.
-    pub dir: PathBuf,
-    /// Seconds between commit points.
-    pub interval_seconds: u64,
-    /// Checkpoints kept.
-    pub keep: usize,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// EnvFilter directive.
-    pub filter: String,
-    /// `text` or `json`.
-    pub format: String,
 }
 
 /// Validated settings.
@@ -351,9 +201,6 @@ impl Settings {
         if raw.kafka.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(self.invalid("kafka.topics", "topic names must not be empty"));
         }
-        if !matches!(raw.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
-            return Err(self.invalid("kafka.auto_offset_reset", "must be \"earliest\" or \"latest\""));
-        }
         if !raw.pseudonymisation.key.is_empty() && raw.pseudonymisation.key.len() < Pseudonymizer::MIN_KEY_BYTES {
             return Err(self.invalid(
                 "pseudonymisation.key",
@@ -364,9 +211,6 @@ impl Settings {
             return Err(self.invalid("engine.retention_days", "must be greater than engine.learning_days"));
         }
         for (i, t) in raw.http.tokens.iter().enumerate() {
-            if !matches!(t.role.as_str(), "read" | "admin") {
-                return Err(self.invalid(&format!("http.tokens[{i}].role"), "must be \"read\" or \"admin\""));
-            }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(self.invalid(
                     &format!("http.tokens[{i}].sha256"),
@@ -446,9 +290,6 @@ impl Settings {
         }
         if a.query_concurrency == 0 || a.query_concurrency > 64 {
             return Err(self.invalid("archive.query_concurrency", "must be between 1 and 64"));
-        }
-        if !matches!(raw.log.format.as_str(), "text" | "json") {
-            return Err(self.invalid("log.format", "must be \"text\" or \"json\""));
         }
         if raw.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(self.invalid("log.filter", "is not a valid log filter"));
@@ -714,6 +555,37 @@ mod tests {
         assert!(e.contains("key `engine.dedupe_max_ids`: must be between 0"), "{e}");
         let off = load("[engine]\ndedupe_window_seconds = 0\ndedupe_max_ids = 0\n", &[]).expect("0 is off");
         assert_eq!(off.raw.engine.dedupe_window_seconds, 0);
+    }
+
+    /// Settings with a fixed set of values are enums: a value outside the set is refused at
+    /// load, naming the key and the values there are.
+    #[test]
+    fn enumerated_settings_name_the_values_there_are() {
+        let e = |text: &str| load(text, &[]).unwrap_err().to_string();
+        for (text, key, values) in [
+            ("[log]\nformat = \"jsno\"\n", "log.format", "`text` or `json`"),
+            (
+                "[kafka]\nauto_offset_reset = \"oldest\"\n",
+                "kafka.auto_offset_reset",
+                "`earliest` or `latest`",
+            ),
+            (
+                "[[http.tokens]]\nname = \"soc\"\nrole = \"root\"\nsha256 = \"00\"\n",
+                "http.tokens[0].role",
+                "`read` or `admin`",
+            ),
+        ] {
+            let message = e(text);
+            assert!(message.contains(&format!("key `{key}`")), "{message}");
+            assert!(message.contains(values), "{message}");
+        }
+        let ok = load(
+            "[log]\nformat = \"json\"\n[kafka]\nauto_offset_reset = \"latest\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(ok.raw.log.format, crate::telemetry::LogFormat::Json);
+        assert_eq!(ok.raw.kafka.auto_offset_reset, crate::kafka::OffsetReset::Latest);
     }
 
     #[test]

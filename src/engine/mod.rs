@@ -30,6 +30,31 @@ use crate::registry::Registry;
 
 pub use dedupe::{Dedupe, DedupeState};
 
+/// `[engine]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Identity registry file; empty for none.
+    pub registry: std::path::PathBuf,
+    /// Directory of `<detector>.toml` files; empty for the built-in defaults.
+    pub detectors: std::path::PathBuf,
+    /// Days of event time an identity is observed before baseline detectors judge it.
+    pub learning_days: u32,
+    /// Events an identity must have shown before baseline detectors judge it.
+    pub learning_events: u32,
+    /// Identities unseen this many days are forgotten.
+    pub retention_days: u32,
+    /// How far out of event-time order an event may arrive and still be put in order.
+    pub lateness_seconds: u32,
+    /// Most events waiting for order.
+    pub max_waiting_events: usize,
+    /// Seconds of event time a source record id is remembered, to drop a repeat of the record;
+    /// 0 keeps none.
+    pub dedupe_window_seconds: u32,
+    /// Most record ids remembered (the oldest is forgotten past it); 0 keeps none.
+    pub dedupe_max_ids: usize,
+}
+
 /// Counts of what the engine did.
 #[derive(Debug, Default, Clone)]
 pub struct EngineStats {

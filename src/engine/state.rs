@@ -47,6 +47,18 @@ use crate::engine::checkpoint::{Checkpoints, Skipped, WriteError};
 use crate::engine::{Detection, DetectionState, Engine};
 use crate::ingest::Offsets;
 
+/// `[state]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Checkpoint directory; empty for no checkpoints.
+    pub dir: std::path::PathBuf,
+    /// Seconds between commit points.
+    pub interval_seconds: u64,
+    /// Checkpoints kept.
+    pub keep: usize,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Position {

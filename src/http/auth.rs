@@ -7,10 +7,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::config::HttpConfig;
+use super::HttpConfig;
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read findings, identities, metrics.
     Read,
@@ -69,7 +70,7 @@ impl Auth {
                 hex::decode_to_slice(&t.sha256, &mut hash).ok()?;
                 Some(Token {
                     name: t.name.clone(),
-                    role: if t.role == "admin" { Role::Admin } else { Role::Read },
+                    role: t.role,
                     hash,
                 })
             })

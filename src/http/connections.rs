@@ -46,8 +46,8 @@ use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use super::ApiError;
+use super::HttpConfig;
 use super::auth::{Auth, Role};
-use crate::config::HttpConfig;
 use crate::telemetry::metrics::Metrics;
 
 /// File descriptors left to the rest of the service when the connection cap is fitted to the

@@ -33,11 +33,68 @@ pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 
 use crate::baseline::Baselines;
-use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::findings::store::FindingStore;
 use crate::registry::Registry;
 use crate::telemetry::metrics::Metrics;
+
+/// `[http]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; empty to serve no HTTP.
+    pub listen: String,
+    /// API tokens, by the SHA-256 of their secret.
+    pub tokens: Vec<TokenConfig>,
+    /// Serve `/metrics` without a token.
+    pub metrics_open: bool,
+    /// `/readyz` answers ready when the consumer is at most this many records behind.
+    pub ready_max_lag: i64,
+    /// Page size when a request gives none.
+    pub default_page: usize,
+    /// Largest page a request may ask for.
+    pub max_page: usize,
+    /// Requests taking longer are answered 408.
+    pub request_timeout_seconds: u64,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most connections open at once; past it the one idle longest is closed to admit a new one.
+    pub max_connections: usize,
+    /// Most connections one client address (an IPv6 /64) may hold before presenting a valid
+    /// token; 0 for no cap.
+    pub max_unauthenticated_per_ip: usize,
+    /// A new connection is closed when its first request head (request line and headers) has
+    /// not wholly arrived this long after it was accepted.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection is closed when its next request head has not wholly arrived this
+    /// long after the previous response was sent.
+    pub idle_timeout_seconds: u64,
+    /// Append-only journal of findings and status changes; empty to keep them in memory only.
+    pub findings_journal: std::path::PathBuf,
+    /// Findings kept in memory (past it resolved ones go first, then the oldest by creation).
+    pub max_findings: usize,
+}
+
+/// `[[http.tokens]]`
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (recorded with status changes; never the secret).
+    pub name: String,
+    /// What it may do.
+    pub role: auth::Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish()
+    }
+}
 
 /// Longest query string accepted.
 pub const MAX_QUERY_BYTES: usize = 2048;

@@ -19,6 +19,16 @@ use serde::Serialize;
 
 use crate::event::Origin;
 
+/// `[dead_letter]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// NDJSON file.
+    pub path: std::path::PathBuf,
+    /// Kafka topic, or empty.
+    pub topic: String,
+}
+
 /// Where dead letters go.
 pub trait DeadLetter: Send {
     /// Records one rejected record. An error here must stop ingest: the record would be lost.

@@ -12,6 +12,14 @@ use std::collections::BTreeMap;
 
 use crate::event::Origin;
 
+/// `[ingest]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest record accepted, in bytes.
+    pub max_record_bytes: usize,
+}
+
 /// One raw record and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {

@@ -297,7 +297,7 @@ pub fn subscribe_to(
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", &cfg.auto_offset_reset)
+        .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "queued.max.messages.kbytes",

@@ -28,8 +28,8 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topics to consume.
     pub topics: Vec<String>,
-    /// `earliest` or `latest`.
-    pub auto_offset_reset: String,
+    /// Where a new group starts.
+    pub auto_offset_reset: OffsetReset,
     /// Static membership id (`group.instance.id`); empty for dynamic membership.
     pub instance_id: String,
     /// Records fetched ahead of processing, bytes.
@@ -48,6 +48,26 @@ pub struct KafkaConfig {
     pub changelog_max_bytes: u64,
     /// librdkafka properties passed through.
     pub properties: BTreeMap<String, String>,
+}
+
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest record kept.
+    Earliest,
+    /// Records written from now on.
+    Latest,
+}
+
+impl OffsetReset {
+    /// librdkafka's `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
 }
 
 /// The client configuration for `cfg`'s brokers with its pass-through properties.

@@ -11,6 +11,21 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// `[pseudonymisation]`
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymConfig {
+    /// The HMAC key; empty when unset.
+    pub key: String,
+}
+
+impl std::fmt::Debug for PseudonymConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.key.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("PseudonymConfig").field("key", &state).finish()
+    }
+}
+
 /// Turns patient references into pseudonyms. The key never appears in `Debug` output.
 #[derive(Clone)]
 pub struct Pseudonymizer {

@@ -13,6 +13,26 @@ use tracing_subscriber::field::MakeExt as _;
 
 use crate::terminal::Escaping;
 
+/// `[log]`
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// EnvFilter directive.
+    pub filter: String,
+    /// Lines for people or JSON objects for a collector.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(filter: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));

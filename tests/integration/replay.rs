@@ -880,7 +880,7 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         brokers,
         group_id: "parity".into(),
         topics: vec!["audit".into()],
-        auto_offset_reset: "earliest".into(),
+        auto_offset_reset: nhiwatch::kafka::OffsetReset::Earliest,
         instance_id: String::new(),
         properties: Default::default(),
         ..nhiwatch::config::Settings::load(None).expect("defaults").raw.kafka
