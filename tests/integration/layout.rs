@@ -5,8 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// This crate's `src/`; `NHIWATCH_LAYOUT_SRC` names another (an older revision's, to draw its
+/// graph: `cargo nextest run layout --no-capture` prints it).
 fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    std::env::var_os("NHIWATCH_LAYOUT_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -125,13 +129,14 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 #[test]
 fn the_top_level_modules_import_each_other_without_a_cycle() {
     let graph = graph();
-    // The scan sees what it must: a module known to import others.
-    assert!(graph["runtime"].contains("engine"), "{:?}", graph["runtime"]);
-    assert!(graph["cli"].contains("runtime"), "{:?}", graph["cli"]);
     let drawn: Vec<String> = graph
         .iter()
         .map(|(m, uses)| format!("{m} -> {}", uses.iter().cloned().collect::<Vec<_>>().join(", ")))
         .collect();
+    eprintln!("{}", drawn.join("\n"));
+    // The scan sees what it must: a module known to import others.
+    assert!(graph["engine"].contains("detect"), "{:?}", graph["engine"]);
+    assert!(graph["cli"].contains("engine"), "{:?}", graph["cli"]);
     assert_eq!(cycle(&graph), None, "import cycle; the graph:\n{}", drawn.join("\n"));
 }
 
