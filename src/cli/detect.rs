@@ -17,12 +17,9 @@ pub struct DetectArgs {
     /// merged in event-time order.
     #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    /// Identity registry (overrides `engine.registry`).
-    #[arg(long)]
-    pub registry: Option<PathBuf>,
-    /// Directory of `<detector>.toml` settings (overrides `engine.detectors`).
-    #[arg(long)]
-    pub detectors: Option<PathBuf>,
+    /// The registry and detector settings, if not the configured ones.
+    #[command(flatten)]
+    pub engine: EngineFiles,
     /// Findings NDJSON, one finding per line in its final state (`-` for stdout).
     #[arg(long, short)]
     pub output: PathBuf,
@@ -46,7 +43,11 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
             Pseudonymizer::random()
         }
     };
-    let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
+    let engine = build_engine(
+        &settings,
+        args.engine.registry.as_deref(),
+        args.engine.detectors.as_deref(),
+    )?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     let detection = Detection::new(engine, lateness, false);
     let max = settings.raw.ingest.max_record_bytes;
@@ -60,12 +61,7 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     // A batch: the archive takes each finding once, in its final state.
     let outputs = Outputs::none().archive(archive, ArchiveFindings::Final);
     let mut runtime = Runtime::new(normalize, Single::new(detection), outputs);
-    let inputs = args
-        .inputs
-        .iter()
-        .map(|path| Ok((path.display().to_string(), open_input(path)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    runtime.merged(inputs, max)?;
+    runtime.merged(open_inputs(&args.inputs)?, max)?;
     runtime.finish();
     let Runtime {
         normalize: pipeline,

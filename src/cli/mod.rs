@@ -155,6 +155,25 @@ fn event_sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     })
 }
 
+/// `--registry` and `--detectors`: the files an offline run judges with, over the configured ones.
+#[derive(Debug, clap::Args)]
+pub struct EngineFiles {
+    /// Identity registry (overrides `engine.registry`).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Directory of `<detector>.toml` settings (overrides `engine.detectors`).
+    #[arg(long)]
+    pub detectors: Option<PathBuf>,
+}
+
+/// The inputs named on the command line (`-` for stdin), opened, each with its name.
+fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Box<dyn BufRead>)>> {
+    paths
+        .iter()
+        .map(|path| Ok((path.display().to_string(), open_input(path)?)))
+        .collect()
+}
+
 /// The engine the settings describe; `registry` and `detectors` override the configured ones.
 pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Option<&Path>) -> anyhow::Result<Engine> {
     let cfg = &settings.raw.engine;

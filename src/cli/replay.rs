@@ -25,12 +25,9 @@ pub struct ReplayArgs {
     /// End of the period (RFC 3339), excluded.
     #[arg(long)]
     pub to: chrono::DateTime<chrono::Utc>,
-    /// Identity registry (overrides `engine.registry`).
-    #[arg(long)]
-    pub registry: Option<PathBuf>,
-    /// Directory of `<detector>.toml` settings (overrides `engine.detectors`).
-    #[arg(long)]
-    pub detectors: Option<PathBuf>,
+    /// The registry and detector settings, if not the configured ones.
+    #[command(flatten)]
+    pub engine: EngineFiles,
     /// Findings NDJSON, one per line in its final state (`-` for stdout).
     #[arg(long, short)]
     pub output: PathBuf,
@@ -50,7 +47,11 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.from >= args.to {
         bail!("--from must be before --to");
     }
-    let engine = build_engine(&settings, args.registry.as_deref(), args.detectors.as_deref())?;
+    let engine = build_engine(
+        &settings,
+        args.engine.registry.as_deref(),
+        args.engine.detectors.as_deref(),
+    )?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     // The archive's events are normalized already: they go to the judge as they are, and what
     // it raises stays in it (written below).

@@ -142,12 +142,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             consume_until_stopped(&consumer, &mut service, &metrics, interval, Some(align), stop).await
         })?;
     } else {
-        let inputs = args
-            .inputs
-            .iter()
-            .map(|input| Ok((input.display().to_string(), open_input(input)?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        service.files(inputs, max)?;
+        service.files(open_inputs(&args.inputs)?, max)?;
     }
     service.finish();
     let Runtime {

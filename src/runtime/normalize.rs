@@ -47,6 +47,14 @@ impl Stats {
     }
 }
 
+// The normalizer reads no state of its own (`normalize_record` takes `&self`): workers may share
+// one and normalize records side by side, the counts and the dead letter kept in record order
+// behind them. This fails to compile if it stops being shareable.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Normalizer>();
+};
+
 /// Normalizes records, dead-letters failures, counts both.
 pub struct Normalize {
     normalizer: Normalizer,
