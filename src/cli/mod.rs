@@ -168,6 +168,9 @@ pub struct EngineFiles {
 
 /// The inputs named on the command line (`-` for stdin), opened, each with its name.
 fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Box<dyn BufRead>)>> {
+    if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        anyhow::bail!("stdin (`-`) is named more than once: it can be read once");
+    }
     paths
         .iter()
         .map(|path| Ok((path.display().to_string(), open_input(path)?)))

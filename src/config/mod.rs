@@ -99,11 +99,38 @@ pub struct RawConfig {
     pub outbox: OutboxConfig,
     /// Where findings are delivered (`[[sinks]]`), as written; typed and checked in
     /// [`Settings::sinks`].
-    pub sinks: Vec<Table>,
+    pub sinks: RawSinks,
     /// The Parquet archive.
     pub archive: ArchiveConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[[sinks]]` as written. Its `Debug` shows each sink's name and kind only: a Kafka sink's
+/// `properties` may hold a password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct RawSinks(pub Vec<Table>);
+
+impl std::ops::Deref for RawSinks {
+    type Target = Vec<Table>;
+
+    fn deref(&self) -> &Vec<Table> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |t: &Table, key: &str| t.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|t| format!("{} ({})", text(t, "name"), text(t, "kind"))),
+            )
+            .finish()
+    }
 }
 
 /// Validated settings.
@@ -586,6 +613,18 @@ mod tests {
         .expect("valid");
         assert_eq!(ok.raw.log.format, crate::telemetry::LogFormat::Json);
         assert_eq!(ok.raw.kafka.auto_offset_reset, crate::kafka::OffsetReset::Latest);
+    }
+
+    #[test]
+    fn a_sinks_secrets_stay_out_of_debug_output() {
+        let s = load(
+            "[[sinks]]\nname = \"k\"\nkind = \"kafka\"\ntopic = \"t\"\nproperties = { \"sasl.password\" = \"hunter2-secret\" }\n",
+            &[],
+        )
+        .expect("valid");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("k (kafka)"), "{shown}");
     }
 
     #[test]

@@ -132,9 +132,8 @@ pub struct SinkConfig {
     pub target: Target,
 }
 
-/// A sink's kind and the settings of that kind, each in its sink's file.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// A sink's kind (`kind` in `[[sinks]]`) and the settings of that kind, each in its sink's file.
+#[derive(Debug, Clone)]
 pub enum Target {
     /// OCSF JSON records on a Kafka topic.
     Kafka(kafka::KafkaSinkConfig),
@@ -157,6 +156,18 @@ pub const SINK_KINDS: [(&str, &[&str]); 4] = [
 
 /// The keys every kind has.
 const COMMON: [&str; 5] = ["name", "kind", "min_severity", "batch", "timeout_seconds"];
+
+/// The settings of one kind from the rest of its table. Parsed by kind rather than through a
+/// `#[serde(tag = "kind")]` enum: serde buffers a tagged enum's table, and the path to a refused
+/// value (`gzip = "yes"`, a bad `transport`) would be lost; this way the error names its key.
+fn typed<T: serde::de::DeserializeOwned>(rest: toml::Table) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(toml::Value::Table(rest)).map_err(|e| {
+        let key = e.path().to_string();
+        let why = e.inner().message().trim_end().to_owned();
+        // An unknown key is the table's fault: serde names it and lists the keys there are.
+        ((key != "." && !why.starts_with("unknown field")).then_some(key), why)
+    })
+}
 
 fn required(kind: &str) -> String {
     format!("is required for kind \"{kind}\"")
@@ -273,7 +284,13 @@ impl SinkConfig {
         for key in ["name", "min_severity", "batch", "timeout_seconds"] {
             rest.remove(key);
         }
-        let target: Target = toml::Value::Table(rest).try_into().map_err(|e| (None, e.to_string()))?;
+        rest.remove("kind");
+        let target = match kind {
+            "kafka" => Target::Kafka(typed(rest)?),
+            "splunk_hec" => Target::SplunkHec(typed(rest)?),
+            "syslog" => Target::Syslog(typed(rest)?),
+            _ => Target::Webhook(typed(rest)?),
+        };
         target.validate().map_err(|(key, why)| at(key, why))?;
         Ok(SinkConfig {
             name: name.to_owned(),
@@ -646,8 +663,14 @@ mod tests {
             "name = \"siem\"\nkind = \"syslog\"\naddress = \"collector:6514\"\ntransport = \"sctp\"\n",
         ))
         .unwrap_err();
-        assert_eq!(key, None);
-        assert!(why.contains("transport must be \"tcp\", \"tls\" or \"udp\""), "{why}");
+        assert_eq!(key.as_deref(), Some("transport"));
+        assert_eq!(why, "must be \"tcp\", \"tls\" or \"udp\"");
+        let (key, why) = SinkConfig::parse(&table(
+            "name = \"s\"\nkind = \"splunk_hec\"\nurl = \"https://x\"\ntoken_env = \"T\"\ngzip = \"yes\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(key.as_deref(), Some("gzip"), "{why}");
+        assert!(!why.ends_with('\n'), "{why:?}");
         let (key, _) =
             SinkConfig::parse(&table("name = \"w\"\nkind = \"webhook\"\nurl = \"https://x\"\n")).unwrap_err();
         assert_eq!(key.as_deref(), Some("secret_env"));

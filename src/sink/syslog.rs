@@ -141,9 +141,7 @@ impl<'de> serde::Deserialize<'de> for Transport {
             "tcp" => Ok(Transport::Tcp),
             "tls" => Ok(Transport::Tls),
             "udp" => Ok(Transport::Udp),
-            _ => Err(serde::de::Error::custom(
-                "transport must be \"tcp\", \"tls\" or \"udp\"",
-            )),
+            _ => Err(serde::de::Error::custom("must be \"tcp\", \"tls\" or \"udp\"")),
         }
     }
 }

@@ -70,6 +70,48 @@ fn run_refuses_to_start_without_a_pseudonymisation_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pseudonymisation key"));
 }
 
+/// Stdin can be read once: naming it twice is refused at once (before, the second read waited
+/// forever for a lock the first held).
+#[test]
+fn stdin_named_twice_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["detect", "-i", "-", "-i", "-", "-o", "-"],
+        vec!["run", "-i", "-", "-i", "-"],
+    ] {
+        let mut child = nhiwatch()
+            .args(&args)
+            .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+            .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dead.ndjson"))
+            .env("NHIWATCH__HTTP__LISTEN", "")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // Stdin stays open: a command that tried to read it twice would never end.
+        let _stdin = child.stdin.take();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} still running after 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+        assert!(!status.success(), "{args:?}");
+        assert!(
+            stderr.contains("stdin (`-`) is named more than once"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn the_group_roles_read_kafka_only() {
     for role in ["rekey", "detect"] {
