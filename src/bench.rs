@@ -97,6 +97,10 @@ pub struct Figures {
     pub kcat_events_per_s: Option<f64>,
     /// nhiwatch's whole pipeline, events/s.
     pub nhiwatch_events_per_s: f64,
+    /// Threads normalizing records in that run (`ingest.workers`' default: one per core).
+    pub workers: usize,
+    /// The same pipeline normalizing on one thread (as before issue 22), events/s.
+    pub one_worker_events_per_s: f64,
     /// nhiwatch / kcat.
     pub ratio_to_kcat: Option<f64>,
     /// Findings raised by the pipeline run.
@@ -412,16 +416,20 @@ struct Run {
     /// A checkpoint directory to restore first (a restart after `kill -9`): then the time
     /// returned runs from before the restore, the group's join included, to the last record.
     restore_from: Option<std::path::PathBuf>,
+    /// Threads normalizing records.
+    workers: usize,
 }
 
 impl Run {
-    /// A run with reorder bound `lateness`, fresh metrics and progress.
+    /// A run with reorder bound `lateness`, fresh metrics and progress, normalizing on one
+    /// thread per core.
     fn new(lateness: chrono::Duration) -> Run {
         Run {
             lateness,
             metrics: Arc::new(Metrics::default()),
             progress: Arc::new(AtomicU64::new(0)),
             restore_from: None,
+            workers: crate::ingest::one_per_core(),
         }
     }
 }
@@ -445,7 +453,8 @@ fn pipeline_run(
         Box::new(dead_letter),
         DEFAULT_MAX_RECORD_BYTES,
     )
-    .with_metrics(Arc::clone(&metrics));
+    .with_metrics(Arc::clone(&metrics))
+    .with_workers(run.workers);
     let engine = Engine::new(
         Detectors::default(),
         Some(registry.clone()),
@@ -457,11 +466,11 @@ fn pipeline_run(
             crate::engine::state::StateStore::open(dir, 2, engine, run.lateness, false)?
                 .1
                 .detection,
-            format!("nhiwatch-bench-{topic}-restarted"),
+            format!("nhiwatch-bench-{topic}-restarted-{}", run.workers),
         ),
         None => (
             Detection::new(engine, run.lateness, false),
-            format!("nhiwatch-bench-{topic}"),
+            format!("nhiwatch-bench-{topic}-{}", run.workers),
         ),
     };
     let archive = crate::archive::Archive::open(
@@ -634,16 +643,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .raw
         .engine
         .lateness_seconds;
-    let (took, findings, _) = pipeline_run(
-        &brokers,
-        &topic,
-        lines.len() as u64,
-        &registry,
-        &work,
-        &Run::new(chrono::Duration::seconds(i64::from(lateness))),
-    )?;
+    let full = Run::new(chrono::Duration::seconds(i64::from(lateness)));
+    let (took, findings, _) = pipeline_run(&brokers, &topic, lines.len() as u64, &registry, &work, &full)?;
     let rate = n / took.as_secs_f64();
-    println!("  nhiwatch processed the topic in {:.1} s", took.as_secs_f64());
+    println!(
+        "  nhiwatch processed the topic in {:.1} s, normalizing on {} threads",
+        took.as_secs_f64(),
+        full.workers
+    );
+    // The same on one normalizing thread, in this run: what the workers add.
+    let one = Run {
+        workers: 1,
+        ..Run::new(chrono::Duration::seconds(i64::from(lateness)))
+    };
+    let (took_one, _, _) = pipeline_run(&brokers, &topic, lines.len() as u64, &registry, &work, &one)?;
+    println!("  on one normalizing thread: {:.1} s", took_one.as_secs_f64());
 
     // Recovery after `kill -9`: a process restoring the checkpoint of the state measured above
     // and reading the topic again as its backlog (another group, so the join is counted).
@@ -710,6 +724,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         produce_events_per_s: n / produced.as_secs_f64(),
         kcat_events_per_s: kcat.map(|d| n / d.as_secs_f64()),
         nhiwatch_events_per_s: rate,
+        workers: full.workers,
+        one_worker_events_per_s: n / took_one.as_secs_f64(),
         ratio_to_kcat: kcat.map(|d| rate / (n / d.as_secs_f64())),
         findings,
         paced_events_per_s: paced_rate,
@@ -766,8 +782,12 @@ pub fn table(f: &Figures) -> String {
     out.push_str(&format!("| produce, events/s | {:.0} |\n", f.produce_events_per_s));
     out.push_str(&format!("| kcat read, events/s | {} |\n", rate(f.kcat_events_per_s)));
     out.push_str(&format!(
-        "| nhiwatch full pipeline, events/s | {:.0} |\n",
-        f.nhiwatch_events_per_s
+        "| nhiwatch full pipeline, events/s ({} normalizing threads) | {:.0} |\n",
+        f.workers, f.nhiwatch_events_per_s
+    ));
+    out.push_str(&format!(
+        "| the same on one normalizing thread, events/s | {:.0} |\n",
+        f.one_worker_events_per_s
     ));
     out.push_str(&format!(
         "| nhiwatch / kcat | {} |\n",

@@ -131,7 +131,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Box::new(dead_letter),
         DEFAULT_MAX_RECORD_BYTES,
     )
-    .with_metrics(Arc::clone(&metrics));
+    .with_metrics(Arc::clone(&metrics))
+    .with_workers(crate::ingest::one_per_core());
     let cfg = KafkaConfig {
         brokers: brokers.clone(),
         group_id: "nhiwatch-demo".into(),

@@ -51,7 +51,8 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     let detection = Detection::new(engine, lateness, false);
     let max = settings.raw.ingest.max_record_bytes;
-    let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max);
+    let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
+        .with_workers(settings.raw.ingest.workers());
     let archive_location = args.archive.clone().or_else(|| settings.archive_location());
     let archive = archive_location
         .as_deref()

@@ -72,7 +72,8 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let max = settings.raw.ingest.max_record_bytes;
     let metrics = Arc::new(Metrics::default());
     let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
-        .with_metrics(Arc::clone(&metrics));
+        .with_metrics(Arc::clone(&metrics))
+        .with_workers(settings.raw.ingest.workers());
     let engine = build_engine(&settings, None, None)?;
     let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     let from_kafka = args.inputs.is_empty();

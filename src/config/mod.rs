@@ -222,6 +222,9 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let raw = &self.raw;
+        if raw.ingest.workers > 256 {
+            return Err(self.invalid("ingest.workers", "must be between 0 (one per core) and 256"));
+        }
         if raw.ingest.max_record_bytes == 0 {
             return Err(self.invalid("ingest.max_record_bytes", "must be greater than 0"));
         }

@@ -18,6 +18,23 @@ use crate::event::Origin;
 pub struct IngestConfig {
     /// Largest record accepted, in bytes.
     pub max_record_bytes: usize,
+    /// Threads normalizing records side by side; 0 for one per core.
+    pub workers: usize,
+}
+
+impl IngestConfig {
+    /// The normalizing threads to use: `workers`, or one per core.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => one_per_core(),
+            n => n,
+        }
+    }
+}
+
+/// One thread per core this process may use.
+pub fn one_per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// One raw record and where it came from.

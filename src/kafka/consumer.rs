@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::Message;
@@ -58,6 +59,13 @@ pub trait Stage {
     /// partitions are read in step by it). An error (the dead letter could not be written)
     /// stops consumption: the record is not acknowledged.
     fn record(&mut self, record: Record<'_>) -> std::io::Result<Option<chrono::DateTime<chrono::Utc>>>;
+
+    /// Takes several records in, in order (they were ready together: a stage may normalize them
+    /// side by side); the newest event time of each. An error stops consumption, and none of
+    /// them is acknowledged.
+    fn records(&mut self, records: &[Record<'_>]) -> std::io::Result<Vec<Option<chrono::DateTime<chrono::Utc>>>> {
+        records.iter().map(|r| self.record(*r)).collect()
+    }
 
     /// The partitions read from now on (told before the first record of a new one): a stage
     /// that orders events across partitions waits for the slowest of them.
@@ -319,6 +327,9 @@ pub fn subscribe_to(
     Ok(consumer)
 }
 
+/// Most records handed to the stage at once (those ready together).
+const BATCH: usize = 512;
+
 /// How [`consume`] runs.
 #[derive(Clone, Copy)]
 pub struct Options<'a> {
@@ -407,52 +418,80 @@ pub async fn consume(
             }
             () = &mut shutdown => break,
         };
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        // What else is ready now goes with it: the stage takes them together.
+        let room = options
+            .limit
+            .map_or(BATCH, |l| (l - processed).min(BATCH as u64) as usize);
+        let mut batch = vec![message];
+        while batch.len() < room {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => return Err(error.into()),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka reported an error; consumption goes on when the broker answers.");
+                    break;
+                }
+                None => break,
+            }
+        }
         if let Some(align) = &mut align {
             // A partition newly assigned is known to the stage before its first record.
             reassigned(consumer, align, stage, paused);
-            if align.record(topic, partition, None, std::time::Instant::now()) {
+        }
+        let mut taken = Vec::with_capacity(batch.len());
+        for message in &batch {
+            let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+            if let Some(align) = &mut align
+                && align.record(topic, partition, None, std::time::Instant::now())
+            {
                 stage.idle(topic, partition, false);
             }
+            // Below the position this process's state already reflects (a partition assigned
+            // back, or a commit lost to a crash): taken in before, so not again.
+            if consumer
+                .context()
+                .positions()
+                .get(topic, partition)
+                .is_some_and(|next| offset < next)
+            {
+                continue;
+            }
+            let origin = Origin {
+                name: topic.to_owned(),
+                partition: Some(partition),
+                offset,
+            };
+            let received = message
+                .timestamp()
+                .to_millis()
+                .and_then(chrono::DateTime::from_timestamp_millis);
+            taken.push((message, origin, received));
         }
-        // Below the position this process's state already reflects (a partition assigned back,
-        // or a commit lost to a crash): taken in before, so not again.
-        if consumer
-            .context()
-            .positions()
-            .get(topic, partition)
-            .is_some_and(|next| offset < next)
-        {
-            continue;
-        }
-        let origin = Origin {
-            name: topic.to_owned(),
-            partition: Some(partition),
-            offset,
-        };
-        let received = message
-            .timestamp()
-            .to_millis()
-            .and_then(chrono::DateTime::from_timestamp_millis);
-        let bytes = message.payload().unwrap_or_default();
-        let newest = stage.record(Record {
-            bytes,
-            origin: &origin,
-            oversized_len: None,
-            received,
-        })?;
-        if let Some(align) = &mut align
-            && newest.is_some()
-        {
-            align.record(topic, partition, newest, std::time::Instant::now());
-        }
-        consumer.context().positions().advance(topic, partition, offset + 1);
-        processed += 1;
-        if let Some(m) = options.metrics
-            && let Some(at) = received
-        {
-            let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
-            m.latency_micros(micros.max(0) as u64);
+        let records: Vec<Record<'_>> = taken
+            .iter()
+            .map(|(message, origin, received)| Record {
+                bytes: message.payload().unwrap_or_default(),
+                origin,
+                oversized_len: None,
+                received: *received,
+            })
+            .collect();
+        let newest = stage.records(&records)?;
+        for ((message, _, received), newest) in taken.iter().zip(newest) {
+            let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+            if let Some(align) = &mut align
+                && newest.is_some()
+            {
+                align.record(topic, partition, newest, std::time::Instant::now());
+            }
+            consumer.context().positions().advance(topic, partition, offset + 1);
+            processed += 1;
+            if let Some(m) = options.metrics
+                && let Some(at) = received
+            {
+                let micros = (chrono::Utc::now() - *at).num_microseconds().unwrap_or(0);
+                m.latency_micros(micros.max(0) as u64);
+            }
         }
         if let Some(progress) = options.progress {
             progress.store(processed, Ordering::Release);

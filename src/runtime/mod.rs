@@ -26,7 +26,7 @@ use std::io::BufRead;
 
 use anyhow::Context as _;
 
-use crate::event::Event;
+use crate::event::{Event, Origin};
 use crate::ingest::file::{self, LineSource};
 use crate::ingest::{Offsets, Record};
 pub use normalize::{Normalize, Stats};
@@ -100,12 +100,43 @@ impl<J: Judge> Runtime<J> {
         Ok(newest)
     }
 
-    /// Reads each input (NDJSON, `-` for stdin) in turn, record by record; then makes the dead
-    /// letter durable.
+    /// Takes several records in, in order: normalized side by side (see
+    /// [`Normalize::with_workers`]), then counted, dead-lettered and judged one by one in their
+    /// order; the newest event time of each.
+    pub fn take_all(&mut self, records: &[Record<'_>]) -> std::io::Result<Vec<Option<chrono::DateTime<chrono::Utc>>>> {
+        let Runtime {
+            normalize,
+            judge,
+            outputs,
+        } = self;
+        let normalized = normalize.normalize_all(records);
+        let mut newest_of = Vec::with_capacity(records.len());
+        for (record, normalized) in records.iter().zip(normalized) {
+            let partition = record.origin.partition;
+            let mut newest = None;
+            normalize.apply(record, normalized, &mut |event| {
+                newest = newest.max(Some(event.time));
+                judge.event(partition, event, outputs);
+            })?;
+            newest_of.push(newest);
+        }
+        Ok(newest_of)
+    }
+
+    /// Reads each input (NDJSON, `-` for stdin) in turn, a batch of records at a time (stdin,
+    /// which may be a live stream, record by record); then makes the dead letter durable.
     pub fn files(&mut self, inputs: Vec<(String, Box<dyn BufRead>)>, max_record_bytes: usize) -> anyhow::Result<()> {
         for (name, reader) in inputs {
-            file::read_lines(reader, &name, max_record_bytes, |record| self.take(record).map(|_| ()))
-                .with_context(|| format!("reading {name}"))?;
+            if name == "-" {
+                file::read_lines(reader, &name, max_record_bytes, |record| self.take(record).map(|_| ()))
+                    .context("reading stdin")?;
+                continue;
+            }
+            let mut source = LineSource::new(reader, &name, max_record_bytes);
+            let mut batch = Batch::default();
+            while batch.fill(&mut source).with_context(|| format!("reading {name}"))? {
+                self.take_all(&batch.records())?;
+            }
         }
         self.normalize.flush().context("flushing the dead letter")
     }
@@ -119,6 +150,7 @@ impl<J: Judge> Runtime<J> {
             .into_iter()
             .map(|(name, reader)| Input {
                 source: LineSource::new(reader, &name, max_record_bytes),
+                batch: Batch::default(),
                 queue: VecDeque::new(),
                 done: false,
             })
@@ -151,6 +183,10 @@ impl<J: Judge> crate::kafka::Stage for Runtime<J> {
         self.take(record)
     }
 
+    fn records(&mut self, records: &[Record<'_>]) -> std::io::Result<Vec<Option<chrono::DateTime<chrono::Utc>>>> {
+        self.take_all(records)
+    }
+
     fn assigned(&mut self, partitions: &[(String, i32)]) {
         self.judge.assigned(partitions, &mut self.outputs);
     }
@@ -168,21 +204,81 @@ impl<J: Judge> crate::kafka::Stage for Runtime<J> {
     }
 }
 
-/// One input of [`Runtime::merged`] with the events of its last record not yet judged.
+/// Records read from a file, owned, to be normalized together.
+#[derive(Default)]
+struct Batch {
+    records: Vec<(Vec<u8>, Origin, Option<usize>)>,
+}
+
+impl Batch {
+    /// Records taken together from a file: enough to keep every worker busy, few enough to
+    /// bound memory (each is at most `ingest.max_record_bytes`).
+    const SIZE: usize = 1024;
+
+    /// Reads up to [`Batch::SIZE`] records from `source` (the buffers of the last batch
+    /// reused); false when it had none left.
+    fn fill<R: BufRead>(&mut self, source: &mut LineSource<R>) -> std::io::Result<bool> {
+        let mut n = 0;
+        while n < Batch::SIZE {
+            let Some(record) = source.next_record()? else {
+                break;
+            };
+            match self.records.get_mut(n) {
+                Some((bytes, origin, oversized)) => {
+                    bytes.clear();
+                    bytes.extend_from_slice(record.bytes);
+                    origin.clone_from(record.origin);
+                    *oversized = record.oversized_len;
+                }
+                None => self
+                    .records
+                    .push((record.bytes.to_vec(), record.origin.clone(), record.oversized_len)),
+            }
+            n += 1;
+        }
+        self.records.truncate(n);
+        Ok(n > 0)
+    }
+
+    /// The records, as the normalizer takes them.
+    fn records(&self) -> Vec<Record<'_>> {
+        self.records
+            .iter()
+            .map(|(bytes, origin, oversized_len)| Record {
+                bytes,
+                origin,
+                oversized_len: *oversized_len,
+                received: None,
+            })
+            .collect()
+    }
+}
+
+/// One input of [`Runtime::merged`] with the events of its records read and not yet judged.
 struct Input {
     source: LineSource<Box<dyn BufRead>>,
+    batch: Batch,
     queue: VecDeque<Event>,
     done: bool,
 }
 
 impl Input {
-    /// Reads until an event is queued or the input ends.
+    /// Reads batches until an event is queued or the input ends.
     fn fill(&mut self, normalize: &mut Normalize) -> anyhow::Result<()> {
-        let Input { source, queue, done } = self;
+        let Input {
+            source,
+            batch,
+            queue,
+            done,
+        } = self;
         while queue.is_empty() && !*done {
-            match source.next_record()? {
-                None => *done = true,
-                Some(record) => normalize.process(record, &mut |e| queue.push_back(e))?,
+            if !batch.fill(source)? {
+                *done = true;
+                break;
+            }
+            let records = batch.records();
+            for (record, normalized) in records.iter().zip(normalize.normalize_all(&records)) {
+                normalize.apply(record, normalized, &mut |e| queue.push_back(e))?;
             }
         }
         Ok(())

@@ -55,12 +55,50 @@ const _: fn() = || {
     shared::<Normalizer>();
 };
 
+/// One record normalized, not yet counted or dead-lettered ([`Normalize::apply`] does that, in
+/// record order).
+#[derive(Debug)]
+pub struct Normalized<'r> {
+    entries: Entries<'r>,
+    events: Vec<Event>,
+}
+
+/// The part of [`Normalize`] that normalizing reads.
+#[derive(Clone, Copy)]
+struct Pure<'a> {
+    normalizer: &'a Normalizer,
+    limit: usize,
+    normalized: bool,
+}
+
+impl Pure<'_> {
+    fn normalize<'r>(self, record: &Record<'r>) -> Normalized<'r> {
+        let mut events = Vec::new();
+        let entries = if let Some(len) = record.oversized_len {
+            let mut entries = Entries::default();
+            let error = ParseError::Oversized { len, limit: self.limit };
+            entries.total = 1;
+            entries.rejected.push(Rejected { element: None, error });
+            entries
+        } else if self.normalized {
+            normalized_event(record.bytes, &mut events)
+        } else {
+            let meta = RecordMeta {
+                origin: Some(record.origin.clone()),
+                received: record.received,
+            };
+            self.normalizer.normalize_record(record.bytes, &meta, &mut events)
+        };
+        Normalized { entries, events }
+    }
+}
+
 /// Normalizes records, dead-letters failures, counts both.
 pub struct Normalize {
     normalizer: Normalizer,
     dead_letter: Box<dyn DeadLetter>,
     stats: Stats,
-    buffer: Vec<Event>,
+    workers: usize,
     limit: usize,
     metrics: Option<Arc<Metrics>>,
     /// Records are nhiwatch's own normalized events (the rekeyed topic), not source formats.
@@ -74,7 +112,7 @@ impl Normalize {
             normalizer,
             dead_letter,
             stats: Stats::default(),
-            buffer: Vec::with_capacity(8),
+            workers: 1,
             limit: max_record_bytes,
             metrics: None,
             normalized: false,
@@ -99,30 +137,80 @@ impl Normalize {
         &self.stats
     }
 
+    /// Normalizes records on this many threads at once (the calling one included) in
+    /// [`Normalize::normalize_all`]; 1 keeps it on the calling thread.
+    pub fn with_workers(mut self, workers: usize) -> Normalize {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// Processes one record: the events of its entries go to `sink`, each refused entry to the
     /// dead letter (before any event goes on). An error means the dead letter could not be
     /// written, and the record must not be acknowledged.
     pub fn process(&mut self, record: Record<'_>, sink: &mut dyn FnMut(Event)) -> io::Result<()> {
+        let normalized = self.normalize(&record);
+        self.apply(&record, normalized, sink)
+    }
+
+    /// Normalizes one record, counting nothing and writing no dead letter: what
+    /// [`Normalize::apply`] then takes, in record order. Any thread may run it.
+    pub fn normalize<'r>(&self, record: &Record<'r>) -> Normalized<'r> {
+        self.pure().normalize(record)
+    }
+
+    /// What normalizing reads: the normalizer and two settings, shareable by threads (the dead
+    /// letter and the counts are not).
+    fn pure(&self) -> Pure<'_> {
+        Pure {
+            normalizer: &self.normalizer,
+            limit: self.limit,
+            normalized: self.normalized,
+        }
+    }
+
+    /// Normalizes `records` on up to [`Normalize::with_workers`] threads, each taking a run of
+    /// them; the answers are in the records' order.
+    pub fn normalize_all<'r>(&self, records: &[Record<'r>]) -> Vec<Normalized<'r>> {
+        // Below this many records a thread costs more than it saves.
+        const MIN_PER_WORKER: usize = 64;
+        let workers = self.workers.min(records.len() / MIN_PER_WORKER).max(1);
+        if workers == 1 {
+            return records.iter().map(|r| self.normalize(r)).collect();
+        }
+        let chunk = records.len().div_ceil(workers);
+        let pure = self.pure();
+        std::thread::scope(|scope| {
+            let mut runs = records.chunks(chunk);
+            let first = runs.next().unwrap_or_default();
+            let others: Vec<_> = runs
+                .map(|run| scope.spawn(move || run.iter().map(|r| pure.normalize(r)).collect::<Vec<_>>()))
+                .collect();
+            let mut out: Vec<Normalized<'r>> = first.iter().map(|r| pure.normalize(r)).collect();
+            for other in others {
+                // A worker's panic surfaces on this thread, as it would have without workers.
+                match other.join() {
+                    Ok(run) => out.extend(run),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            out
+        })
+    }
+
+    /// Takes in one normalized record, in record order: counts it, dead-letters each refused
+    /// entry (before any event goes on), hands its events to `sink`. An error means the dead
+    /// letter could not be written, and the record must not be acknowledged.
+    pub fn apply(
+        &mut self,
+        record: &Record<'_>,
+        normalized: Normalized<'_>,
+        sink: &mut dyn FnMut(Event),
+    ) -> io::Result<()> {
+        let Normalized { entries, events } = normalized;
         self.stats.records += 1;
         if let Some(m) = &self.metrics {
             m.record();
         }
-        self.buffer.clear();
-        let entries = if let Some(len) = record.oversized_len {
-            let mut entries = Entries::default();
-            let error = ParseError::Oversized { len, limit: self.limit };
-            entries.total = 1;
-            entries.rejected.push(Rejected { element: None, error });
-            entries
-        } else if self.normalized {
-            normalized_event(record.bytes, &mut self.buffer)
-        } else {
-            let meta = RecordMeta {
-                origin: Some(record.origin.clone()),
-                received: record.received,
-            };
-            self.normalizer.normalize_record(record.bytes, &meta, &mut self.buffer)
-        };
         self.stats.entries += entries.total as u64;
         self.stats.accepted += entries.accepted as u64;
         for skipped in &entries.skipped {
@@ -133,12 +221,9 @@ impl Normalize {
             }
         }
         for rejected in &entries.rejected {
-            if let Err(e) = self.reject(&record, rejected) {
-                self.buffer.clear();
-                return Err(e);
-            }
+            self.reject(record, rejected)?;
         }
-        for event in self.buffer.drain(..) {
+        for event in events {
             self.stats.events += 1;
             *self.stats.by_format.entry(event.format).or_default() += 1;
             if let Some(m) = &self.metrics {

@@ -374,6 +374,7 @@ fn the_benchmark_runs_every_phase_on_the_embedded_broker_against_kcat() {
         "produce_events_per_s",
         "kcat_events_per_s",
         "nhiwatch_events_per_s",
+        "one_worker_events_per_s",
         "ratio_to_kcat",
         "paced_events_per_s",
         "state_bytes_per_identity",
