@@ -211,15 +211,18 @@ struct Batch {
 }
 
 impl Batch {
-    /// Records taken together from a file: enough to keep every worker busy, few enough to
-    /// bound memory (each is at most `ingest.max_record_bytes`).
+    /// Records taken together from a file: enough to keep every worker busy.
     const SIZE: usize = 1024;
+    /// Bytes taken together at most (past it the batch ends early): records of up to
+    /// `ingest.max_record_bytes` each must not make a batch of a gigabyte.
+    const BYTES: usize = 8 << 20;
 
-    /// Reads up to [`Batch::SIZE`] records from `source` (the buffers of the last batch
-    /// reused); false when it had none left.
+    /// Reads up to [`Batch::SIZE`] records, or [`Batch::BYTES`] (at least one record), from
+    /// `source`, the buffers of the last batch reused; false when it had none left.
     fn fill<R: BufRead>(&mut self, source: &mut LineSource<R>) -> std::io::Result<bool> {
         let mut n = 0;
-        while n < Batch::SIZE {
+        let mut bytes = 0;
+        while n < Batch::SIZE && bytes < Batch::BYTES {
             let Some(record) = source.next_record()? else {
                 break;
             };
@@ -234,6 +237,7 @@ impl Batch {
                     .records
                     .push((record.bytes.to_vec(), record.origin.clone(), record.oversized_len)),
             }
+            bytes += record.bytes.len();
             n += 1;
         }
         self.records.truncate(n);
@@ -282,5 +286,29 @@ impl Input {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_file_records_stops_at_its_count_or_its_bytes() {
+        let small = "x\n".repeat(Batch::SIZE + 10);
+        let mut source = LineSource::new(small.as_bytes(), "small", 1 << 20);
+        let mut batch = Batch::default();
+        assert!(batch.fill(&mut source).expect("reads"));
+        assert_eq!(batch.records().len(), Batch::SIZE);
+        assert!(batch.fill(&mut source).expect("reads"));
+        assert_eq!(batch.records().len(), 10);
+        assert!(!batch.fill(&mut source).expect("reads"));
+
+        // Records of 1 MiB: a batch ends once it holds 8 MiB, not after 1,024 of them.
+        let line = format!("{}\n", "y".repeat(1 << 20));
+        let big = line.repeat(20);
+        let mut source = LineSource::new(big.as_bytes(), "big", 2 << 20);
+        assert!(batch.fill(&mut source).expect("reads"));
+        assert_eq!(batch.records().len(), Batch::BYTES / (1 << 20));
     }
 }
