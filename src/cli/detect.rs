@@ -1,6 +1,5 @@
 //! `detect`: offline detection in event time.
 
-use crate::engine::Detection;
 use crate::normalize::{Normalizer, Pseudonymizer};
 use crate::runtime::{ArchiveFindings, Normalize, Outputs, Runtime, Single};
 use clap::Args;
@@ -43,13 +42,7 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
             Pseudonymizer::random()
         }
     };
-    let engine = build_engine(
-        &settings,
-        args.engine.registry.as_deref(),
-        args.engine.detectors.as_deref(),
-    )?;
-    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
-    let detection = Detection::new(engine, lateness, false);
+    let detection = args.engine.offline_detection(&settings)?;
     let max = settings.raw.ingest.max_record_bytes;
     let normalize = Normalize::new(Normalizer::new(pseudonymizer, max), dead_letter(&settings)?, max)
         .with_workers(settings.raw.ingest.workers());

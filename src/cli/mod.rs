@@ -166,6 +166,19 @@ pub struct EngineFiles {
     pub detectors: Option<PathBuf>,
 }
 
+impl EngineFiles {
+    /// An offline detection (`detect`, `replay`): the configured engine with these files over
+    /// the configured ones, the configured reorder bound, event time as the clock.
+    fn offline_detection(&self, settings: &Settings) -> anyhow::Result<crate::engine::Detection> {
+        let engine = build_engine(settings, self.registry.as_deref(), self.detectors.as_deref())?;
+        Ok(crate::engine::Detection::new(
+            engine,
+            settings.raw.engine.lateness(),
+            false,
+        ))
+    }
+}
+
 /// The inputs named on the command line (`-` for stdin), opened, each with its name.
 fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Box<dyn BufRead>)>> {
     if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {

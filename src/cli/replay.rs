@@ -1,6 +1,5 @@
 //! `replay`: the detectors re-run over the archive of a period.
 
-use crate::engine::Detection;
 use crate::findings::Finding;
 use crate::runtime::outputs::write_line;
 use crate::runtime::{Judge as _, Outputs, Single};
@@ -47,15 +46,9 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.from >= args.to {
         bail!("--from must be before --to");
     }
-    let engine = build_engine(
-        &settings,
-        args.engine.registry.as_deref(),
-        args.engine.detectors.as_deref(),
-    )?;
-    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
     // The archive's events are normalized already: they go to the judge as they are, and what
     // it raises stays in it (written below).
-    let mut judge = Single::new(Detection::new(engine, lateness, false));
+    let mut judge = Single::new(args.engine.offline_detection(&settings)?);
     let mut outputs = Outputs::none();
     let limits = crate::replay::Limits {
         max_rows: 1 << 40,

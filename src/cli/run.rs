@@ -75,7 +75,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_metrics(Arc::clone(&metrics))
         .with_workers(settings.raw.ingest.workers());
     let engine = build_engine(&settings, None, None)?;
-    let lateness = chrono::Duration::seconds(i64::from(settings.raw.engine.lateness_seconds));
+    let lateness = settings.raw.engine.lateness();
     let from_kafka = args.inputs.is_empty();
     if args.role != Role::All {
         if !from_kafka {

@@ -55,6 +55,13 @@ pub struct EngineConfig {
     pub dedupe_max_ids: usize,
 }
 
+impl EngineConfig {
+    /// `lateness_seconds` as the reorder buffer takes it.
+    pub fn lateness(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.lateness_seconds))
+    }
+}
+
 /// Counts of what the engine did.
 #[derive(Debug, Default, Clone)]
 pub struct EngineStats {

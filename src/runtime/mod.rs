@@ -86,6 +86,29 @@ impl<J: Judge> Runtime<J> {
     /// Takes one record in: its events judged one by one, in the order the record gives them;
     /// returns the newest event time among them.
     pub fn take(&mut self, record: Record<'_>) -> std::io::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let normalized = self.normalize.normalize(&record);
+        self.judged(&record, normalized)
+    }
+
+    /// Takes several records in, in order: normalized side by side (see
+    /// [`Normalize::with_workers`]), then counted, dead-lettered and judged one by one in their
+    /// order; the newest event time of each.
+    pub fn take_all(&mut self, records: &[Record<'_>]) -> std::io::Result<Vec<Option<chrono::DateTime<chrono::Utc>>>> {
+        let normalized = self.normalize.normalize_all(records);
+        records
+            .iter()
+            .zip(normalized)
+            .map(|(record, normalized)| self.judged(record, normalized))
+            .collect()
+    }
+
+    /// One normalized record counted, dead-lettered and its events judged; the newest event
+    /// time among them.
+    fn judged(
+        &mut self,
+        record: &Record<'_>,
+        normalized: normalize::Normalized<'_>,
+    ) -> std::io::Result<Option<chrono::DateTime<chrono::Utc>>> {
         let Runtime {
             normalize,
             judge,
@@ -93,34 +116,11 @@ impl<J: Judge> Runtime<J> {
         } = self;
         let partition = record.origin.partition;
         let mut newest = None;
-        normalize.process(record, &mut |event| {
+        normalize.apply(record, normalized, &mut |event| {
             newest = newest.max(Some(event.time));
             judge.event(partition, event, outputs);
         })?;
         Ok(newest)
-    }
-
-    /// Takes several records in, in order: normalized side by side (see
-    /// [`Normalize::with_workers`]), then counted, dead-lettered and judged one by one in their
-    /// order; the newest event time of each.
-    pub fn take_all(&mut self, records: &[Record<'_>]) -> std::io::Result<Vec<Option<chrono::DateTime<chrono::Utc>>>> {
-        let Runtime {
-            normalize,
-            judge,
-            outputs,
-        } = self;
-        let normalized = normalize.normalize_all(records);
-        let mut newest_of = Vec::with_capacity(records.len());
-        for (record, normalized) in records.iter().zip(normalized) {
-            let partition = record.origin.partition;
-            let mut newest = None;
-            normalize.apply(record, normalized, &mut |event| {
-                newest = newest.max(Some(event.time));
-                judge.event(partition, event, outputs);
-            })?;
-            newest_of.push(newest);
-        }
-        Ok(newest_of)
     }
 
     /// Reads each input (NDJSON, `-` for stdin) in turn, a batch of records at a time (stdin,
