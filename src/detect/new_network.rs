@@ -52,21 +52,24 @@ impl Detector for NewNetwork {
             return;
         }
         let key = net::network_key(ip);
-        let prefix = net::prefix_label(ip);
-        let approval = cx.entry.and_then(|e| e.approves_address(ip));
-        let known: Vec<String> = cx
-            .state
-            .networks
-            .iter()
-            .take(5)
-            .map(|n| net::key_label(n.key))
-            .collect();
-        let known = if cx.state.networks.len() > 5 {
-            format!("{} and {} more", known.join(", "), cx.state.networks.len() - 5)
-        } else {
-            known.join(", ")
-        };
-        if cx.state.network(key).is_none() && !(self.0.trust_approved && approval == Some(true)) {
+        // Labels and the registry's approval only for a network never seen (most events come
+        // from a known one: rendering them for every event showed in the profile, issue 22).
+        let approval = || cx.entry.and_then(|e| e.approves_address(ip));
+        if cx.state.network(key).is_none() && !(self.0.trust_approved && approval() == Some(true)) {
+            let approval = approval();
+            let prefix = net::prefix_label(ip);
+            let known: Vec<String> = cx
+                .state
+                .networks
+                .iter()
+                .take(5)
+                .map(|n| net::key_label(n.key))
+                .collect();
+            let known = if cx.state.networks.len() > 5 {
+                format!("{} and {} more", known.join(", "), cx.state.networks.len() - 5)
+            } else {
+                known.join(", ")
+            };
             let policy = match approval {
                 Some(false) => " and outside the registry's approved networks",
                 _ => "",
