@@ -86,7 +86,7 @@ pub struct DemoArgs {
     /// A configuration whose `[[sinks]]` also receive the demo's findings (e.g. a test Splunk
     /// or syslog collector). Findings always go to the `nhiwatch-findings` topic on the
     /// embedded broker.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
 

@@ -174,6 +174,38 @@ pub fn store(location: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), Archi
     }
 }
 
+/// The object store of an archive that exists at `location`, for reading: `None` when it has
+/// neither an `events/` nor a `findings/` table (a mistyped path, or nothing archived yet).
+/// Creates nothing.
+pub async fn existing(location: &str) -> Result<Option<Arc<dyn ObjectStore>>, ArchiveError> {
+    use futures_util::StreamExt as _;
+    if !location.contains("://") {
+        let root = std::path::Path::new(location);
+        let found = [Table::Events, Table::Findings]
+            .iter()
+            .any(|t| root.join(t.name()).is_dir());
+        if !found {
+            return Ok(None);
+        }
+        return store(location).map(|(store, _)| Some(store));
+    }
+    let (store, prefix) = store(location)?;
+    for table in [Table::Events, Table::Findings] {
+        let under = ObjectPath::from_iter(prefix.parts().chain(ObjectPath::from(table.name()).parts()));
+        match store.list(Some(&under)).next().await {
+            Some(Ok(_)) => return Ok(Some(store)),
+            Some(Err(e)) => {
+                return Err(ArchiveError::Location {
+                    location: location.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(None)
+}
+
 impl Archive {
     /// Opens `location` for writing. Files go through a writer thread with its own runtime,
     /// so the caller may be inside or outside an async runtime.
@@ -183,6 +215,18 @@ impl Archive {
             location: location.to_owned(),
             message: e.to_string(),
         };
+        if !location.contains("://") {
+            // An archive opened for writing is one from the start: queries over it answer
+            // from empty tables until the first files land, instead of "no archive".
+            // Best effort: one that cannot be made now fails its first write, which is kept and
+            // tried again like any refused write.
+            for table in [Table::Events, Table::Findings] {
+                let dir = std::path::Path::new(location).join(table.name());
+                if let Err(error) = crate::private::dir(&dir) {
+                    tracing::warn!(%error, dir = %dir.display(), "Archive table directory not created.");
+                }
+            }
+        }
         let (jobs, rx) = mpsc::sync_channel::<Job>(QUEUED_BATCHES);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

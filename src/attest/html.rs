@@ -47,7 +47,7 @@ th { background: #f3f4f6; font-weight: 600; } td.num, th.num { text-align: right
 .tag { display: inline-block; border-radius: 3px; padding: 0 .35rem; margin: 0 .2rem .2rem 0; font-size: .85em; background: #fff1c2; border: 1px solid #d4a72c; }
 .ok { color: #1a7f37; } .open { font-weight: 600; color: #cf222e; }
 dl { display: grid; grid-template-columns: 10rem 1fr; gap: .15rem 1rem; margin: .4rem 0 1rem; } dt { color: #57606a; } dd { margin: 0; }
-.chart rect { fill: #0969da; } .chart text { font-size: 10px; fill: #57606a; } .chart line { stroke: #8c959f; }
+.chart rect { fill: #0969da; } .chart rect.partial { fill: none; stroke: #0969da; stroke-dasharray: 3 2; } .chart text { font-size: 10px; fill: #57606a; } .chart line { stroke: #8c959f; }
 .sign { margin-top: 2rem; border: 1px solid #1b1f24; padding: 1rem; } .sign td { height: 2.2rem; border-bottom: 1px solid #8c959f; }
 @media print { body { margin: 0; max-width: none; font-size: 11px; } section.integration { break-before: page; } .sign { break-inside: avoid; } a { color: inherit; text-decoration: none; } }
 "#;
@@ -79,6 +79,10 @@ pub fn render(report: &Report) -> String {
     h
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 fn summary(h: &mut String, report: &Report) {
     let total = report.integrations.len();
     let active = report.integrations.iter().filter(|a| a.events > 0).count();
@@ -87,20 +91,26 @@ fn summary(h: &mut String, report: &Report) {
         .iter()
         .map(|a| a.findings.iter().filter(|f| f.open).count())
         .sum();
+    let serious = report.serious();
+    let strangers = report.unregistered.len();
     let _ = write!(
         h,
         "<section id=\"summary\"><h2>Summary</h2>\
-         <p><b id=\"count-integrations\">{total}</b> registered integrations, <b id=\"count-active\">{active}</b> active in the period, \
-         <b id=\"count-attention\">{attention}</b> needing attention \
-         (<b id=\"count-serious\">{serious}</b> with access beyond approval or open findings), <b id=\"count-open\">{open}</b> open findings, \
-         <b id=\"count-unregistered\">{strangers}</b> unregistered identities active.</p>\
+         <p><b id=\"count-serious\">{serious}</b> integration{serious_s} with access beyond approval or open findings, \
+         <b id=\"count-open\">{open}</b> open finding{open_s}, <b id=\"count-unregistered\">{strangers}</b> unregistered \
+         identit{strangers_y} active; <b id=\"count-hygiene\">{hygiene}</b> more with registry housekeeping only \
+         (<b id=\"count-attention\">{attention}</b> needing attention in all). \
+         <b id=\"count-integrations\">{total}</b> registered integration{total_s}, <b id=\"count-active\">{active}</b> active in the period.</p>\
          <table id=\"summary-table\"><thead><tr><th>Integration</th><th>Owner</th><th>Last use</th>\
          <th class=\"num\">Events</th><th class=\"num\">Patients</th><th>Needs attention</th></tr></thead><tbody>",
         attention = report.needing_attention(),
-        serious = report.serious(),
-        strangers = report.unregistered.len(),
+        hygiene = report.needing_attention() - serious,
+        serious_s = plural(serious),
+        open_s = plural(open),
+        strangers_y = if strangers == 1 { "y" } else { "ies" },
+        total_s = plural(total),
     );
-    for a in &report.integrations {
+    for a in report.by_urgency() {
         let tags: String = if a.attention.is_empty() {
             "<span class=\"ok\">nothing</span>".to_owned()
         } else {
@@ -187,10 +197,14 @@ fn integration(h: &mut String, a: &Attested) {
         h.push_str("<tr><td colspan=\"3\" class=\"missing\">no approved scopes on record and none granted</td></tr>");
     }
     for s in &a.scopes {
-        let (class, note) = match (s.approved, s.uses) {
-            (true, 0) => ("unused", "yes — unused in the period"),
-            (true, _) => ("used", "yes"),
-            (false, _) => ("unapproved", "no — granted outside approval"),
+        let (class, note) = match (s.approved, s.judged, s.uses) {
+            (true, _, 0) => ("unused", "yes — unused in the period"),
+            (true, _, _) => ("used", "yes"),
+            (false, true, _) => ("unapproved", "no — granted outside approval"),
+            (false, false, _) => (
+                "unjudged",
+                "not judged — the registry approves no scope of its kind (an identity provider's scope, not a FHIR permission)",
+            ),
         };
         let _ = write!(
             h,
@@ -271,15 +285,22 @@ fn chart(h: &mut String, a: &Attested) {
         } else {
             (height - top - bottom) * w.patients as f64 / peak as f64
         };
+        // A week the period cuts is drawn hollow and says so: its count covers fewer days.
+        let (class, partial) = if w.days < 7 {
+            (" class=\"partial\"", format!(" (partial week: {} of 7 days in the period)", w.days))
+        } else {
+            ("", String::new())
+        };
         let _ = write!(
             h,
-            "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bar:.1}\" data-week=\"{week}\" data-patients=\"{p}\">\
-             <title>week of {week}: {p} patients</title></rect>",
+            "<rect{class} x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bar:.1}\" data-week=\"{week}\" data-patients=\"{p}\" data-days=\"{days}\">\
+             <title>week of {week}: {p} patients{partial}</title></rect>",
             x = i as f64 * slot + slot * 0.1,
             y = height - bottom - bar,
             bw = slot * 0.8,
             week = esc(&w.week),
             p = w.patients,
+            days = w.days,
         );
     }
     if let (Some(first), Some(last)) = (weeks.first(), weeks.last()) {
@@ -288,7 +309,11 @@ fn chart(h: &mut String, a: &Attested) {
             "<text x=\"0\" y=\"{y}\">{}</text><text x=\"{width}\" y=\"{y}\" text-anchor=\"end\">{}</text>\
              <text x=\"0\" y=\"10\">peak {peak}</text>",
             esc(&first.week),
-            esc(&last.week),
+            if last.days < 7 {
+                format!("{} (partial)", esc(&last.week))
+            } else {
+                esc(&last.week)
+            },
             y = height - 4.0,
         );
     }

@@ -106,6 +106,9 @@ pub struct Week {
     pub week: String,
     /// Distinct patients.
     pub patients: u64,
+    /// Days of the week inside the period: 7, or fewer for a first or last week the period
+    /// cuts (a partial week's count is not comparable with the others').
+    pub days: u32,
 }
 
 /// A scope and its use.
@@ -115,6 +118,11 @@ pub struct ScopeUse {
     pub scope: String,
     /// Whether the registry approves it.
     pub approved: bool,
+    /// Whether the registry's approval applies to it: always for an approved scope; for one
+    /// granted outside approval, when the registry lists scopes of its kind (SMART, or opaque
+    /// such as an identity provider's `<resource>/.default`; see [`Integration::approves_scope`]).
+    /// A grant not judged is listed, not flagged.
+    pub judged: bool,
     /// Data accesses it was needed for (SMART scopes) or grants that carried it (others).
     pub uses: u64,
 }
@@ -165,6 +173,26 @@ pub struct Stranger {
 }
 
 impl Report {
+    /// The integrations most urgent first: access after retirement, then other access beyond
+    /// approval or open findings (more serious items first), then housekeeping only, then
+    /// nothing; by id within each.
+    pub fn by_urgency(&self) -> Vec<&Attested> {
+        let rank = |a: &Attested| {
+            let serious = a.attention.iter().filter(|t| t.serious).count();
+            let retired = a.attention.iter().any(|t| t.serious && t.text.starts_with("active after"));
+            let class = match (retired, serious, a.attention.is_empty()) {
+                (true, _, _) => 0,
+                (false, 1.., _) => 1,
+                (false, 0, false) => 2,
+                (false, 0, true) => 3,
+            };
+            (class, std::cmp::Reverse(serious), a.id.clone())
+        };
+        let mut out: Vec<&Attested> = self.integrations.iter().collect();
+        out.sort_by_cached_key(|a| rank(a));
+        out
+    }
+
     /// Integrations with at least one attention item.
     pub fn needing_attention(&self) -> usize {
         self.integrations.iter().filter(|i| !i.attention.is_empty()).count()
@@ -395,6 +423,7 @@ pub async fn build(
                     .map(|w| Week {
                         week: w.clone(),
                         patients: per_week.get(w).copied().unwrap_or(0),
+                        days: days_in(w, from, to),
                     })
                     .collect(),
                 scopes: scope_use(
@@ -436,6 +465,24 @@ fn weeks_of(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
         day += Duration::days(7);
     }
     out
+}
+
+/// Whole or partial days of the week starting on the Monday `week` (`YYYY-MM-DD`) that lie in
+/// `[from, to)`.
+fn days_in(week: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
+    let Some(start) = chrono::NaiveDate::parse_from_str(week, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+    else {
+        return 0;
+    };
+    (0..7)
+        .filter(|d| {
+            let day = start + Duration::days(*d);
+            day < to && day + Duration::days(1) > from
+        })
+        .count() as u32
 }
 
 /// Permission letter of an interaction (`r`, `s`, `c`, `u`, `d`), as SMART v2 names them; an
@@ -491,6 +538,7 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
             ScopeUse {
                 scope: text,
                 approved: true,
+                judged: true,
                 uses,
             }
         })
@@ -504,6 +552,7 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
         .cloned()
         .collect();
     out.extend(outside.into_iter().map(|(scope, uses)| ScopeUse {
+        judged: entry.approves_scope(&Scope::parse(&scope)).is_some(),
         scope,
         approved: false,
         uses,
@@ -536,7 +585,7 @@ fn attention(
         push(format!("approval lapses {}", rfc3339(expires.timestamp())), false);
     }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let outside = a.scopes.iter().filter(|s| !s.approved).count();
+    let outside = a.scopes.iter().filter(|s| !s.approved && s.judged).count();
     if outside > 0 {
         push(
             format!("{outside} scope{} granted outside approval", plural(outside)),
@@ -612,7 +661,13 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
                     .filter(|s| s.approved && s.uses == 0)
                     .map(|s| s.scope.clone()),
             ),
-            join(&mut a.scopes.iter().filter(|s| !s.approved).map(|s| s.scope.clone())),
+            join(
+                &mut a
+                    .scopes
+                    .iter()
+                    .filter(|s| !s.approved && s.judged)
+                    .map(|s| s.scope.clone()),
+            ),
             join(&mut types.iter().map(|t| t.to_string())),
             open.to_string(),
             (a.findings.len() - open).to_string(),
@@ -642,6 +697,12 @@ mod tests {
             weeks_of(t("2026-01-05T00:00:00Z"), t("2026-01-19T00:00:01Z")),
             ["2026-01-05", "2026-01-12", "2026-01-19"]
         );
+        // Wednesday to Monday: the first week has its last five days, the second all seven.
+        let (from, to) = (t("2026-01-07T00:00:00Z"), t("2026-01-19T00:00:00Z"));
+        assert_eq!(days_in("2026-01-05", from, to), 5);
+        assert_eq!(days_in("2026-01-12", from, to), 7);
+        // A period ending on Tuesday noon: that week has Monday and the part of Tuesday.
+        assert_eq!(days_in("2026-01-19", from, t("2026-01-20T12:00:00Z")), 2);
     }
 
     #[test]
@@ -655,6 +716,9 @@ mod tests {
         let granted = vec![
             ("system/Observation.rs".to_owned(), 10),
             ("system/Observation.cruds".to_owned(), 2),
+            // Entra's grant of an application permission set: opaque, and the registry lists
+            // no opaque scope, so it is not judged (README, "Identity registry").
+            ("https://graph.microsoft.com/.default".to_owned(), 4),
         ];
         let resources = vec![
             ResourceUse {
@@ -673,18 +737,19 @@ mod tests {
                 events: 1,
             },
         ];
-        let uses: Vec<(String, bool, u64)> = scope_use(entry, &granted, &resources)
+        let uses: Vec<(String, bool, bool, u64)> = scope_use(entry, &granted, &resources)
             .into_iter()
-            .map(|s| (s.scope, s.approved, s.uses))
+            .map(|s| (s.scope, s.approved, s.judged, s.uses))
             .collect();
         assert_eq!(
             uses,
             // Approved scopes in the registry's (sorted) order, then those outside approval.
             [
-                ("system/Condition.r".to_owned(), true, 0),
-                ("system/Observation.rs".to_owned(), true, 7),
-                ("system/Patient.r".to_owned(), true, 3),
-                ("system/Observation.cruds".to_owned(), false, 2),
+                ("system/Condition.r".to_owned(), true, true, 0),
+                ("system/Observation.rs".to_owned(), true, true, 7),
+                ("system/Patient.r".to_owned(), true, true, 3),
+                ("https://graph.microsoft.com/.default".to_owned(), false, false, 4),
+                ("system/Observation.cruds".to_owned(), false, true, 2),
             ]
         );
     }

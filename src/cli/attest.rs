@@ -18,11 +18,12 @@ pub struct AttestArgs {
     /// The archive: a directory or object-store URL (default: `archive.location`).
     #[arg(long)]
     pub archive: Option<String>,
-    /// Length of the period, ending at `--to` (`90d`, `4weeks`, `1month`).
+    /// Length of the period, ending at `--to`: a number and a unit (`90d`, `4weeks`, `1month`).
     #[arg(long, default_value = "90d", value_parser = parse_period)]
     pub period: chrono::Duration,
-    /// End of the period (RFC 3339), excluded; default: the end of the newest archived day.
-    #[arg(long)]
+    /// End of the period, excluded: a date (`2026-03-01`, its start UTC) or RFC 3339 time;
+    /// default: the end of the newest archived day.
+    #[arg(long, value_parser = parse_time)]
     pub to: Option<chrono::DateTime<chrono::Utc>>,
     /// The findings journal (`http.findings_journal` of the service), read only: finding status
     /// as analysts left it. Without it, status is as archived at detection.
@@ -31,8 +32,8 @@ pub struct AttestArgs {
     /// Output format.
     #[arg(long, default_value = "html", value_parser = ["html", "csv", "json"])]
     pub format: String,
-    /// The report file (`-` for stdout).
-    #[arg(long, short)]
+    /// The report file (`-` for stdout; `--out` is accepted too).
+    #[arg(long = "output", short = 'o', alias = "out")]
     pub out: PathBuf,
     /// Configuration file (for `archive.*`, `engine.registry` and query limits).
     #[arg(long, short)]
@@ -40,7 +41,11 @@ pub struct AttestArgs {
 }
 
 pub(crate) fn parse_period(s: &str) -> Result<chrono::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    const FORMS: &str = "a number and a unit: 90d, 12weeks, 3months, 36h";
+    if s.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} has no unit: give {FORMS}"));
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}): give {FORMS}"))?;
     let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
     if d < chrono::Duration::days(1) {
         return Err("the period must be at least one day".into());

@@ -19,8 +19,9 @@ pub struct DetectArgs {
     /// The registry and detector settings, if not the configured ones.
     #[command(flatten)]
     pub engine: EngineFiles,
-    /// Findings NDJSON, one finding per line in its final state (`-` for stdout).
-    #[arg(long, short)]
+    /// Findings NDJSON, one finding per line in its final state (`-` for stdout; `--out` is
+    /// accepted too).
+    #[arg(long, short, alias = "out")]
     pub output: PathBuf,
     /// Configuration file (TOML), laid over the defaults.
     #[arg(long, short)]
@@ -99,5 +100,19 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         eprintln!("skipped {} ({})", stats.skipped_total(), skipped.join(", "));
     }
     eprint!("{}", findings_summary(&findings));
+    let dead = stats.dead_lettered();
+    if dead > 0 {
+        eprintln!(
+            "{dead} record(s) could not be read; each is in the dead letter, {}, with its reason",
+            dead_letter_place(&settings)
+        );
+    }
+    if stats.records > 0 && stats.events == 0 && dead > 0 {
+        // Nothing was judged: findings "none" would read as a clean bill of health.
+        eprintln!(
+            "error: no event could be read from the input (is it one of the supported formats? see the README's \"Supported input formats\")"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,8 @@ pub struct GenerateArgs {
     /// Scenario to write.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
-    /// Output directory.
-    #[arg(long)]
+    /// Output directory (`--out` is accepted too).
+    #[arg(long = "output", short = 'o', alias = "out")]
     pub out: PathBuf,
 }
 

@@ -68,18 +68,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: consume the configured Kafka topics (or the given files) through the
-    /// pipeline.
+    /// pipeline. Needs a pseudonymisation key: NHIWATCH_PSEUDONYM_KEY (or `pseudonymisation.key`).
     Run(RunArgs),
     /// Start an embedded Kafka broker on 127.0.0.1, stream generated traffic into it and consume
     /// it through the same path as `run`.
     Demo(DemoArgs),
     /// Run the detectors offline over NDJSON files, in event time, and write findings as NDJSON.
+    /// Needs a pseudonymisation key: NHIWATCH_PSEUDONYM_KEY (or `pseudonymisation.key`).
     Detect(DetectArgs),
     /// Score findings against labelled anomalies: precision, recall and F1 per detector.
     Score(ScoreArgs),
     /// Write labelled synthetic traffic in the real formats, with labels.json and registry.toml.
     Generate(GenerateArgs),
-    /// Run a read-only SQL query over the archive (tables `events` and `findings`).
+    /// Run a read-only SQL query over the archive (tables `events`, `findings` and, with a
+    /// registry, `integrations`), or a saved one by name (`--saved`; `--list` shows them).
     Query(QueryArgs),
     /// Re-run the detectors over the archived events of a period; `--compare` checks the
     /// findings against those archived live.
@@ -96,15 +98,19 @@ pub enum Command {
     QueryWorker,
     /// Validate a configuration file and report the file, key and problem.
     CheckConfig {
-        /// The configuration file.
-        file: PathBuf,
+        /// The configuration file (or give it with `-c`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The configuration file, as the other commands take it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig { file } => check_config(file),
+        Command::CheckConfig { file, config } => check_config(file.or(config).context("give the configuration file")?),
         Command::Generate(args) => generate(args),
         Command::Detect(args) => detect(args),
         Command::Score(args) => score(args),
@@ -120,6 +126,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     Settings::load(config).map_err(|e: ConfigError| anyhow::anyhow!(e))
+}
+
+/// Where `dead_letter` sends letters, as a user would look for them.
+fn dead_letter_place(settings: &Settings) -> String {
+    let cfg = &settings.raw.dead_letter;
+    if cfg.topic.is_empty() {
+        cfg.path.display().to_string()
+    } else {
+        format!("the Kafka topic {}", cfg.topic)
+    }
 }
 
 fn dead_letter(settings: &Settings) -> anyhow::Result<Box<dyn DeadLetter>> {
@@ -221,6 +237,21 @@ fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
 }
 
 /// The archive named by `--archive`, else by `archive.location`.
+/// A point in time on the command line: RFC 3339 (`2026-01-15T08:00:00Z`, any offset) or a
+/// date (`2026-01-15`: the start of that day, UTC).
+pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "{s:?} is not a time: give a date (2026-01-15, the start of that day UTC) or an RFC 3339 time (2026-01-15T08:00:00Z)"
+    ))
+}
+
 fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<String> {
     flag.map(str::to_owned)
         .or_else(|| settings.archive_location())

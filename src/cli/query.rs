@@ -13,10 +13,16 @@ use super::*;
 /// `query` options.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The SQL text (or give `--file`).
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    /// The SQL text (or give `--saved` or `--file`).
+    #[arg(required_unless_present_any = ["file", "saved", "list"], conflicts_with_all = ["file", "saved"])]
     pub sql: Option<String>,
-    /// A file of SQL, e.g. one of `replay/*.sql`.
+    /// A saved query by name, e.g. `least_privilege` (`--list` shows them and their parameters).
+    #[arg(long, short, conflicts_with = "file")]
+    pub saved: Option<String>,
+    /// Lists the saved queries (name, parameters, what each answers) and exits.
+    #[arg(long, exclusive = true)]
+    pub list: bool,
+    /// A file of SQL.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
     /// A parameter `name=value`, bound to `$name` (integers as integers, anything else as text).
@@ -77,12 +83,27 @@ pub(crate) fn query_limits(settings: &Settings) -> crate::replay::Limits {
 
 pub(crate) fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     use datafusion::arrow::util::pretty::pretty_format_batches;
+    if args.list {
+        let mut out = std::io::stdout().lock();
+        for q in crate::replay::saved::all() {
+            let takes: Vec<String> = q.parameters.iter().map(|p| format!("-p {p}=…")).collect();
+            writeln!(out, "{}  {}\n    {}", q.name, takes.join(" "), q.description)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = load(args.config.as_deref())?;
     let location = archive_location(args.archive.as_deref(), &settings)?;
-    let sql = match (&args.sql, &args.file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, None) => bail!("give the SQL or --file"),
+    let sql = match (&args.sql, &args.saved, &args.file) {
+        (Some(s), _, _) => s.clone(),
+        (None, Some(name), _) => {
+            let q = crate::replay::saved::get(name)
+                .with_context(|| format!("no saved query {name} (`nhiwatch query --list` shows them)"))?;
+            q.check_params(args.params.iter().map(|(k, _)| k.as_str()))
+                .map_err(anyhow::Error::msg)?;
+            q.sql.to_owned()
+        }
+        (None, None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None, None) => bail!("give the SQL, --saved NAME or --file"),
     };
     let params = args
         .params

@@ -18,17 +18,18 @@ pub struct ReplayArgs {
     /// The archive: a directory or object-store URL (default: `archive.location`).
     #[arg(long)]
     pub archive: Option<String>,
-    /// Start of the period (RFC 3339), included.
-    #[arg(long)]
+    /// Start of the period, included: a date (`2026-01-15`, its start UTC) or RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
     pub from: chrono::DateTime<chrono::Utc>,
-    /// End of the period (RFC 3339), excluded.
-    #[arg(long)]
+    /// End of the period, excluded: a date (its start UTC) or RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
     pub to: chrono::DateTime<chrono::Utc>,
     /// The registry and detector settings, if not the configured ones.
     #[command(flatten)]
     pub engine: EngineFiles,
-    /// Findings NDJSON, one per line in its final state (`-` for stdout).
-    #[arg(long, short)]
+    /// Findings NDJSON, one per line in its final state (`-` for stdout; `--out` is accepted
+    /// too).
+    #[arg(long, short, alias = "out")]
     pub output: PathBuf,
     /// Compare with the findings archived live for the period; exit 1 when they differ.
     #[arg(long)]
@@ -107,14 +108,21 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Compare what identifies a finding and what it concluded; `detected_at` is the wall clock
     // of the live run and differs by nature.
     let key = |f: &Finding| (f.detector, f.severity, f.count, f.event_time, f.last_event_time);
-    let replayed: BTreeMap<&str, _> = findings.iter().map(|f| (f.id.as_str(), key(f))).collect();
-    let live: BTreeMap<&str, _> = archived.iter().map(|f| (f.id.as_str(), key(f))).collect();
-    let only_replay: Vec<&&str> = replayed.keys().filter(|k| !live.contains_key(*k)).collect();
-    let only_live: Vec<&&str> = live.keys().filter(|k| !replayed.contains_key(*k)).collect();
-    let differ: Vec<&&str> = replayed
+    let replayed: BTreeMap<&str, &Finding> = findings.iter().map(|f| (f.id.as_str(), f)).collect();
+    let live: BTreeMap<&str, &Finding> = archived.iter().map(|f| (f.id.as_str(), f)).collect();
+    let only_replay: Vec<&Finding> = replayed
         .iter()
-        .filter(|(k, v)| live.get(*k).is_some_and(|l| l != *v))
-        .map(|(k, _)| k)
+        .filter(|(k, _)| !live.contains_key(*k))
+        .map(|(_, f)| *f)
+        .collect();
+    let only_live: Vec<&Finding> = live
+        .iter()
+        .filter(|(k, _)| !replayed.contains_key(*k))
+        .map(|(_, f)| *f)
+        .collect();
+    let differ: Vec<(&Finding, &Finding)> = replayed
+        .iter()
+        .filter_map(|(k, r)| live.get(k).filter(|l| key(l) != key(r)).map(|l| (*l, *r)))
         .collect();
     eprintln!(
         "compared with {} findings archived live: {} identical, {} only in the replay, {} only live, {} different",
@@ -124,14 +132,37 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         only_live.len(),
         differ.len()
     );
-    for (what, ids) in [
-        ("only in the replay", &only_replay),
-        ("only live", &only_live),
-        ("different", &differ),
-    ] {
-        for id in ids.iter().take(20) {
-            eprintln!("  {what}: {id}");
+    let what = |f: &Finding| {
+        format!(
+            "{} {} {} on {}, {} event(s) {} to {}",
+            f.id,
+            f.severity,
+            f.detector,
+            f.identity.id,
+            f.count,
+            f.event_time.to_rfc3339(),
+            f.last_event_time.to_rfc3339()
+        )
+    };
+    for (heading, list) in [("only in the replay", &only_replay), ("only live", &only_live)] {
+        for f in list.iter().take(20) {
+            eprintln!("  {heading}: {}", what(f));
         }
+    }
+    for (l, r) in differ.iter().take(20) {
+        eprintln!("  different: {}\n    replayed as {}", what(l), what(r));
+    }
+    let listed = only_replay.len().min(20) + only_live.len().min(20) + differ.len().min(20);
+    let total = only_replay.len() + only_live.len() + differ.len();
+    if listed < total {
+        eprintln!("  ({} more not listed)", total - listed);
+    }
+    if total > 0 {
+        eprintln!(
+            "note: the replay starts with empty baselines at --from ({}); identities that had learned before it \
+             judge differently until they have learned again. Replay from the archive's first day to compare a whole run.",
+            args.from.to_rfc3339()
+        );
     }
     Ok(if only_replay.is_empty() && only_live.is_empty() && differ.is_empty() {
         ExitCode::SUCCESS

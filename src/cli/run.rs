@@ -112,6 +112,8 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_history(settings.raw.http.max_findings);
         (Single::new(detection), Offsets::default())
     };
+    // Inputs that cannot be opened fail the run before anything starts (the HTTP server did).
+    let inputs = (!from_kafka).then(|| open_inputs(&args.inputs)).transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     // A file run is a batch: Ctrl-C keeps its default there.
     let stop = from_kafka.then(|| StopSignals::take(&runtime)).transpose()?;
@@ -126,6 +128,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&store),
         &metrics,
         &ready,
+        from_kafka,
     )?;
     let outputs = service_outputs(&settings, &args, &store, &metrics)?;
     let mut service = Runtime::new(normalize, single, outputs);
@@ -142,8 +145,10 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             };
             consume_until_stopped(&consumer, &mut service, &metrics, interval, Some(align), stop).await
         })?;
-    } else {
-        service.files(open_inputs(&args.inputs)?, max)?;
+    } else if let Some(inputs) = inputs {
+        // Reading its inputs (a file, or stdin as it arrives) is all a file run does.
+        ready.store(true, Ordering::Release);
+        service.files(inputs, max)?;
     }
     service.finish();
     let Runtime {
@@ -202,6 +207,7 @@ pub(crate) fn run_role(
             Arc::new(FindingStore::in_memory(1)),
             &metrics,
             &ready,
+            true,
         )?;
         let rekey = crate::group::Rekey::new(kafka, registry)?;
         let mut rekey = Runtime::new(normalize, rekey, Outputs::none());
@@ -251,6 +257,7 @@ pub(crate) fn run_role(
         Arc::clone(&store),
         &metrics,
         &ready,
+        true,
     )?;
     let outputs = service_outputs(settings, &args, &store, &metrics)?;
     let member = crate::group::Member {
@@ -330,6 +337,7 @@ pub(crate) fn serve_http(
     store: Arc<FindingStore>,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
+    from_kafka: bool,
 ) -> anyhow::Result<()> {
     let http = &settings.raw.http;
     if http.listen.is_empty() {
@@ -343,6 +351,9 @@ pub(crate) fn serve_http(
     let mut state = AppState::new(engine, store, auth, http, Arc::clone(metrics), Arc::clone(ready));
     if let Some(b) = baselines {
         state = state.with_baselines(b);
+    }
+    if !from_kafka {
+        state = state.reading_files();
     }
     // Compliance queries over the archive, when there is one.
     let state = match settings.archive_location() {

@@ -166,11 +166,20 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Ready when at most this many records behind.
     pub ready_max_lag: i64,
+    /// Whether readiness waits for the consumer's lag to be known: false when the source is
+    /// files or stdin, which have no lag (ready once reading).
+    pub lag_gates_readiness: bool,
     /// SQL over the archive, when one is configured: each query in its own process.
     pub sql: Option<Arc<crate::replay::sandbox::Sandbox>>,
 }
 
 impl AppState {
+    /// The state of a service reading files or stdin: ready once reading, with no lag to wait for.
+    pub fn reading_files(mut self) -> AppState {
+        self.lag_gates_readiness = false;
+        self
+    }
+
     /// The state reading the identities of `baselines` instead (a group member's partitions).
     pub fn with_baselines(mut self, baselines: Baselines) -> AppState {
         self.baseline = baselines;
@@ -196,6 +205,7 @@ impl AppState {
             metrics,
             metrics_open: cfg.metrics_open,
             ready_max_lag: cfg.ready_max_lag,
+            lag_gates_readiness: true,
             sql: None,
         }
     }
@@ -393,13 +403,15 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the consumer is subscribed and at most `http.ready_max_lag` records behind.
+/// Readiness: the consumer is subscribed and at most `http.ready_max_lag` records behind (a
+/// service reading files or stdin: reading them).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Starting", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let lag = state.metrics.lag();
     match (state.ready.load(Ordering::Acquire), lag) {
         (true, Some(lag)) if lag <= state.ready_max_lag => Json(json!({"status": "ready", "lag": lag})).into_response(),
+        (true, None) if !state.lag_gates_readiness => Json(json!({"status": "ready"})).into_response(),
         (true, Some(lag)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "catching_up", "lag": lag})),

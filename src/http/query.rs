@@ -75,6 +75,9 @@ fn query_error(e: QueryError) -> ApiError {
             e.to_string(),
         ),
         QueryError::Invalid(m) => ApiError::custom(axum::http::StatusCode::BAD_REQUEST, "bad_sql", m),
+        // As with none configured: the service's own archive is created when it opens, so a
+        // missing one is a location nothing writes to.
+        QueryError::NoArchive(_) => ApiError::not_found(e.to_string()),
         QueryError::Archive { .. } | QueryError::Failed(_) => ApiError::internal(&e),
     }
 }
@@ -153,7 +156,7 @@ async fn run(
         (status = 400, description = "Not valid SQL or parameters", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Not a read-only query", body = ErrorBody),
-        (status = 404, description = "No archive configured", body = ErrorBody),
+        (status = 404, description = "No archive configured, or none at the configured location", body = ErrorBody),
         (status = 422, description = "Over the time or memory limit", body = ErrorBody),
         (status = 429, description = "As many queries as archive.query_concurrency are running; Retry-After says when to try again", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -179,7 +182,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     responses((status = 200, description = "The answer, as for /v1/query", body = Object),
         (status = 400, description = "Missing or unknown parameters", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
-        (status = 404, description = "No such saved query, or no archive", body = ErrorBody),
+        (status = 404, description = "No such saved query, or no archive (none configured, or none at the location)", body = ErrorBody),
         (status = 422, description = "Over the time or memory limit", body = ErrorBody),
         (status = 429, description = "As many queries as archive.query_concurrency are running; Retry-After says when to try again", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -196,14 +199,7 @@ pub async fn run_saved(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
-    if let Some(missing) = q.parameters.iter().find(|p| !req.params.contains_key(*p)) {
-        return Err(ApiError::bad_request(format!(
-            "{name} needs the parameter {missing} (it takes {})",
-            q.parameters.join(", ")
-        )));
-    }
-    if let Some(extra) = req.params.keys().find(|k| !q.parameters.contains(k)) {
-        return Err(ApiError::bad_request(format!("{name} has no parameter {extra}")));
-    }
+    q.check_params(req.params.keys().map(String::as_str))
+        .map_err(ApiError::bad_request)?;
     run(&state, q.sql, params(&req.params)?, &headers).await
 }

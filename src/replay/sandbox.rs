@@ -85,6 +85,7 @@ enum Refusal {
     Timeout,
     Memory,
     Invalid,
+    NoArchive,
     Archive,
     Failed,
 }
@@ -235,6 +236,7 @@ impl Sandbox {
                 Refusal::Timeout => QueryError::Timeout(self.limits.timeout),
                 Refusal::Memory => QueryError::Memory(message),
                 Refusal::Invalid => QueryError::Invalid(message),
+                Refusal::NoArchive => QueryError::NoArchive(self.location.clone()),
                 Refusal::Archive => QueryError::Archive {
                     location: self.location.clone(),
                     message,
@@ -416,6 +418,7 @@ fn reply(result: &Result<Answer, QueryError>) -> ExitCode {
                     QueryError::Timeout(_) => Refusal::Timeout,
                     QueryError::Memory(_) => Refusal::Memory,
                     QueryError::Invalid(_) => Refusal::Invalid,
+                    QueryError::NoArchive(_) => Refusal::NoArchive,
                     QueryError::Archive { .. } => Refusal::Archive,
                     QueryError::Busy(_) | QueryError::Failed(_) => Refusal::Failed,
                 };

@@ -57,22 +57,51 @@ pub fn get(name: &str) -> Option<Saved> {
     FILES.iter().find(|(n, _)| *n == name).map(|(n, sql)| parse(n, sql))
 }
 
+impl Saved {
+    /// Whether `given` names exactly this query's parameters: the first missing or unknown one
+    /// is named.
+    pub fn check_params<'a>(&self, given: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), String> {
+        if let Some(missing) = self
+            .parameters
+            .iter()
+            .find(|p| !given.clone().into_iter().any(|g| g == p.as_str()))
+        {
+            return Err(format!(
+                "{} needs the parameter {missing} (it takes {})",
+                self.name,
+                self.parameters.join(", ")
+            ));
+        }
+        if let Some(extra) = given.into_iter().find(|g| !self.parameters.iter().any(|p| p == g)) {
+            return Err(if self.parameters.is_empty() {
+                format!("{} has no parameter {extra} (it takes none)", self.name)
+            } else {
+                format!(
+                    "{} has no parameter {extra} (it takes {})",
+                    self.name,
+                    self.parameters.join(", ")
+                )
+            });
+        }
+        Ok(())
+    }
+}
+
 fn parse(name: &'static str, sql: &'static str) -> Saved {
     let header: Vec<&str> = sql.lines().map_while(|l| l.strip_prefix("--")).map(str::trim).collect();
     let (mut description, mut parameters) = (Vec::new(), Vec::new());
     for line in header {
         if let Some(p) = line.strip_prefix("Parameters:") {
-            parameters.extend(
-                p.split('$')
-                    .skip(1)
-                    .map(|t| {
-                        t.chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect::<String>()
-                    })
-                    .filter(|t| !t.is_empty()),
-            );
-            parameters.dedup();
+            for name in p.split('$').skip(1).map(|t| {
+                t.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            }) {
+                // Each once, in order of first mention.
+                if !name.is_empty() && !parameters.contains(&name) {
+                    parameters.push(name);
+                }
+            }
         } else {
             description.push(line);
         }
@@ -108,5 +137,25 @@ mod tests {
             Vec::<String>::new()
         );
         assert!(all().iter().all(|q| !q.description.is_empty()));
+    }
+
+    #[test]
+    fn parameters_are_checked_by_name() {
+        let q = get("top_phi_identities").expect("saved");
+        assert_eq!(q.check_params(["to", "limit", "from"]), Ok(()));
+        assert_eq!(
+            q.check_params(["from", "limit"]),
+            Err("top_phi_identities needs the parameter to (it takes from, to, limit)".into())
+        );
+        assert_eq!(
+            q.check_params(["from", "to", "limit", "who"]),
+            Err("top_phi_identities has no parameter who (it takes from, to, limit)".into())
+        );
+        let none = get("access_after_offboarding").expect("saved");
+        assert_eq!(none.check_params([]), Ok(()));
+        assert_eq!(
+            none.check_params(["from"]),
+            Err("access_after_offboarding has no parameter from (it takes none)".into())
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::http::{READ, state};
 /// A sandbox over an empty archive in `dir` (the probes need no data: `generate_series` makes
 /// rows), with small limits.
 fn sandbox(dir: &std::path::Path, limits: Limits, concurrency: usize) -> Sandbox {
+    empty_archive(dir);
     Sandbox::new(
         env!("CARGO_BIN_EXE_nhiwatch").into(),
         dir.to_str().expect("utf-8"),
@@ -28,6 +29,13 @@ fn sandbox(dir: &std::path::Path, limits: Limits, concurrency: usize) -> Sandbox
         limits,
         concurrency,
     )
+}
+
+/// An archive with nothing in it yet, as the service's writer creates it.
+fn empty_archive(dir: &std::path::Path) {
+    for table in ["events", "findings"] {
+        std::fs::create_dir_all(dir.join(table)).expect("table directory");
+    }
 }
 
 fn small() -> Limits {
@@ -307,6 +315,7 @@ fn the_query_command_answers_every_probe_with_an_error_and_exits_cleanly() {
         "[archive]\nquery_timeout_seconds = 3\nquery_memory_bytes = 268435456\n",
     )
     .expect("config");
+    empty_archive(&dir.path().join("archive"));
     let run = |sql: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
             .args(["query", "--config"])

@@ -553,3 +553,300 @@ fn files_of_records_events_and_findings_are_created_owner_only() {
         "the unregistered identity's finding"
     );
 }
+
+/// `query`, `attest` and `replay` read an archive: a location with nothing archived (a typo, an
+/// empty directory) is an error naming it, and is left as it was (before, each created the
+/// directory and answered `count(*) = 0` or "0 identical, 0 different" with exit 0).
+#[test]
+fn read_only_commands_refuse_a_location_without_an_archive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, "[[integration]]\nid = \"lab-interface\"\n").expect("registry");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("empty dir");
+    for location in [dir.path().join("typo"), empty.clone()] {
+        let loc = location.to_str().expect("utf-8");
+        let reg = registry.to_str().expect("utf-8");
+        let out_file = dir.path().join("out");
+        let out = out_file.to_str().expect("utf-8");
+        for args in [
+            vec!["query", "--archive", loc, "SELECT count(*) FROM events"],
+            vec!["attest", "--archive", loc, "--registry", reg, "--out", out],
+            vec![
+                "replay",
+                "--archive",
+                loc,
+                "--registry",
+                reg,
+                "--from",
+                "2026-01-01T00:00:00Z",
+                "--to",
+                "2026-01-02T00:00:00Z",
+                "--output",
+                out,
+            ],
+        ] {
+            let run = nhiwatch()
+                .args(&args)
+                .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+                .output()
+                .expect("runs");
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(
+                !run.status.success(),
+                "{args:?} succeeded: {}",
+                String::from_utf8_lossy(&run.stdout)
+            );
+            assert!(
+                stderr.contains(&format!("no archive at {loc}: no events/ or findings/ partitions")),
+                "{args:?}: {stderr}"
+            );
+        }
+        assert_eq!(location.exists(), location == empty, "{} created", location.display());
+        assert_eq!(
+            std::fs::read_dir(&empty).expect("dir").count(),
+            0,
+            "nothing created inside"
+        );
+    }
+}
+
+/// Times on the command line may be dates (the start of the day, UTC) or RFC 3339; a period
+/// needs its unit; a refusal says which forms are accepted (before: "premature end of input"
+/// for a date, and humantime's "30sec" suggestion for `--period 30`).
+#[test]
+fn dates_are_times_and_periods_need_a_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let out = nhiwatch()
+            .args(args)
+            .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8");
+    // Dates parse: the command gets as far as the archive.
+    for (from, to) in [
+        ("2026-01-15", "2026-01-16"),
+        ("2026-01-15T00:00:00Z", "2026-01-16T00:00:00+01:00"),
+    ] {
+        let err = run(&[
+            "replay",
+            "--archive",
+            missing,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--output",
+            out,
+        ]);
+        assert!(err.contains("no archive at"), "{from} {to}: {err}");
+    }
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, "[[integration]]\nid = \"lab-interface\"\n").expect("registry");
+    let registry = registry.to_str().expect("utf-8");
+    let err = run(&[
+        "attest",
+        "--archive",
+        missing,
+        "--registry",
+        registry,
+        "--to",
+        "2026-03-01",
+        "--out",
+        out,
+    ]);
+    assert!(err.contains("no archive at"), "{err}");
+    let err = run(&["replay", "--from", "15/01/2026", "--to", "2026-01-16", "--output", out]);
+    assert!(
+        err.contains(
+            "\"15/01/2026\" is not a time: give a date (2026-01-15, the start of that day UTC) or an RFC 3339 time"
+        ),
+        "{err}"
+    );
+    let err = run(&["attest", "--period", "30", "--out", out]);
+    assert!(
+        err.contains("\"30\" has no unit: give a number and a unit: 90d, 12weeks, 3months, 36h"),
+        "{err}"
+    );
+    assert!(!err.contains("30sec"), "{err}");
+}
+
+/// The options a user carries from one command to the next are spelled the same everywhere:
+/// `-o/--output` (with `--out` accepted) for output, `-c/--config` for configuration (demo and
+/// check-config included); `run` and `detect` name the key they need in their help; `query`
+/// names the `integrations` table and its saved queries.
+#[test]
+fn options_are_spelled_alike_across_commands() {
+    let help = |command: &str| {
+        let out = nhiwatch().args([command, "--help"]).output().expect("runs");
+        assert!(out.status.success(), "{command}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in ["detect", "replay", "generate", "attest"] {
+        let text = help(command);
+        assert!(text.contains("-o, --output <"), "{command}: {text}");
+        assert!(text.contains("`--out` is accepted too"), "{command}: {text}");
+    }
+    for command in ["run", "demo", "detect", "query", "replay", "attest", "check-config"] {
+        assert!(help(command).contains("-c, --config <"), "{command}");
+    }
+    for command in ["run", "detect"] {
+        assert!(help(command).contains("NHIWATCH_PSEUDONYM_KEY"), "{command}");
+    }
+    let top = String::from_utf8_lossy(&nhiwatch().arg("--help").output().expect("runs").stdout).into_owned();
+    let query_line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("query"))
+        .expect("query listed");
+    assert!(query_line.contains("`integrations`"), "{query_line}");
+    assert!(help("query").contains("--saved <SAVED>"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flag, sub) in [("-o", "a"), ("--output", "b"), ("--out", "c")] {
+        let out = dir.path().join(sub);
+        let run = nhiwatch()
+            .args(["generate", "--identities", "2", "--days", "1", flag])
+            .arg(&out)
+            .output()
+            .expect("runs");
+        assert!(run.status.success(), "{flag}: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(out.join("registry.toml").is_file(), "{flag}");
+    }
+    let config = dir.path().join("nhiwatch.toml");
+    std::fs::write(&config, "[engine]\nlearning_days = 3\n").expect("config");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[engine]\nlearning_days = \"three\"\n").expect("config");
+    for args in [
+        vec!["check-config"],
+        vec!["check-config", "-c"],
+        vec!["check-config", "--config"],
+    ] {
+        let ok = nhiwatch().args(&args).arg(&config).output().expect("runs");
+        assert!(ok.status.success(), "{args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        let refused = nhiwatch().args(&args).arg(&bad).output().expect("runs");
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("engine.learning_days"),
+            "{args:?}"
+        );
+    }
+}
+
+/// `detect` over input of which nothing could be read fails, naming where the records went;
+/// a partly unreadable input succeeds and still names the dead letter.
+#[test]
+fn detect_names_the_dead_letter_and_fails_when_nothing_was_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = dir.path().join("dead.ndjson");
+    let input = dir.path().join("input.ndjson");
+    std::fs::write(&input, "not json\n{\"neither\": \"a known format\"}\n").expect("input");
+    let detect = |input: &std::path::Path| {
+        nhiwatch()
+            .args(["detect", "-o", "-", "-i"])
+            .arg(input)
+            .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+            .env("NHIWATCH__DEAD_LETTER__PATH", &dead)
+            .output()
+            .expect("runs")
+    };
+    let out = detect(&input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "2 record(s) could not be read; each is in the dead letter, {}",
+            dead.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: no event could be read from the input"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&dead).expect("dead letter").lines().count(), 2);
+
+    // One readable record (the gateway line of the README's example format) among them: success.
+    let gateway = r#"{"ts":"2026-01-05T10:00:00Z","client_id":"lab-interface","method":"GET","path":"/fhir/Observation","status":200}"#;
+    std::fs::write(&input, format!("not json\n{gateway}\n")).expect("input");
+    let out = detect(&input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 record(s) could not be read; each is in the dead letter"),
+        "{stderr}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// GET `path` on 127.0.0.1:`port`: status and body, or None while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()))
+}
+
+/// `run` over files: an input that cannot be opened fails the run before the HTTP server
+/// starts; reading stdin, `/readyz` is ready while it reads (before: "starting" forever, as
+/// it waited for a Kafka lag that a file has not).
+#[test]
+fn a_file_run_checks_its_inputs_first_and_is_ready_while_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let run = |input: &str| {
+        nhiwatch()
+            .args(["run", "--input", input])
+            .env("NHIWATCH_PSEUDONYM_KEY", "a key of at least sixteen bytes")
+            .env("NHIWATCH__DEAD_LETTER__PATH", dir.path().join("dead.ndjson"))
+            .env("NHIWATCH__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("NHIWATCH__LOG__FILTER", "info")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs")
+    };
+    let missing = dir.path().join("nope.ndjson");
+    let out = run(missing.to_str().expect("utf-8")).wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("nope.ndjson"), "{stderr}");
+    assert!(!stderr.contains("Serving the HTTP API"), "{stderr}");
+
+    let mut child = run("-");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Polled until ready (between the server's start and the first read it says "starting").
+    let answer = loop {
+        let answer = get(port, "/readyz");
+        if answer.as_ref().is_some_and(|(status, _)| *status == 200) || std::time::Instant::now() > deadline {
+            break answer.expect("an HTTP server within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&answer.1).expect("JSON"),
+        serde_json::json!({"status": "ready"})
+    );
+    drop(child.stdin.take());
+    let status = child.wait().expect("ends");
+    assert!(status.success());
+}

@@ -417,6 +417,7 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
     let integrations = report["integrations"].as_array().expect("integrations");
     assert_eq!(integrations.len(), registry.entries().len());
     let mut busiest = (0, String::new());
+    let mut unjudged = 0;
     for a in integrations {
         let id = a["id"].as_str().expect("id");
         let w = &want[id];
@@ -448,21 +449,31 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
             .collect();
         let registered: Vec<String> = entry.approved_scopes.iter().map(|s| s.to_string()).collect();
         assert_eq!(approved, registered, "{id} approved scopes");
-        let outside: BTreeSet<&str> = scopes
-            .iter()
-            .filter(|s| s["approved"] == false)
-            .map(|s| s["scope"].as_str().expect("scope"))
-            .collect();
-        let want_outside: BTreeSet<&str> = w
-            .granted
-            .iter()
-            .filter(|g| {
-                let g = nhiwatch::scope::Scope::parse(g);
-                !entry.approved_scopes.iter().any(|s| s.contains(&g))
-            })
-            .map(String::as_str)
-            .collect();
-        assert_eq!(outside, want_outside, "{id} scopes outside approval");
+        let outside = |judged: bool| -> BTreeSet<&str> {
+            scopes
+                .iter()
+                .filter(|s| s["approved"] == false && s["judged"] == judged)
+                .map(|s| s["scope"].as_str().expect("scope"))
+                .collect()
+        };
+        // README ("Identity registry"): SMART scopes are compared by containment; opaque ones
+        // (an Entra `<resource>/.default`) only when the entry lists an opaque scope.
+        let listed = |smart: bool| entry.approved_scopes.iter().any(|s| s.as_smart().is_some() == smart);
+        let (mut want_judged, mut want_unjudged) = (BTreeSet::new(), BTreeSet::new());
+        for g in &w.granted {
+            let scope = nhiwatch::scope::Scope::parse(g);
+            if entry.approved_scopes.iter().any(|s| s.contains(&scope)) {
+                continue;
+            }
+            if listed(scope.as_smart().is_some()) {
+                want_judged.insert(g.as_str());
+            } else {
+                want_unjudged.insert(g.as_str());
+            }
+        }
+        assert_eq!(outside(true), want_judged, "{id} scopes outside approval");
+        assert_eq!(outside(false), want_unjudged, "{id} scopes granted, not judged");
+        unjudged += want_unjudged.len();
         let findings: BTreeSet<String> = a["findings"]
             .as_array()
             .expect("findings")
@@ -474,6 +485,7 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
             busiest = (w.patients.len(), id.to_owned());
         }
     }
+    assert!(unjudged > 0, "the scenario grants opaque scopes (Entra `.default`) to SMART-approved integrations");
     let attention = |id: &str| -> Vec<(String, bool)> {
         let a = integrations.iter().find(|a| a["id"] == id).expect("integration");
         a["attention"]
@@ -560,6 +572,57 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
         dom.contains("class=\"tag serious\">active after its expires_at"),
         "the expired-but-active integration is flagged"
     );
+    // The summary table leads with what is serious: the integrations active after their
+    // expiry or offboarding (the planted one among them) are the first rows, every
+    // integration with a serious item comes before any with housekeeping only, and those
+    // before the ones with nothing to look at.
+    let table = {
+        let start = dom.find("id=\"summary-table\"").expect("summary table");
+        &dom[start..start + dom[start..].find("</table>").expect("table end")]
+    };
+    let rows: Vec<&str> = table
+        .split("<tr data-id=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().expect("id"))
+        .collect();
+    assert_eq!(rows.len(), n);
+    let retired = |id: &str| attention(id).iter().any(|(t, serious)| *serious && t.starts_with("active after"));
+    let leading = rows.iter().take_while(|id| retired(id)).count();
+    assert!(rows[..leading].contains(&expired.as_str()), "{rows:?}");
+    assert!(!rows[leading..].iter().any(|id| retired(id)), "{rows:?}");
+    let class = |id: &str| {
+        let items = attention(id);
+        match (items.iter().any(|(_, serious)| *serious), items.is_empty()) {
+            (true, _) => 0,
+            (false, false) => 1,
+            (false, true) => 2,
+        }
+    };
+    let classes: Vec<u8> = rows.iter().map(|id| class(id)).collect();
+    assert!(classes.is_sorted(), "{:?}", rows.iter().zip(&classes).collect::<Vec<_>>());
+    assert!(dom.contains(&format!(
+        "id=\"count-hygiene\">{}<",
+        classes.iter().filter(|c| **c == 1).count()
+    )));
+    // A 14-day period ending at midnight after the newest day: its first and last weeks are
+    // cut unless it starts on a Monday; each week's bar says how many of its days count.
+    for wk in &weeks {
+        let monday = chrono::NaiveDate::parse_from_str(wk, "%Y-%m-%d")
+            .expect("week")
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc();
+        let days = (0..7)
+            .filter(|d| {
+                let day = monday + chrono::Duration::days(*d);
+                day >= from && day < to
+            })
+            .count();
+        assert!(section.contains(&format!("data-week=\"{wk}\"")));
+        let bar = &section[section.find(&format!("data-week=\"{wk}\"")).expect("bar")..];
+        assert!(bar.contains(&format!("data-days=\"{days}\"")), "week {wk}: {days} days");
+        assert_eq!(bar[..bar.find("</rect>").expect("rect end")].contains("partial week"), days < 7, "week {wk}");
+    }
     assert!(dom.contains("Reviewed by") && dom.contains("Signature"));
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-attest.png");
     crate::support::chromium(&url, &[&format!("--screenshot={}", shot.display())]);

@@ -524,6 +524,34 @@ async fn the_http_api_answers_queries_and_saved_queries() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
+    // Configured, but nothing archived there: "no archive", not an empty answer.
+    let empty = dir.path().join("nothing-archived");
+    std::fs::create_dir(&empty).expect("empty dir");
+    let nowhere = nhiwatch::replay::sandbox::Sandbox::new(
+        env!("CARGO_BIN_EXE_nhiwatch").into(),
+        empty.to_str().expect("utf-8"),
+        None,
+        Limits::default(),
+        2,
+    );
+    let at_empty = state(std::sync::Arc::clone(&store)).with_sql(std::sync::Arc::new(nowhere));
+    let (status, body) = call(
+        &at_empty,
+        "POST",
+        "/v1/query",
+        Some(READ),
+        Some(json!({"sql": "SELECT count(*) FROM events"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "no archive at {}: no events/ or findings/ partitions",
+            empty.display()
+        )),
+        "{message}"
+    );
     let app = state(store).with_sql(std::sync::Arc::new(db));
 
     let (status, _) = call(&app, "POST", "/v1/query", None, Some(json!({"sql": "SELECT 1"}))).await;
@@ -953,4 +981,185 @@ fn a_replay_of_the_archive_reproduces_the_live_findings() {
         v
     };
     assert_eq!(strip(replayed.findings()), strip(&live_findings));
+}
+
+/// `nhiwatch query --saved NAME` runs the compiled-in query from any directory: its answer is
+/// the answer of the checked-in file under `replay/` (the file the saved query is, run with
+/// `--file`); `--list` names every file there with the parameters its header declares; a
+/// missing or unknown parameter, or an unknown name, is refused before anything runs.
+#[test]
+fn saved_queries_run_by_name_from_the_command_line() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    archive_scenario(&archive);
+    let replay_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("replay");
+    let query = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+            .current_dir(dir.path())
+            .arg("query")
+            .arg("--archive")
+            .arg(&archive)
+            .args(["--format", "csv"])
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let params = [
+        "-p",
+        "from=2000-01-01T00:00:00Z",
+        "-p",
+        "to=2100-01-01T00:00:00Z",
+        "-p",
+        "limit=5",
+    ];
+    let file = replay_dir.join("top_phi_identities.sql");
+    let (ok, by_file, err) = query(&[&["--file", file.to_str().expect("utf-8")][..], &params[..]].concat());
+    assert!(ok, "{err}");
+    let (ok, by_name, err) = query(&[&["--saved", "top_phi_identities"][..], &params[..]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(by_name, by_file);
+    assert_eq!(by_name.lines().count(), 6, "a header and five identities: {by_name}");
+
+    let (ok, _, err) = query(&["--saved", "top_phi_identities", "-p", "from=2000-01-01T00:00:00Z"]);
+    assert!(!ok);
+    assert!(
+        err.contains("top_phi_identities needs the parameter to (it takes from, to, limit)"),
+        "{err}"
+    );
+    let (ok, _, err) = query(&["--saved", "access_after_offboarding", "-p", "who=x"]);
+    assert!(!ok);
+    assert!(err.contains("access_after_offboarding has no parameter who"), "{err}");
+    let (ok, _, err) = query(&["--saved", "least_privlege"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no saved query least_privlege (`nhiwatch query --list` shows them)"),
+        "{err}"
+    );
+
+    let list = Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+        .args(["query", "--list"])
+        .output()
+        .expect("runs");
+    assert!(list.status.success());
+    let list = String::from_utf8_lossy(&list.stdout);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&replay_dir).expect("replay/").flatten() {
+        let name = entry.file_name().into_string().expect("utf-8");
+        let Some(name) = name.strip_suffix(".sql") else {
+            continue;
+        };
+        files += 1;
+        let text = std::fs::read_to_string(entry.path()).expect("sql");
+        // The parameters as the file's header declares them, each once, in order of mention.
+        let mut declared: Vec<String> = Vec::new();
+        for name in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("-- Parameters:"))
+            .flat_map(|p| p.split('$').skip(1))
+            .map(|t| {
+                t.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+        {
+            if !declared.contains(&name) {
+                declared.push(name);
+            }
+        }
+        let line = list
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"));
+        let listed: Vec<&str> = line.split_whitespace().filter_map(|w| w.strip_suffix("=…")).collect();
+        assert_eq!(listed, declared, "{name}");
+    }
+    assert_eq!(list.lines().filter(|l| !l.starts_with(' ')).count(), files);
+}
+
+/// `nhiwatch replay --compare` over the whole archived period reproduces the live findings
+/// (exit 0); over a later sub-period, whose baselines start cold, it exits 1 and says what
+/// differs — each finding with its severity, detector, identity and times, as archived — and
+/// why (before, bare ids).
+#[test]
+fn replay_compare_explains_what_differs() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    let (events, live) = archive_scenario(&archive);
+    let registry_file = dir.path().join("registry.toml");
+    std::fs::write(&registry_file, registry_text()).expect("registry file");
+    let first = events.iter().map(|e| e.time).min().expect("events").date_naive();
+    let last = events.iter().map(|e| e.time).max().expect("events").date_naive();
+    let compare = |from: chrono::NaiveDate| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nhiwatch"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["replay", "--compare", "--output"])
+            .arg(dir.path().join("replayed.ndjson"))
+            .arg("--archive")
+            .arg(&archive)
+            .arg("--registry")
+            .arg(&registry_file)
+            .args([
+                "--from",
+                &from.to_string(),
+                "--to",
+                &last.succ_opt().expect("day").to_string(),
+            ])
+            .output()
+            .expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = compare(first);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "compared with {} findings archived live: {} identical, 0 only in the replay, 0 only live, 0 different",
+            live.len(),
+            live.len()
+        )),
+        "{err}"
+    );
+
+    let (code, err) = compare(first + chrono::Duration::days(10));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("note: the replay starts with empty baselines at --from"),
+        "{err}"
+    );
+    let mut described = 0;
+    for line in err.lines() {
+        let Some(rest) = line
+            .strip_prefix("  only live: ")
+            .or_else(|| line.strip_prefix("  only in the replay: "))
+            .or_else(|| line.strip_prefix("  different: "))
+        else {
+            continue;
+        };
+        let id = rest.split_whitespace().next().expect("an id");
+        if line.starts_with("  only in the replay") {
+            continue;
+        }
+        let f = live.iter().find(|f| f.id == id).expect("a live finding");
+        assert_eq!(
+            rest,
+            format!(
+                "{} {} {} on {}, {} event(s) {} to {}",
+                f.id,
+                f.severity,
+                f.detector,
+                f.identity.id,
+                f.count,
+                f.event_time.to_rfc3339(),
+                f.last_event_time.to_rfc3339()
+            )
+        );
+        described += 1;
+    }
+    assert!(described > 0, "no live finding described: {err}");
 }
