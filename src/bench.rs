@@ -51,11 +51,13 @@ use crate::telemetry::metrics::Metrics;
 /// `bench` options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Events in the fixed set.
-    #[arg(long, default_value_t = 5_000_000)]
+    /// Events in the fixed set (the defaults make a run of about two minutes on a laptop; the
+    /// large run is `--events 5000000 --identities 10000 --state-identities 1000000
+    /// --latency-seconds 20`).
+    #[arg(long, default_value_t = 500_000)]
     pub events: usize,
     /// Identities they come from.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 2_000)]
     pub identities: usize,
     /// A Kafka bootstrap address (e.g. a `tansu` broker); default: the embedded mock cluster.
     #[arg(long)]
@@ -65,10 +67,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub partitions: Option<i32>,
     /// Identities of state for the memory figure.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 200_000)]
     pub state_identities: usize,
     /// Seconds of the paced latency run.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
     /// The reference consumer.
     #[arg(long, default_value = "kcat")]

@@ -287,7 +287,10 @@ fn chart(h: &mut String, a: &Attested) {
         };
         // A week the period cuts is drawn hollow and says so: its count covers fewer days.
         let (class, partial) = if w.days < 7 {
-            (" class=\"partial\"", format!(" (partial week: {} of 7 days in the period)", w.days))
+            (
+                " class=\"partial\"",
+                format!(" (partial week: {} of 7 days in the period)", w.days),
+            )
         } else {
             ("", String::new())
         };

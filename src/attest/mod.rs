@@ -179,7 +179,10 @@ impl Report {
     pub fn by_urgency(&self) -> Vec<&Attested> {
         let rank = |a: &Attested| {
             let serious = a.attention.iter().filter(|t| t.serious).count();
-            let retired = a.attention.iter().any(|t| t.serious && t.text.starts_with("active after"));
+            let retired = a
+                .attention
+                .iter()
+                .any(|t| t.serious && t.text.starts_with("active after"));
             let class = match (retired, serious, a.attention.is_empty()) {
                 (true, _, _) => 0,
                 (false, 1.., _) => 1,

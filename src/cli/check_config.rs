@@ -11,7 +11,7 @@ pub(crate) fn check_config(file: PathBuf) -> anyhow::Result<ExitCode> {
         Ok(settings) => {
             // The registry and detector files it names are part of the configuration.
             if let Err(error) = build_engine(&settings, None, None) {
-                eprintln!("{error}");
+                eprintln!("{error:#}");
                 return Ok(ExitCode::FAILURE);
             }
             println!("{}: valid", file.display());

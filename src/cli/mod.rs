@@ -209,11 +209,20 @@ fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Box<dyn BufRead
 /// The engine the settings describe; `registry` and `detectors` override the configured ones.
 pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Option<&Path>) -> anyhow::Result<Engine> {
     let cfg = &settings.raw.engine;
-    let registry_path = registry.or((!cfg.registry.as_os_str().is_empty()).then_some(cfg.registry.as_path()));
-    let registry = registry_path.map(Registry::load).transpose()?;
-    let detectors_dir = detectors.or((!cfg.detectors.as_os_str().is_empty()).then_some(cfg.detectors.as_path()));
-    let detectors = match detectors_dir {
-        Some(dir) => Detectors::load(dir)?,
+    // A file the configuration points to is blamed on the key that named it, and where it was set.
+    let named_by = |key: &str| format!("{key} (set in {})", settings.source_of(key));
+    let registry = match registry {
+        Some(path) => Some(Registry::load(path).context("--registry")?),
+        None if !cfg.registry.as_os_str().is_empty() => {
+            Some(Registry::load(&cfg.registry).with_context(|| named_by("engine.registry"))?)
+        }
+        None => None,
+    };
+    let detectors = match detectors {
+        Some(dir) => Detectors::load(dir).context("--detectors")?,
+        None if !cfg.detectors.as_os_str().is_empty() => {
+            Detectors::load(&cfg.detectors).with_context(|| named_by("engine.detectors"))?
+        }
         None => Detectors::default(),
     };
     let learning = baseline::Settings {
@@ -261,7 +270,12 @@ fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<S
 /// The registry named by `--registry`, else by `engine.registry`, loaded; `None` when neither.
 fn registry_of(flag: Option<&std::path::Path>, settings: &Settings) -> Option<anyhow::Result<Registry>> {
     let path = registry_file(flag, settings)?;
-    Some(Registry::load(&path).map_err(anyhow::Error::from))
+    let named_by = if flag.is_some() {
+        "--registry".to_owned()
+    } else {
+        format!("engine.registry (set in {})", settings.source_of("engine.registry"))
+    };
+    Some(Registry::load(&path).context(named_by))
 }
 
 /// The registry file: the flag, else `engine.registry` if set.

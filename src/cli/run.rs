@@ -127,8 +127,7 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         None,
         Arc::clone(&store),
         &metrics,
-        &ready,
-        from_kafka,
+        (&ready, from_kafka),
     )?;
     let outputs = service_outputs(&settings, &args, &store, &metrics)?;
     let mut service = Runtime::new(normalize, single, outputs);
@@ -206,8 +205,7 @@ pub(crate) fn run_role(
             None,
             Arc::new(FindingStore::in_memory(1)),
             &metrics,
-            &ready,
-            true,
+            (&ready, true),
         )?;
         let rekey = crate::group::Rekey::new(kafka, registry)?;
         let mut rekey = Runtime::new(normalize, rekey, Outputs::none());
@@ -256,8 +254,7 @@ pub(crate) fn run_role(
         Some(partitions.baselines().clone()),
         Arc::clone(&store),
         &metrics,
-        &ready,
-        true,
+        (&ready, true),
     )?;
     let outputs = service_outputs(settings, &args, &store, &metrics)?;
     let member = crate::group::Member {
@@ -336,8 +333,8 @@ pub(crate) fn serve_http(
     baselines: Option<crate::baseline::Baselines>,
     store: Arc<FindingStore>,
     metrics: &Arc<Metrics>,
-    ready: &Arc<AtomicBool>,
-    from_kafka: bool,
+    // Set once the source is being read; with `true`, readiness also waits for the Kafka lag.
+    (ready, lag_gates_readiness): (&Arc<AtomicBool>, bool),
 ) -> anyhow::Result<()> {
     let http = &settings.raw.http;
     if http.listen.is_empty() {
@@ -352,7 +349,7 @@ pub(crate) fn serve_http(
     if let Some(b) = baselines {
         state = state.with_baselines(b);
     }
-    if !from_kafka {
+    if !lag_gates_readiness {
         state = state.reading_files();
     }
     // Compliance queries over the archive, when there is one.

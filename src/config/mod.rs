@@ -142,6 +142,9 @@ pub struct Settings {
     pub sinks: Vec<SinkConfig>,
     /// Where the configuration came from (for messages).
     pub origin: String,
+    /// Keys set by the environment, with the variable that set each: a bad value there is
+    /// blamed on the variable, not on the file.
+    from_env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -158,6 +161,7 @@ impl Settings {
             message: e.to_string(),
         })?;
         let defaults = table.clone();
+        let mut from_env: Vec<(String, String)> = Vec::new();
         let origin = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -169,6 +173,8 @@ impl Settings {
                     message: e.to_string().trim_end().to_owned(),
                 })?;
                 let origin = path.display().to_string();
+                let mut user = user;
+                relative_to(&mut user, path);
                 merge(&mut table, user, &defaults, "", &origin)?;
                 origin
             }
@@ -180,22 +186,27 @@ impl Settings {
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             set_from_env(&mut table, &defaults, &keys, value, name)?;
+            from_env.push((keys.join("."), name.clone()));
         }
         if let Some((_, key)) = env.iter().find(|(n, _)| n == PSEUDONYM_KEY_ENV)
             && let Some(Value::Table(section)) = table.get_mut("pseudonymisation")
         {
             section.insert("key".into(), Value::String(key.clone()));
+            from_env.push(("pseudonymisation.key".into(), PSEUDONYM_KEY_ENV.into()));
         }
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| ConfigError::Invalid {
-                origin: origin.clone(),
-                key: e.path().to_string(),
+        let raw: RawConfig = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                origin: source_of(&from_env, &origin, &key),
+                key,
                 message: e.inner().to_string(),
-            })?;
+            }
+        })?;
         let mut settings = Settings {
             raw,
             origin,
             sinks: Vec::new(),
+            from_env,
         };
         settings.validate()?;
         settings.sinks = settings.typed_sinks()?;
@@ -212,9 +223,15 @@ impl Settings {
         }
     }
 
+    /// Where the value of `key` came from: the environment variable that set it, the file, or
+    /// the defaults.
+    pub fn source_of(&self, key: &str) -> String {
+        source_of(&self.from_env, &self.origin, key)
+    }
+
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
-            origin: self.origin.clone(),
+            origin: self.source_of(key),
             key: key.into(),
             message: message.into(),
         }
@@ -453,6 +470,52 @@ fn merge(base: &mut Table, user: Table, defaults: &Table, prefix: &str, origin: 
         }
     }
     Ok(())
+}
+
+/// The environment variable that set `key` (or the table holding it), else `origin`.
+fn source_of(from_env: &[(String, String)], origin: &str, key: &str) -> String {
+    from_env
+        .iter()
+        .rev()
+        .find(|(set, _)| {
+            key == set
+                || key
+                    .strip_prefix(set.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+        .map_or_else(|| origin.to_owned(), |(_, var)| format!("environment variable {var}"))
+}
+
+/// Keys naming a local file or directory: relative in a configuration file, they are relative
+/// to that file (as a file's own references are read everywhere), not to wherever nhiwatch
+/// was started.
+const PATH_KEYS: [(&str, &str); 7] = [
+    ("engine", "registry"),
+    ("engine", "detectors"),
+    ("dead_letter", "path"),
+    ("http", "findings_journal"),
+    ("archive", "location"),
+    ("state", "dir"),
+    ("outbox", "dir"),
+];
+
+/// Makes the relative paths `user` (read from `file`) sets relative to `file`'s directory.
+fn relative_to(user: &mut Table, file: &Path) {
+    let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    for (section, key) in PATH_KEYS {
+        let Some(Value::Table(t)) = user.get_mut(section) else {
+            continue;
+        };
+        if let Some(Value::String(value)) = t.get_mut(key)
+            && !value.is_empty()
+            && !value.contains("://")
+            && Path::new(value.as_str()).is_relative()
+        {
+            *value = dir.join(value.as_str()).display().to_string();
+        }
+    }
 }
 
 fn set_from_env(table: &mut Table, defaults: &Table, keys: &[String], raw: &str, var: &str) -> Result<(), ConfigError> {

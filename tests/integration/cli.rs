@@ -50,8 +50,10 @@ fn check_config_names_file_key_and_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
+        // The key that named the file and where it was set, then the file's own problem.
         format!(
-            "{}: integration[0].approved_networks: \"10.0.0.0/33\" is not a CIDR network",
+            "engine.registry (set in {}): {}: integration[0].approved_networks: \"10.0.0.0/33\" is not a CIDR network",
+            with_registry.display(),
             registry.display()
         )
     );
@@ -849,4 +851,101 @@ fn a_file_run_checks_its_inputs_first_and_is_ready_while_reading() {
     drop(child.stdin.take());
     let status = child.wait().expect("ends");
     assert!(status.success());
+}
+
+/// Every `nhiwatch …` command in the README's shell examples parses as the command line it
+/// shows (options spelled as the commands take them today); environment assignments before it
+/// and comments after it are not part of it.
+#[test]
+fn the_readme_examples_are_command_lines_nhiwatch_takes() {
+    use clap::Parser as _;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let line = line.split(" #").next().unwrap_or_default().trim_end();
+        if let Some(start) = line.strip_suffix('\\') {
+            pending.push_str(start);
+            continue;
+        }
+        pending.push_str(line);
+        let whole = std::mem::take(&mut pending);
+        let words: Vec<&str> = whole
+            .split_whitespace()
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+            .collect();
+        if words.first() == Some(&"nhiwatch") {
+            commands.push(words.iter().map(|w| w.trim_matches('"').to_owned()).collect::<Vec<_>>());
+        }
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
+    for args in &commands {
+        if let Err(e) = nhiwatch::cli::Cli::try_parse_from(args) {
+            panic!("README: `{}` does not parse: {e}", args.join(" "));
+        }
+    }
+}
+
+/// A bad value is blamed on where it came from: the environment variable that set it (before:
+/// "defaults" or the configuration file); paths in a configuration file are relative to that
+/// file, and a bad file it names is reported with the key and the file that named it.
+#[test]
+fn errors_name_the_source_of_the_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf_dir = dir.path().join("conf");
+    std::fs::create_dir(&conf_dir).expect("dir");
+    let config = conf_dir.join("nhiwatch.toml");
+    std::fs::write(&config, "[engine]\nregistry = \"registry.toml\"\n").expect("config");
+    std::fs::write(
+        conf_dir.join("registry.toml"),
+        "[[integration]]\nid = \"lab-interface\"\n",
+    )
+    .expect("registry");
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = nhiwatch();
+        // Started elsewhere: the registry is found beside the configuration, not here.
+        cmd.current_dir(dir.path()).arg("check-config").arg(&config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = check(&[]);
+    assert!(ok, "{err}");
+
+    let (ok, err) = check(&[("NHIWATCH_PSEUDONYM_KEY", "short")]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "environment variable NHIWATCH_PSEUDONYM_KEY: key `pseudonymisation.key`: must be at least 16 bytes"
+        ),
+        "{err}"
+    );
+    let (ok, err) = check(&[("NHIWATCH__ENGINE__LEARNING_DAYS", "three")]);
+    assert!(!ok);
+    assert!(
+        err.contains("environment variable NHIWATCH__ENGINE__LEARNING_DAYS: key `engine.learning_days`"),
+        "{err}"
+    );
+
+    std::fs::write(conf_dir.join("registry.toml"), "[[integration]]\nid = 7\n").expect("registry");
+    let (ok, err) = check(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("engine.registry (set in {}): ", config.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&conf_dir.join("registry.toml").display().to_string()),
+        "{err}"
+    );
 }

@@ -485,7 +485,10 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
             busiest = (w.patients.len(), id.to_owned());
         }
     }
-    assert!(unjudged > 0, "the scenario grants opaque scopes (Entra `.default`) to SMART-approved integrations");
+    assert!(
+        unjudged > 0,
+        "the scenario grants opaque scopes (Entra `.default`) to SMART-approved integrations"
+    );
     let attention = |id: &str| -> Vec<(String, bool)> {
         let a = integrations.iter().find(|a| a["id"] == id).expect("integration");
         a["attention"]
@@ -586,7 +589,11 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
         .map(|r| r.split('"').next().expect("id"))
         .collect();
     assert_eq!(rows.len(), n);
-    let retired = |id: &str| attention(id).iter().any(|(t, serious)| *serious && t.starts_with("active after"));
+    let retired = |id: &str| {
+        attention(id)
+            .iter()
+            .any(|(t, serious)| *serious && t.starts_with("active after"))
+    };
     let leading = rows.iter().take_while(|id| retired(id)).count();
     assert!(rows[..leading].contains(&expired.as_str()), "{rows:?}");
     assert!(!rows[leading..].iter().any(|id| retired(id)), "{rows:?}");
@@ -599,7 +606,11 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
         }
     };
     let classes: Vec<u8> = rows.iter().map(|id| class(id)).collect();
-    assert!(classes.is_sorted(), "{:?}", rows.iter().zip(&classes).collect::<Vec<_>>());
+    assert!(
+        classes.is_sorted(),
+        "{:?}",
+        rows.iter().zip(&classes).collect::<Vec<_>>()
+    );
     assert!(dom.contains(&format!(
         "id=\"count-hygiene\">{}<",
         classes.iter().filter(|c| **c == 1).count()
@@ -621,7 +632,11 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
         assert!(section.contains(&format!("data-week=\"{wk}\"")));
         let bar = &section[section.find(&format!("data-week=\"{wk}\"")).expect("bar")..];
         assert!(bar.contains(&format!("data-days=\"{days}\"")), "week {wk}: {days} days");
-        assert_eq!(bar[..bar.find("</rect>").expect("rect end")].contains("partial week"), days < 7, "week {wk}");
+        assert_eq!(
+            bar[..bar.find("</rect>").expect("rect end")].contains("partial week"),
+            days < 7,
+            "week {wk}"
+        );
     }
     assert!(dom.contains("Reviewed by") && dom.contains("Signature"));
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-attest.png");
