@@ -594,6 +594,28 @@ impl FindingStore {
         (page, next)
     }
 
+    /// Findings matching `query`, most severe first, then by newest activity, then newest
+    /// created: the page at position `offset`, and the position of the next page.
+    pub fn list_by_severity(&self, query: &Query, offset: usize, limit: usize) -> (Vec<Stored>, Option<usize>) {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<&Stored> = inner.by_created.values().filter(|s| query.matches(s)).collect();
+        all.sort_by(|a, b| {
+            (b.finding.severity, b.finding.last_event_time, b.created_seq).cmp(&(
+                a.finding.severity,
+                a.finding.last_event_time,
+                a.created_seq,
+            ))
+        });
+        let page: Vec<Stored> = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|s| (*s).clone().settled(Utc::now()))
+            .collect();
+        let next = (offset + limit < all.len()).then_some(offset + limit);
+        (page, next)
+    }
+
     /// Changes after sequence `after` (for a stream resumed with `Last-Event-ID`), oldest first.
     pub fn changes_since(&self, after: u64, query: &Query) -> Vec<Stored> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());

@@ -20,7 +20,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// As configured (`read`, `admin`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
             Role::Admin => "admin",

@@ -35,6 +35,22 @@ pub struct ListParams {
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `time` (default): newest first; `severity`: most severe first, then newest (a triage
+    /// queue; its cursor is a position, so a finding whose severity changes between pages may
+    /// be seen twice or not at all).
+    #[param(inline)]
+    pub sort: Option<Sort>,
+}
+
+/// Order of `GET /v1/findings`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    /// Newest first.
+    #[default]
+    Time,
+    /// Most severe first, then newest.
+    Severity,
 }
 
 impl ListParams {
@@ -79,7 +95,7 @@ pub async fn list(
     state.auth.check(&headers, Role::Read)?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(e.body_text()))?;
     let limit = state.limits.page(params.limit)?;
-    let before = params
+    let cursor = params
         .cursor
         .as_deref()
         .map(|c| {
@@ -87,7 +103,16 @@ pub async fn list(
                 .map_err(|_| ApiError::bad_query("cursor is not one this server issued"))
         })
         .transpose()?;
-    let (items, next) = state.store.list(&params.query(&state)?, before, limit);
+    let query = params.query(&state)?;
+    let (items, next) = match params.sort.unwrap_or_default() {
+        Sort::Time => state.store.list(&query, cursor, limit),
+        Sort::Severity => {
+            let (items, next) = state
+                .store
+                .list_by_severity(&query, cursor.unwrap_or(0) as usize, limit);
+            (items, next.map(|n| n as u64))
+        }
+    };
     Ok(Json(Page {
         items,
         next_cursor: next.map(|n| n.to_string()),

@@ -244,6 +244,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/identities/{id}", get(identities::get))
         .route("/v1/inventory/gaps", get(inventory::gaps_handler))
         .route("/v1/replay/queries", get(query::list))
+        .route("/v1/token", get(token))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.timeout,
@@ -312,7 +313,7 @@ async fn bound_query(request: Request, next: Next) -> Response {
     info(title = "nhiwatch", description = "Findings about non-human identities in healthcare interoperability audit logs."),
     paths(
         findings::list, findings::get, findings::set_status, stream::stream,
-        identities::list, identities::get, inventory::gaps_handler, query::query, query::list, query::run_saved, metrics, healthz, readyz, dashboard, openapi
+        identities::list, identities::get, inventory::gaps_handler, query::query, query::list, query::run_saved, metrics, healthz, readyz, dashboard, openapi, token
     ),
     modifiers(&BearerAuth)
 )]
@@ -329,6 +330,17 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// The token presented: its name and role, so that a client offers only what it may do (the
+/// dashboard shows status actions to an admin token).
+#[utoipa::path(get, path = "/v1/token", operation_id = "get_token", tag = "operations",
+    responses((status = 200, description = "`{\"name\", \"role\"}` of the token", body = Object),
+        (status = 401, description = "No or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn token(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    let who = state.auth.check(&headers, auth::Role::Read)?;
+    Ok(Json(json!({"name": who.name, "role": who.role.as_str()})).into_response())
 }
 
 /// This document.

@@ -13,6 +13,7 @@ struct Demo {
     child: Child,
     addr: String,
     token: String,
+    admin: String,
     lines: mpsc::Receiver<String>,
 }
 
@@ -41,6 +42,7 @@ impl Demo {
             child,
             addr: String::new(),
             token: String::new(),
+            admin: String::new(),
             lines,
         };
         let stdout = stdout.expect("stdout");
@@ -65,6 +67,12 @@ impl Demo {
                     .and_then(|t| t.split(',').next())
                     .expect("read token")
                     .to_owned();
+                demo.admin = rest
+                    .split("admin token ")
+                    .nth(1)
+                    .and_then(|t| t.split_whitespace().next())
+                    .expect("admin token")
+                    .to_owned();
                 return demo;
             }
         }
@@ -83,6 +91,14 @@ impl Demo {
             }
         }
     }
+}
+
+/// The JSON body of a GET with the bearer token (the whole answer read).
+fn get_json(addr: &str, path: &str, token: &str) -> serde_json::Value {
+    let mut text = String::new();
+    get(addr, path, token).read_to_string(&mut text).expect("answer");
+    let body = text.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 /// Opens a GET with the bearer token; returns the connected stream after the request is sent.
@@ -180,4 +196,128 @@ fn the_dashboard_renders_findings_and_the_inventory_in_chromium() {
         "screenshot written"
     );
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+/// Triage in a real browser, with real clicks (DevTools protocol): the findings table is most
+/// severe first, as the API's `sort=severity` orders them; a click opens the finding in a side
+/// panel with a deep link, its owner and controls as the API gives them and analysis values
+/// without JSON quotes; with an admin token, a reason typed and "Resolve" clicked resolve it —
+/// the panel, the table and the API say so, with the reason and who; Escape closes the panel;
+/// `#identity=` opens an identity.
+#[test]
+fn an_analyst_triages_a_finding_in_the_dashboard() {
+    use crate::browser::Browser;
+    let demo = Demo::start(&["--identities", "12", "--days", "45", "--serve-for", "120"]);
+    demo.wait_for_line("Serving http://", Duration::from_secs(120));
+    let mut b = Browser::open(&format!("http://{}/#token={}", demo.addr, demo.admin));
+    b.wait_for(
+        "document.querySelectorAll('tr.finding').length >= 11",
+        Duration::from_secs(30),
+    );
+
+    let rows = b.eval(
+        "[...document.querySelectorAll('tr.finding')].map(r => [r.dataset.id, r.children[1].textContent.trim()])",
+    );
+    let rows: Vec<(String, String)> = serde_json::from_value(rows).expect("rows");
+    let rank = |s: &str| {
+        ["info", "low", "medium", "high", "critical"]
+            .iter()
+            .position(|x| *x == s)
+            .expect("severity")
+    };
+    assert!(
+        rows.windows(2).all(|w| rank(&w[0].1) >= rank(&w[1].1)),
+        "most severe first: {rows:?}"
+    );
+    assert_eq!(rows[0].1, "critical", "the one critical finding leads");
+    let api = get_json(&demo.addr, "/v1/findings?sort=severity&limit=100", &demo.token);
+    let api_ids: Vec<&str> = api["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|f| f["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), api_ids);
+
+    // Open the first finding with a click.
+    let id = rows[0].0.clone();
+    b.click("tr.finding");
+    b.wait_for(
+        "!document.getElementById('panel').hidden && document.getElementById('detail-status')",
+        Duration::from_secs(10),
+    );
+    let finding = get_json(&demo.addr, &format!("/v1/findings/{id}"), &demo.token);
+    assert_eq!(b.eval("location.hash"), format!("#finding={id}"));
+    assert_eq!(
+        b.eval("document.getElementById('detail-title').textContent"),
+        finding["title"]
+    );
+    let owner = finding["identity"]["owner"].as_str().unwrap_or("none on record");
+    assert_eq!(b.eval("document.getElementById('detail-owner').textContent"), owner);
+    let controls = b.eval("document.getElementById('detail-controls').textContent");
+    for c in finding["controls"].as_array().expect("controls") {
+        assert!(
+            controls.as_str().expect("text").contains(c["id"].as_str().expect("id")),
+            "{c} in {controls}"
+        );
+    }
+    let cells = b.eval("[...document.querySelectorAll('#detail table:first-of-type td')].map(td => td.textContent)");
+    assert!(
+        cells
+            .as_array()
+            .expect("cells")
+            .iter()
+            .all(|c| !c.as_str().expect("text").starts_with('"')),
+        "analysis values in JSON quotes: {cells}"
+    );
+
+    // Resolve it: a reason typed, the button clicked.
+    b.click("#reason");
+    b.type_text("planned bulk export, confirmed with the owner");
+    b.click("#actions button[data-status=resolved]");
+    b.wait_for(
+        "document.getElementById('detail-status').textContent === 'resolved'",
+        Duration::from_secs(10),
+    );
+    b.wait_for(
+        &format!("document.querySelector('tr.finding[data-id=\"{id}\"] td.status').textContent === 'resolved'"),
+        Duration::from_secs(10),
+    );
+    let after = get_json(&demo.addr, &format!("/v1/findings/{id}"), &demo.token);
+    assert_eq!(after["status"], "resolved");
+    let change = after["status_history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .expect("a change");
+    assert_eq!(change["reason"], "planned bulk export, confirmed with the owner");
+    assert_eq!(change["status"], "resolved");
+    assert!(
+        b.eval("document.getElementById('history').textContent")
+            .as_str()
+            .expect("text")
+            .contains("planned bulk export"),
+        "the panel shows the recorded change"
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-triage.png");
+    b.screenshot(&shot);
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "screenshot written"
+    );
+    eprintln!("triage screenshot: {}", shot.display());
+
+    // Escape closes the panel and the link with it; a deep link opens an identity.
+    b.key("Escape", 27);
+    b.wait_for(
+        "document.getElementById('panel').hidden && location.hash === ''",
+        Duration::from_secs(5),
+    );
+    let who = finding["identity"]["id"].as_str().expect("identity");
+    b.eval(&format!("location.hash = 'identity=' + encodeURIComponent({who:?})"));
+    b.wait_for(
+        "!document.getElementById('panel').hidden && document.getElementById('panel').dataset.kind === 'identity'",
+        Duration::from_secs(10),
+    );
+    assert_eq!(b.eval("document.getElementById('panel').dataset.id"), who);
+    assert!(b.console_errors().is_empty(), "{:?}", b.console_errors());
 }

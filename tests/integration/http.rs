@@ -241,6 +241,62 @@ async fn lists_newest_first_with_filters_and_stable_cursors() {
     assert_eq!(ids(&page), ["finding 3", "finding 2"]);
 }
 
+/// `sort=severity` is a triage queue: critical first, then high, medium, low, newest first
+/// within each (the seeded findings: n % 4 gives the severity, n the hour), paged by position.
+#[tokio::test]
+async fn sorted_by_severity_most_severe_first_then_newest() {
+    let app = seeded();
+    let (status, page) = call(&app, "GET", "/v1/findings?sort=severity&limit=3", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&page), ["finding 7", "finding 3", "finding 4"]);
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, page) = call(
+        &app,
+        "GET",
+        &format!("/v1/findings?sort=severity&limit=3&cursor={cursor}"),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["finding 0", "finding 6", "finding 2"]);
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, page) = call(
+        &app,
+        "GET",
+        &format!("/v1/findings?sort=severity&limit=3&cursor={cursor}"),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["finding 5", "finding 1"]);
+    assert!(page.get("next_cursor").is_none());
+    // Filters apply as with the default order.
+    let (_, page) = call(
+        &app,
+        "GET",
+        "/v1/findings?sort=severity&severity=high",
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["finding 7", "finding 3", "finding 4"]);
+    let (status, body) = call(&app, "GET", "/v1/findings?sort=risk", Some(READ), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+/// `GET /v1/token` tells a client its token's role, so that it offers only what it may do.
+#[tokio::test]
+async fn the_token_endpoint_names_the_role() {
+    let app = seeded();
+    let (status, body) = call(&app, "GET", "/v1/token", Some(READ), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["role"], "read");
+    let (_, body) = call(&app, "GET", "/v1/token", Some(ADMIN), None).await;
+    assert_eq!(body["role"], "admin");
+    let (status, _) = call(&app, "GET", "/v1/token", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn bad_queries_and_limits_get_stable_error_codes() {
     let app = seeded();
@@ -696,6 +752,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/query"),
     ("get", "/v1/replay/queries"),
     ("post", "/v1/replay/queries/{name}"),
+    ("get", "/v1/token"),
 ];
 
 #[tokio::test]

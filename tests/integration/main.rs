@@ -1,6 +1,7 @@
 //! nhiwatch's integration tests: one binary, one module per concern.
 
 mod abuse;
+mod browser;
 mod cli;
 mod connections;
 mod dead_letter;
