@@ -183,6 +183,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let read_token = random_token();
     let admin_token = random_token();
     let ready = Arc::new(AtomicBool::new(false));
+    // An archive for this run, so that the query API and the dashboard's evidence have events
+    // to read (removed at the end, like the outbox).
+    let archive_dir = std::env::temp_dir().join(format!("nhiwatch-demo-archive-{}", std::process::id()));
+    let archive_location = archive_dir.display().to_string();
+    let archive = crate::archive::Archive::open(&archive_location, settings.archive_limits())?;
+    let queries = crate::replay::sandbox::Sandbox::new(
+        std::env::current_exe().context("finding this executable to run queries in")?,
+        &archive_location,
+        None,
+        crate::replay::Limits::of(&settings.raw.archive),
+        settings.raw.archive.query_concurrency,
+    );
     let state = AppState::new(
         detection.engine(),
         Arc::clone(&store),
@@ -190,7 +202,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &settings.raw.http,
         Arc::clone(&metrics),
         Arc::clone(&ready),
-    );
+    )
+    .with_sql(Arc::new(queries));
     let (addr, _server) = runtime
         .block_on(crate::http::serve(
             &args.listen,
@@ -205,6 +218,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // As the analyst sees them: each aggregated into the open finding of its detector ×
     // identity × cause, printed when new or changed.
     let outputs = Outputs::none()
+        .archive(Some(archive), crate::runtime::ArchiveFindings::EachChange)
         .store(Arc::clone(&store))
         .metrics(Arc::clone(&metrics))
         .announce(Announce::Print(crate::report::finding_line));
@@ -234,8 +248,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let Runtime {
         normalize: pipeline,
         judge: Single { detection, .. },
-        ..
+        mut outputs,
     } = demo;
+    // Everything consumed is in the archive before the API serves queries over it.
+    outputs.durable()?;
     let elapsed = started.elapsed();
     println!();
     print!("{}", crate::report::summary(pipeline.stats(), args.top));
@@ -304,6 +320,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // to the sinks too.
     runtime.block_on(sinks.stop());
     let _ = std::fs::remove_dir_all(&outbox_dir);
+    let _ = std::fs::remove_dir_all(&archive_dir);
     drop(cluster);
     Ok(ExitCode::SUCCESS)
 }

@@ -73,12 +73,7 @@ pub(crate) fn sandbox(
 
 /// Query limits from `[archive]`.
 pub(crate) fn query_limits(settings: &Settings) -> crate::replay::Limits {
-    let a = &settings.raw.archive;
-    crate::replay::Limits {
-        timeout: std::time::Duration::from_secs(a.query_timeout_seconds),
-        memory_bytes: a.query_memory_bytes,
-        max_rows: a.max_result_rows,
-    }
+    crate::replay::Limits::of(&settings.raw.archive)
 }
 
 pub(crate) fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {

@@ -47,6 +47,17 @@ pub struct Limits {
     pub max_rows: usize,
 }
 
+impl Limits {
+    /// The limits `[archive]` sets for queries from outside.
+    pub fn of(cfg: &crate::archive::ArchiveConfig) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(cfg.query_timeout_seconds),
+            memory_bytes: cfg.query_memory_bytes,
+            max_rows: cfg.max_result_rows,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

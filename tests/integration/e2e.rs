@@ -101,6 +101,24 @@ fn get_json(addr: &str, path: &str, token: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// The JSON answer of a POST of `body` with the bearer token.
+fn post_json(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("answer");
+    let body = text.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
 /// Opens a GET with the bearer token; returns the connected stream after the request is sent.
 fn get(addr: &str, path: &str, token: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connects");
@@ -261,6 +279,39 @@ fn an_analyst_triages_a_finding_in_the_dashboard() {
             "{c} in {controls}"
         );
     }
+    // The evidence's events as the archive holds them (the demo archives its run), asked here
+    // with SQL of the test's own.
+    b.wait_for(
+        "document.getElementById('evidence-note').textContent.startsWith('Details from the archive')",
+        Duration::from_secs(20),
+    );
+    let shown = b.eval(
+        "[...document.querySelectorAll('#evidence tr[data-event]')].map(tr => [tr.dataset.event, tr.querySelector('.ev-resource').textContent, tr.querySelector('.ev-ip').textContent])",
+    );
+    let shown: Vec<(String, String, String)> = serde_json::from_value(shown).expect("evidence rows");
+    assert!(!shown.is_empty(), "the finding has evidence");
+    let archived = post_json(
+        &demo.addr,
+        "/v1/query",
+        &demo.token,
+        &serde_json::json!({"sql": "SELECT event_id, resource_type, src_ip FROM events WHERE identity = $who", "params": {"who": finding["identity"]["id"]}}),
+    );
+    for (event, resource, ip) in &shown {
+        let row = archived["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["event_id"] == event.as_str())
+            .unwrap_or_else(|| panic!("{event} archived"));
+        assert_eq!(resource, row["resource_type"].as_str().unwrap_or("—"), "{event}");
+        assert_eq!(ip, row["src_ip"].as_str().unwrap_or("—"), "{event}");
+    }
+    // The live feed opens with the latest findings raised, newest first, each a link.
+    let newest = get_json(&demo.addr, "/v1/findings?limit=1", &demo.token);
+    assert_eq!(
+        b.eval("document.querySelector('#feed li a').getAttribute('href')"),
+        format!("#finding={}", newest["items"][0]["id"].as_str().expect("id"))
+    );
     let cells = b.eval("[...document.querySelectorAll('#detail table:first-of-type td')].map(td => td.textContent)");
     assert!(
         cells
@@ -297,6 +348,10 @@ fn an_analyst_triages_a_finding_in_the_dashboard() {
             .expect("text")
             .contains("planned bulk export"),
         "the panel shows the recorded change"
+    );
+    b.wait_for(
+        "document.getElementById('evidence-note').textContent.startsWith('Details from the archive')",
+        Duration::from_secs(20),
     );
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nhiwatch-triage.png");
     b.screenshot(&shot);
