@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,32 +29,9 @@ impl Drop for Browser {
 impl Browser {
     /// Starts Chromium on `url` (debugging on 127.0.0.1 only) and attaches to its page.
     pub fn open(url: &str) -> Browser {
-        let browser = ["chromium", "chromium-browser"]
-            .into_iter()
-            .find(|c| {
-                Command::new(c)
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect("Debian's chromium is installed (.ci/run installs it)");
-        let profile = tempfile::tempdir().expect("profile dir");
-        let mut child = Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--window-size=1400,1000",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+        let (mut command, profile) = crate::support::chromium_command("1400,1000");
+        let mut child = command
+            .args(["--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"])
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

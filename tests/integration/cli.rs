@@ -887,6 +887,15 @@ fn the_readme_examples_are_command_lines_nhiwatch_takes() {
         }
     }
     assert!(commands.len() >= 8, "{commands:?}");
+    // What the README says of the demo is what the code does.
+    let words = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(&format!(
+            "the demo's reorder bound is {} hours",
+            nhiwatch::demo::REORDER_HOURS
+        )),
+        "the README's reorder bound"
+    );
     for args in &commands {
         if let Err(e) = nhiwatch::cli::Cli::try_parse_from(args) {
             panic!("README: `{}` does not parse: {e}", args.join(" "));

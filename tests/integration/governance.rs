@@ -548,6 +548,14 @@ fn the_attestation_report_equals_the_events_and_renders_in_chromium() {
     assert_eq!(dom.matches("<svg class=\"chart\"").count(), n);
     assert!(dom.contains(&format!("id=\"count-integrations\">{n}<")));
     assert!(dom.contains(&format!("id=\"count-unregistered\">{}<", strangers.len())));
+    let noun = if strangers.len() == 1 { "identity" } else { "identities" };
+    assert!(
+        dom.contains(&format!(
+            "id=\"count-unregistered\">{}</b> unregistered {noun} active",
+            strangers.len()
+        )),
+        "{noun}"
+    );
     let serious = integrations
         .iter()
         .filter(|a| {

@@ -93,10 +93,9 @@ pub fn generated_inputs(dir: &Path) -> Vec<PathBuf> {
     .collect()
 }
 
-/// Debian's `chromium` (installed by `.ci/run`), headless, on `url` with `extra` flags (e.g.
-/// `--dump-dom`, `--screenshot=PATH`); panics when it fails, with its log. Console errors in its
-/// log fail the call too.
-pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
+/// Debian's `chromium` (installed by `.ci/run`), headless with a fresh profile (kept while the
+/// returned directory lives), its log on stderr, a window of `size` (`WIDTH,HEIGHT`).
+pub fn chromium_command(size: &str) -> (std::process::Command, tempfile::TempDir) {
     use std::process::Command;
     let browser = ["chromium", "chromium-browser"]
         .into_iter()
@@ -108,7 +107,8 @@ pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
         })
         .expect("Debian's chromium is installed (.ci/run installs it)");
     let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new(browser)
+    let mut command = Command::new(browser);
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -119,10 +119,19 @@ pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
             "--no-first-run",
             "--enable-logging=stderr",
             "--v=0",
-            "--virtual-time-budget=8000",
-            "--window-size=1400,1800",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={size}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    (command, profile)
+}
+
+/// Debian's `chromium` (installed by `.ci/run`), headless, on `url` with `extra` flags (e.g.
+/// `--dump-dom`, `--screenshot=PATH`); panics when it fails, with its log. Console errors in its
+/// log fail the call too.
+pub fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
+    let (mut command, _profile) = chromium_command("1400,1800");
+    let out = command
+        .args(["--virtual-time-budget=8000"])
         .args(extra)
         .arg(url)
         .output()
