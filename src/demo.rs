@@ -184,9 +184,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let admin_token = random_token();
     let ready = Arc::new(AtomicBool::new(false));
     // An archive for this run, so that the query API and the dashboard's evidence have events
-    // to read (removed at the end, like the outbox).
-    let archive_dir = std::env::temp_dir().join(format!("nhiwatch-demo-archive-{}", std::process::id()));
-    let archive_location = archive_dir.display().to_string();
+    // to read: a fresh private directory, removed when the demo ends however it ends.
+    let archive_dir = tempfile::Builder::new()
+        .prefix("nhiwatch-demo-archive-")
+        .tempdir()
+        .context("creating the demo's archive directory")?;
+    let archive_location = archive_dir.path().display().to_string();
     let archive = crate::archive::Archive::open(&archive_location, settings.archive_limits())?;
     let queries = crate::replay::sandbox::Sandbox::new(
         std::env::current_exe().context("finding this executable to run queries in")?,
@@ -320,7 +323,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // to the sinks too.
     runtime.block_on(sinks.stop());
     let _ = std::fs::remove_dir_all(&outbox_dir);
-    let _ = std::fs::remove_dir_all(&archive_dir);
+    drop(archive_dir);
     drop(cluster);
     Ok(ExitCode::SUCCESS)
 }

@@ -118,9 +118,9 @@ pub struct ScopeUse {
     pub scope: String,
     /// Whether the registry approves it.
     pub approved: bool,
-    /// Whether the registry's approval applies to it: always for an approved scope; for one
-    /// granted outside approval, when the registry lists scopes of its kind (SMART, or opaque
-    /// such as an identity provider's `<resource>/.default`; see [`Integration::approves_scope`]).
+    /// Whether the registry's approval applies to it: always for an approved scope and for a
+    /// SMART scope; for an opaque one (an identity provider's `<resource>/.default`, `openid`)
+    /// only when the entry approves some opaque scope (see [`Integration::approves_scope`]).
     /// A grant not judged is listed, not flagged.
     pub judged: bool,
     /// Data accesses it was needed for (SMART scopes) or grants that carried it (others).
@@ -555,7 +555,12 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
         .cloned()
         .collect();
     out.extend(outside.into_iter().map(|(scope, uses)| ScopeUse {
-        judged: entry.approves_scope(&Scope::parse(&scope)).is_some(),
+        // A SMART permission outside approval is always an attestation item (none approved
+        // approves none); an opaque one only where the registry approves opaque scopes.
+        judged: {
+            let parsed = Scope::parse(&scope);
+            parsed.as_smart().is_some() || entry.approves_scope(&parsed).is_some()
+        },
         scope,
         approved: false,
         uses,

@@ -245,7 +245,6 @@ fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     })
 }
 
-/// The archive named by `--archive`, else by `archive.location`.
 /// A point in time on the command line: RFC 3339 (`2026-01-15T08:00:00Z`, any offset) or a
 /// date (`2026-01-15`: the start of that day, UTC).
 pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -261,6 +260,7 @@ pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, Strin
     ))
 }
 
+/// The archive named by `--archive`, else by `archive.location`.
 fn archive_location(flag: Option<&str>, settings: &Settings) -> anyhow::Result<String> {
     flag.map(str::to_owned)
         .or_else(|| settings.archive_location())

@@ -120,6 +120,8 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let quiet = single.detection.engine().detectors().quiet_periods();
     let (store, sinks) = findings_store(&settings, quiet, &runtime, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
+    // The archive exists before the API serves queries over it.
+    let outputs = service_outputs(&settings, &args, &store, &metrics)?;
     serve_http(
         &settings,
         &runtime,
@@ -129,7 +131,6 @@ pub(crate) fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         &metrics,
         (&ready, from_kafka),
     )?;
-    let outputs = service_outputs(&settings, &args, &store, &metrics)?;
     let mut service = Runtime::new(normalize, single, outputs);
     if let Some(stop) = stop {
         runtime.block_on(async {
@@ -247,6 +248,8 @@ pub(crate) fn run_role(
         settings.raw.http.max_findings,
     ));
     let (store, sinks) = findings_store(settings, quiet, &runtime, &metrics)?;
+    // The archive exists before the API serves queries over it.
+    let outputs = service_outputs(settings, &args, &store, &metrics)?;
     serve_http(
         settings,
         &runtime,
@@ -256,7 +259,6 @@ pub(crate) fn run_role(
         &metrics,
         (&ready, true),
     )?;
-    let outputs = service_outputs(settings, &args, &store, &metrics)?;
     let member = crate::group::Member {
         partitions: Arc::clone(&partitions),
         unowned: 0,

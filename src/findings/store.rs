@@ -594,25 +594,30 @@ impl FindingStore {
         (page, next)
     }
 
-    /// Findings matching `query`, most severe first, then by newest activity, then newest
-    /// created: the page at position `offset`, and the position of the next page.
-    pub fn list_by_severity(&self, query: &Query, offset: usize, limit: usize) -> (Vec<Stored>, Option<usize>) {
+    /// Findings matching `query`, most severe first, newest created first within a severity:
+    /// those after `after` (the last `(severity, created_seq)` of the previous page) and the
+    /// key to continue from. Findings arriving between pages do not shift the later ones; one
+    /// whose severity rises between pages may be seen twice.
+    pub fn list_by_severity(
+        &self,
+        query: &Query,
+        after: Option<(Severity, u64)>,
+        limit: usize,
+    ) -> (Vec<Stored>, Option<(Severity, u64)>) {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<&Stored> = inner.by_created.values().filter(|s| query.matches(s)).collect();
-        all.sort_by(|a, b| {
-            (b.finding.severity, b.finding.last_event_time, b.created_seq).cmp(&(
-                a.finding.severity,
-                a.finding.last_event_time,
-                a.created_seq,
-            ))
-        });
-        let page: Vec<Stored> = all
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|s| (*s).clone().settled(Utc::now()))
+        let key = |s: &Stored| (s.finding.severity, s.created_seq);
+        let mut all: Vec<&Stored> = inner
+            .by_created
+            .values()
+            .filter(|s| query.matches(s) && after.is_none_or(|a| key(s) < a))
             .collect();
-        let next = (offset + limit < all.len()).then_some(offset + limit);
+        all.sort_by_key(|s| std::cmp::Reverse(key(s)));
+        let next = (limit > 0 && all.len() > limit).then(|| key(all[limit - 1]));
+        let page = all
+            .into_iter()
+            .take(limit)
+            .map(|s| s.clone().settled(Utc::now()))
+            .collect();
         (page, next)
     }
 

@@ -35,9 +35,9 @@ pub struct ListParams {
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// `time` (default): newest first; `severity`: most severe first, then newest (a triage
-    /// queue; its cursor is a position, so a finding whose severity changes between pages may
-    /// be seen twice or not at all).
+    /// `time` (default): newest first; `severity`: most severe first, newest first within a
+    /// severity (a triage queue; a finding whose severity rises between pages may be seen
+    /// twice).
     #[param(inline)]
     pub sort: Option<Sort>,
 }
@@ -95,28 +95,36 @@ pub async fn list(
     state.auth.check(&headers, Role::Read)?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(e.body_text()))?;
     let limit = state.limits.page(params.limit)?;
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::bad_query("cursor is not one this server issued"))
-        })
-        .transpose()?;
+    let foreign = || ApiError::bad_query("cursor is not one this server issued");
     let query = params.query(&state)?;
-    let (items, next) = match params.sort.unwrap_or_default() {
-        Sort::Time => state.store.list(&query, cursor, limit),
+    let (items, next_cursor) = match params.sort.unwrap_or_default() {
+        Sort::Time => {
+            let before = params
+                .cursor
+                .as_deref()
+                .map(|c| c.parse::<u64>().map_err(|_| foreign()))
+                .transpose()?;
+            let (items, next) = state.store.list(&query, before, limit);
+            (items, next.map(|n| n.to_string()))
+        }
         Sort::Severity => {
-            let (items, next) = state
-                .store
-                .list_by_severity(&query, cursor.unwrap_or(0) as usize, limit);
-            (items, next.map(|n| n as u64))
+            // `severity.created_seq` of the last finding of the previous page.
+            let after = params
+                .cursor
+                .as_deref()
+                .map(|c| {
+                    let (severity, seq) = c.split_once('.').ok_or_else(foreign)?;
+                    Ok::<_, ApiError>((
+                        severity.parse::<Severity>().map_err(|_| foreign())?,
+                        seq.parse::<u64>().map_err(|_| foreign())?,
+                    ))
+                })
+                .transpose()?;
+            let (items, next) = state.store.list_by_severity(&query, after, limit);
+            (items, next.map(|(severity, seq)| format!("{severity}.{seq}")))
         }
     };
-    Ok(Json(Page {
-        items,
-        next_cursor: next.map(|n| n.to_string()),
-    }))
+    Ok(Json(Page { items, next_cursor }))
 }
 
 /// One finding with its status history.

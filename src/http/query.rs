@@ -75,8 +75,8 @@ fn query_error(e: QueryError) -> ApiError {
             e.to_string(),
         ),
         QueryError::Invalid(m) => ApiError::custom(axum::http::StatusCode::BAD_REQUEST, "bad_sql", m),
-        // As with none configured: the service's own archive is created when it opens, so a
-        // missing one is a location nothing writes to.
+        // As with none configured: a local archive is created before the API starts, so a
+        // missing one is a location nothing writes to (an object store's, nothing written yet).
         QueryError::NoArchive(_) => ApiError::not_found(e.to_string()),
         QueryError::Archive { .. } | QueryError::Failed(_) => ApiError::internal(&e),
     }

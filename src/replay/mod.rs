@@ -338,7 +338,10 @@ fn with_strings(t: &DataType, view: bool) -> DataType {
         DataType::Utf8 if view => DataType::Utf8View,
         DataType::Utf8View if !view => DataType::Utf8,
         DataType::List(f) => DataType::List(Arc::new(field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(field(f))),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(Arc::new(field(f)), *n),
         DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| field(f)).collect()),
+        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(with_strings(v, view))),
         other => other.clone(),
     }
 }

@@ -242,7 +242,8 @@ async fn lists_newest_first_with_filters_and_stable_cursors() {
 }
 
 /// `sort=severity` is a triage queue: critical first, then high, medium, low, newest first
-/// within each (the seeded findings: n % 4 gives the severity, n the hour), paged by position.
+/// within each (the seeded findings: n % 4 gives the severity, n the order of creation); its
+/// cursor continues after the last finding of a page, so one arriving meanwhile shifts nothing.
 #[tokio::test]
 async fn sorted_by_severity_most_severe_first_then_newest() {
     let app = seeded();
@@ -266,6 +267,11 @@ async fn sorted_by_severity_most_severe_first_then_newest() {
             .as_str()
             .map(|c| format!("&cursor={c}"))
             .unwrap_or_default();
+        // A critical finding arrives after the first page: it is the next reader's first row,
+        // not this reader's fourth.
+        app.store
+            .upsert(finding(9, DetectorId::BreakGlass, Severity::Critical))
+            .expect("stored");
     }
     assert!(cursor.is_empty(), "the last page has no cursor");
     // Filters apply as with the default order.
@@ -277,7 +283,7 @@ async fn sorted_by_severity_most_severe_first_then_newest() {
         None,
     )
     .await;
-    assert_eq!(ids(&page), ["finding 7", "finding 3", "finding 4"]);
+    assert_eq!(ids(&page), ["finding 9", "finding 7", "finding 3"]);
     let (status, body) = call(&app, "GET", "/v1/findings?sort=risk", Some(READ), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
