@@ -191,13 +191,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("creating the demo's archive directory")?;
     let archive_location = archive_dir.path().display().to_string();
     let archive = crate::archive::Archive::open(&archive_location, settings.archive_limits())?;
-    let queries = crate::replay::sandbox::Sandbox::new(
-        std::env::current_exe().context("finding this executable to run queries in")?,
-        &archive_location,
-        None,
-        crate::replay::Limits::of(&settings.raw.archive),
-        settings.raw.archive.query_concurrency,
-    );
+    let queries = crate::replay::sandbox::Sandbox::for_archive(&archive_location, None, &settings.raw.archive)
+        .context("finding this executable to run queries in")?;
     let state = AppState::new(
         detection.engine(),
         Arc::clone(&store),

@@ -127,6 +127,13 @@ pub struct ScopeUse {
     pub uses: u64,
 }
 
+impl ScopeUse {
+    /// Granted outside the registry's approval, where its approval applies.
+    pub fn outside_approval(&self) -> bool {
+        !self.approved && self.judged
+    }
+}
+
 /// A resource type and interaction touched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResourceUse {
@@ -182,7 +189,7 @@ impl Report {
             let retired = a
                 .attention
                 .iter()
-                .any(|t| t.serious && t.text.starts_with("active after"));
+                .any(|t| t.serious && t.text.starts_with(ACTIVE_AFTER));
             let class = match (retired, serious, a.attention.is_empty()) {
                 (true, _, _) => 0,
                 (false, 1.., _) => 1,
@@ -546,27 +553,27 @@ fn scope_use(entry: &Integration, granted: &[(String, u64)], resources: &[Resour
             }
         })
         .collect();
-    let outside: BTreeSet<(String, u64)> = granted
+    let outside: BTreeSet<(String, u64, bool)> = granted
         .iter()
-        .filter(|(g, _)| {
-            let g = Scope::parse(g);
-            !entry.approved_scopes.iter().any(|a| a.contains(&g))
+        .filter_map(|(g, uses)| {
+            let scope = Scope::parse(g);
+            // A SMART permission outside approval is always an attestation item (none approved
+            // approves none); an opaque one only where the registry approves opaque scopes.
+            let judged = scope.as_smart().is_some() || entry.approves_scope(&scope).is_some();
+            (!entry.approved_scopes.iter().any(|a| a.contains(&scope))).then(|| (g.clone(), *uses, judged))
         })
-        .cloned()
         .collect();
-    out.extend(outside.into_iter().map(|(scope, uses)| ScopeUse {
-        // A SMART permission outside approval is always an attestation item (none approved
-        // approves none); an opaque one only where the registry approves opaque scopes.
-        judged: {
-            let parsed = Scope::parse(&scope);
-            parsed.as_smart().is_some() || entry.approves_scope(&parsed).is_some()
-        },
+    out.extend(outside.into_iter().map(|(scope, uses, judged)| ScopeUse {
         scope,
         approved: false,
+        judged,
         uses,
     }));
     out
 }
+
+/// How the attention item of activity after retirement begins (the most urgent of all).
+const ACTIVE_AFTER: &str = "active after its";
 
 /// The attention items of one integration (last used at `last_use`, Unix seconds), serious
 /// ones first.
@@ -582,10 +589,7 @@ fn attention(
     if let Some((retired, key)) = entry.retired_at()
         && last_use.is_some_and(|t| t > retired.timestamp())
     {
-        push(
-            format!("active after its {key} ({})", rfc3339(retired.timestamp())),
-            true,
-        );
+        push(format!("{ACTIVE_AFTER} {key} ({})", rfc3339(retired.timestamp())), true);
     } else if let Some(expires) = entry.expires_at
         && expires > to - Duration::days(1)
         && expires <= to + Duration::days(30)
@@ -593,7 +597,7 @@ fn attention(
         push(format!("approval lapses {}", rfc3339(expires.timestamp())), false);
     }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let outside = a.scopes.iter().filter(|s| !s.approved && s.judged).count();
+    let outside = a.scopes.iter().filter(|s| s.outside_approval()).count();
     if outside > 0 {
         push(
             format!("{outside} scope{} granted outside approval", plural(outside)),
@@ -673,7 +677,7 @@ pub fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
                 &mut a
                     .scopes
                     .iter()
-                    .filter(|s| !s.approved && s.judged)
+                    .filter(|s| s.outside_approval())
                     .map(|s| s.scope.clone()),
             ),
             join(&mut types.iter().map(|t| t.to_string())),
@@ -761,4 +765,5 @@ mod tests {
             ]
         );
     }
+
 }

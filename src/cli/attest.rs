@@ -68,7 +68,7 @@ pub(crate) fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let limits = crate::replay::Limits {
         max_rows: 1 << 40,
-        ..query_limits(&settings)
+        ..crate::replay::Limits::of(&settings.raw.archive)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {

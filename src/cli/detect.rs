@@ -107,7 +107,7 @@ pub(crate) fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
             dead_letter_place(&settings)
         );
     }
-    if stats.records > 0 && stats.events == 0 && dead > 0 {
+    if stats.events == 0 && dead > 0 {
         // Nothing was judged: findings "none" would read as a clean bill of health.
         eprintln!(
             "error: no event could be read from the input (is it one of the supported formats? see the README's \"Supported input formats\")"

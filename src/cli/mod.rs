@@ -46,7 +46,7 @@ use detect::detect;
 pub use generate::GenerateArgs;
 use generate::generate;
 pub use query::QueryArgs;
-use query::{query, query_limits, sandbox};
+use query::{query, sandbox};
 pub use replay::ReplayArgs;
 use replay::replay;
 use run::run_service;
@@ -209,19 +209,11 @@ fn open_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, Box<dyn BufRead
 /// The engine the settings describe; `registry` and `detectors` override the configured ones.
 pub fn build_engine(settings: &Settings, registry: Option<&Path>, detectors: Option<&Path>) -> anyhow::Result<Engine> {
     let cfg = &settings.raw.engine;
-    // A file the configuration points to is blamed on the key that named it, and where it was set.
-    let named_by = |key: &str| format!("{key} (set in {})", settings.source_of(key));
-    let registry = match registry {
-        Some(path) => Some(Registry::load(path).context("--registry")?),
-        None if !cfg.registry.as_os_str().is_empty() => {
-            Some(Registry::load(&cfg.registry).with_context(|| named_by("engine.registry"))?)
-        }
-        None => None,
-    };
+    let registry = registry_of(registry, settings).transpose()?;
     let detectors = match detectors {
         Some(dir) => Detectors::load(dir).context("--detectors")?,
         None if !cfg.detectors.as_os_str().is_empty() => {
-            Detectors::load(&cfg.detectors).with_context(|| named_by("engine.detectors"))?
+            Detectors::load(&cfg.detectors).with_context(|| set_in(settings, "engine.detectors"))?
         }
         None => Detectors::default(),
     };
@@ -273,9 +265,15 @@ fn registry_of(flag: Option<&std::path::Path>, settings: &Settings) -> Option<an
     let named_by = if flag.is_some() {
         "--registry".to_owned()
     } else {
-        format!("engine.registry (set in {})", settings.source_of("engine.registry"))
+        set_in(settings, "engine.registry")
     };
     Some(Registry::load(&path).context(named_by))
+}
+
+/// A configured file's key and where it was set, to blame a file that cannot be read on the
+/// key that named it.
+fn set_in(settings: &Settings, key: &str) -> String {
+    format!("{key} (set in {})", settings.source_of(key))
 }
 
 /// The registry file: the flag, else `engine.registry` if set.

@@ -61,19 +61,8 @@ pub(crate) fn sandbox(
     registry: Option<PathBuf>,
     settings: &Settings,
 ) -> anyhow::Result<crate::replay::sandbox::Sandbox> {
-    let worker = std::env::current_exe().context("finding this executable to run queries in")?;
-    Ok(crate::replay::sandbox::Sandbox::new(
-        worker,
-        location,
-        registry,
-        query_limits(settings),
-        settings.raw.archive.query_concurrency,
-    ))
-}
-
-/// Query limits from `[archive]`.
-pub(crate) fn query_limits(settings: &Settings) -> crate::replay::Limits {
-    crate::replay::Limits::of(&settings.raw.archive)
+    crate::replay::sandbox::Sandbox::for_archive(location, registry, &settings.raw.archive)
+        .context("finding this executable to run queries in")
 }
 
 pub(crate) fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {

@@ -53,7 +53,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut outputs = Outputs::none();
     let limits = crate::replay::Limits {
         max_rows: 1 << 40,
-        ..query_limits(&settings)
+        ..crate::replay::Limits::of(&settings.raw.archive)
     };
     let days = (args.to - args.from).num_days().max(0) as u64 + 1;
     let bar = indicatif::ProgressBar::new(days).with_style(

@@ -124,6 +124,22 @@ impl Sandbox {
         }
     }
 
+    /// Queries from outside over the archive at `location`, each in a process of this
+    /// executable, under `[archive]`'s limits and concurrency.
+    pub fn for_archive(
+        location: &str,
+        registry: Option<PathBuf>,
+        cfg: &crate::archive::ArchiveConfig,
+    ) -> std::io::Result<Sandbox> {
+        Ok(Sandbox::new(
+            std::env::current_exe()?,
+            location,
+            registry,
+            Limits::of(cfg),
+            cfg.query_concurrency,
+        ))
+    }
+
     /// The limits of each query.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -61,27 +61,23 @@ impl Saved {
     /// Whether `given` names exactly this query's parameters: the first missing or unknown one
     /// is named.
     pub fn check_params<'a>(&self, given: impl IntoIterator<Item = &'a str> + Clone) -> Result<(), String> {
+        let takes = if self.parameters.is_empty() {
+            "none".to_owned()
+        } else {
+            self.parameters.join(", ")
+        };
         if let Some(missing) = self
             .parameters
             .iter()
             .find(|p| !given.clone().into_iter().any(|g| g == p.as_str()))
         {
             return Err(format!(
-                "{} needs the parameter {missing} (it takes {})",
-                self.name,
-                self.parameters.join(", ")
+                "{} needs the parameter {missing} (it takes {takes})",
+                self.name
             ));
         }
         if let Some(extra) = given.into_iter().find(|g| !self.parameters.iter().any(|p| p == g)) {
-            return Err(if self.parameters.is_empty() {
-                format!("{} has no parameter {extra} (it takes none)", self.name)
-            } else {
-                format!(
-                    "{} has no parameter {extra} (it takes {})",
-                    self.name,
-                    self.parameters.join(", ")
-                )
-            });
+            return Err(format!("{} has no parameter {extra} (it takes {takes})", self.name));
         }
         Ok(())
     }
