@@ -766,4 +766,41 @@ mod tests {
         );
     }
 
+    /// README ("Attestation"): a SMART permission granted outside approval is an item even
+    /// where the entry approves no scope at all (none approved approves none); an opaque grant
+    /// waits for the entry to approve some opaque scope.
+    #[test]
+    fn a_smart_grant_to_an_entry_approving_nothing_is_outside_approval() {
+        let registry = Registry::parse(
+            "[[integration]]\nid = \"a\"\n\n[[integration]]\nid = \"b\"\napproved_scopes = [\"openid\"]\n",
+            std::path::Path::new("r.toml"),
+        )
+        .expect("registry");
+        let granted = vec![
+            ("system/*.cruds".to_owned(), 1),
+            ("https://graph.microsoft.com/.default".to_owned(), 2),
+        ];
+        let judged = |entry: &Integration| -> Vec<(String, bool)> {
+            scope_use(entry, &granted, &[])
+                .into_iter()
+                .filter(|s| !s.approved)
+                .map(|s| (s.scope.clone(), s.outside_approval()))
+                .collect()
+        };
+        assert_eq!(
+            judged(&registry.entries()[0]),
+            [
+                ("https://graph.microsoft.com/.default".to_owned(), false),
+                ("system/*.cruds".to_owned(), true),
+            ]
+        );
+        // An entry approving an opaque scope has its opaque grants judged too.
+        assert_eq!(
+            judged(&registry.entries()[1]),
+            [
+                ("https://graph.microsoft.com/.default".to_owned(), true),
+                ("system/*.cruds".to_owned(), true),
+            ]
+        );
+    }
 }
